@@ -1,0 +1,31 @@
+# speko_bridge: every target sets itself up (.venv) on first use; a fresh clone needs only Python >= 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-test
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test openapi clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## run: serve the bridge on $(HOST):$(PORT) in dev mode (generated keys in .speko/, simulators for providers without a key)
+run: $(STAMP)
+	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
+
+## test: run every test
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## openapi: regenerate openapi.yaml from the msgspec types
+openapi: $(STAMP)
+	$(BIN)/python -m speko_bridge.openapi > openapi.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,261 @@
+"""REST routes: ``/v1/sessions`` (mint, read, revoke), health, and the OpenAPI document.
+
+Every error body is ``{"error": {"code", "message"}}`` (:func:`error_response`); no route
+ever answers with a stack trace (see the exception handlers in ``app.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import openapi
+from .params import ParamsError, SessionParams, check_params
+from .store import SessionRecord, StoreUnavailable, UsageTotals
+from .tokens import mint_token, new_id
+
+log = logging.getLogger("speko_bridge.api")
+
+#: Largest accepted mint body. The biggest legal body (32 KiB prompt + 16 KiB metadata +
+#: tool schemas) fits; anything larger is refused before it is parsed.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class SessionCreated(msgspec.Struct, rename="camel"):
+    """``201`` answer to ``POST /v1/sessions``."""
+
+    session_id: str
+    token: str
+    expires_at: str  # ISO-8601 UTC: the socket must be opened before this
+    url: str
+    ttl_seconds: int
+
+
+class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
+    """A session record as its owner sees it."""
+
+    session_id: str
+    provider: str
+    model: str
+    status: str
+    created_at: str
+    expires_at: str
+    ttl_seconds: int
+    started_at: str | None
+    ended_at: str | None
+    close_code: int | None
+    close_reason: str | None
+    usage: UsageTotals
+    metadata: dict | None
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+_encoder = msgspec.json.Encoder()
+_params_decoder = msgspec.json.Decoder(SessionParams)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def json_response(body: msgspec.Struct, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(_encoder.encode(body), status, headers, media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    return json_response(ErrorBody(ErrorDetail(code, message)), status, headers)
+
+
+def view(record: SessionRecord) -> SessionView:
+    return SessionView(
+        session_id=record.session_id,
+        provider=record.provider,
+        model=record.model,
+        status=record.status,
+        created_at=iso(record.created_at),
+        expires_at=iso(record.token_expires_at),
+        ttl_seconds=record.ttl_seconds,
+        started_at=iso(record.started_at),
+        ended_at=iso(record.ended_at),
+        close_code=record.close_code,
+        close_reason=record.close_reason,
+        usage=record.usage,
+        metadata=record.params.metadata,
+    )
+
+
+def authenticate(request: Request) -> str | Response:
+    """The API key id of the caller, or a 401 response."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return error_response(
+            401, "invalid_api_key", "missing Authorization: Bearer <api key>",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    key_id = request.app.state.settings.api_keys.identify(key.strip())
+    if key_id is None:
+        return error_response(401, "invalid_api_key", "API key not recognised", {"WWW-Authenticate": "Bearer"})
+    return key_id
+
+
+async def read_json_body(request: Request) -> bytes | Response:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        return error_response(415, "unsupported_media_type", "Content-Type must be application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return error_response(413, "payload_too_large", f"body must be at most {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return error_response(413, "payload_too_large", f"body must be at most {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def decode_params(body: bytes) -> SessionParams | Response:
+    try:
+        params = _params_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        return error_response(422, "invalid_request", str(exc))
+    except msgspec.DecodeError as exc:
+        return error_response(400, "invalid_json", f"body is not valid JSON: {exc}")
+    try:
+        return check_params(params)
+    except ParamsError as exc:
+        return error_response(422, "invalid_request", str(exc))
+
+
+async def create_session(request: Request) -> Response:
+    owner = authenticate(request)
+    if isinstance(owner, Response):
+        return owner
+    body = await read_json_body(request)
+    if isinstance(body, Response):
+        return body
+    params = decode_params(body)
+    if isinstance(params, Response):
+        return params
+
+    settings = request.app.state.settings
+    endpoint = request.app.state.endpoints.get(params.provider)
+    if params.provider not in request.app.state.providers or endpoint is None or not endpoint.api_key:
+        return error_response(
+            422, "invalid_request",
+            f"provider {params.provider!r} is not configured on this server - at `$.provider`",
+        )
+    now = int(time.time())
+    session_id = new_id("sess")
+    minted = mint_token(
+        settings.signing,
+        session_id=session_id,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        now=now,
+        window=settings.token_window_seconds,
+    )
+    record = SessionRecord(
+        session_id=session_id,
+        owner=owner,
+        provider=params.provider,
+        model=params.model,
+        status="pending",
+        params=params,
+        jti=minted.jti,
+        created_at=float(now),
+        token_expires_at=float(minted.expires_at),
+        ttl_seconds=params.ttl_seconds,
+    )
+    try:
+        await request.app.state.store.create(record)
+    except StoreUnavailable as exc:
+        log.warning("mint refused, store unavailable: %s", exc)
+        return error_response(503, "store_unavailable", "session store unavailable; retry later",
+                              {"Retry-After": "1"})
+    log.info("session minted", extra={"session_id": session_id, "provider": params.provider, "key_id": owner})
+    created = SessionCreated(
+        session_id=session_id,
+        token=minted.token,
+        expires_at=iso(minted.expires_at),
+        url=settings.realtime_url,
+        ttl_seconds=params.ttl_seconds,
+    )
+    return json_response(created, 201, {"Cache-Control": "no-store"})
+
+
+async def get_session(request: Request) -> Response:
+    owner = authenticate(request)
+    if isinstance(owner, Response):
+        return owner
+    try:
+        record = await request.app.state.store.get(request.path_params["session_id"], owner)
+    except StoreUnavailable:
+        return error_response(503, "store_unavailable", "session store unavailable; retry later")
+    if record is None:
+        return error_response(404, "not_found", "no such session")
+    return json_response(view(record))
+
+
+async def revoke_session(request: Request) -> Response:
+    owner = authenticate(request)
+    if isinstance(owner, Response):
+        return owner
+    session_id = request.path_params["session_id"]
+    try:
+        record = await request.app.state.store.revoke(session_id, owner, time.time())
+    except StoreUnavailable:
+        return error_response(503, "store_unavailable", "session store unavailable; retry later")
+    if record is None:
+        return error_response(404, "not_found", "no such session")
+    if record.status == "revoked":
+        request.app.state.registry.revoke(session_id)
+    return json_response(view(record))
+
+
+async def healthz(request: Request) -> Response:
+    return json_response(Health("ok"))
+
+
+async def readyz(request: Request) -> Response:
+    if request.app.state.draining:
+        return json_response(Health("draining"), 503)
+    try:
+        await request.app.state.store.ping()
+    except StoreUnavailable:
+        return json_response(Health("store_unavailable"), 503)
+    return json_response(Health("ok"))
+
+
+async def openapi_yaml(request: Request) -> Response:
+    return Response(openapi.document_yaml(), media_type="application/yaml")
+
+
+routes = [
+    Route("/v1/sessions", create_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", revoke_session, methods=["DELETE"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
+]

@@ -1,0 +1,480 @@
+"""The session runner: ``/v1/realtime`` from handshake to the last record write.
+
+One :class:`BridgeSession` per socket, three tasks around one codec::
+
+    client reader  : client WS -> ClientMessage / PCM -> Resampler(in) -> codec -> upstream WS
+    upstream reader: upstream WS -> codec.receive -> frames / AudioOut -> Resampler(out) -> outbox
+    client writer  : outbox (bounded) -> client WS
+
+Every way a session ends goes through :meth:`BridgeSession.end`, first caller wins; the
+runner then sends the ``error`` (if any) and the ``close`` frame, closes the socket with
+the same code, closes upstream and writes the record. Nothing else closes anything.
+
+Bounds (memory per session stays fixed whatever the peers do):
+- the outbox holds at most ``OUTBOX_MAX`` messages; when the client reads too slowly the
+  upstream reader waits, and TCP pushes back on the provider;
+- client audio that arrives before the provider is ready is held up to
+  ``HELD_AUDIO_MAX_BYTES``; past that the client reader waits for the provider;
+- one client message is at most ``MAX_CLIENT_MESSAGE_BYTES`` (else 4009).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import aiohttp
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .audio import Resampler
+from .frames import (
+    Close,
+    CloseCode,
+    Commit,
+    Error,
+    ErrorCode,
+    Interrupt,
+    InvalidMessage,
+    ToolCall,
+    ToolResult,
+    Transcript,
+    Usage,
+    decode_client_message,
+    encode_frame,
+)
+from .providers import get_provider
+from .providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Outbound, Ready
+from .store import ConsumeOutcome, SessionRecord, StoreUnavailable, UsageTotals
+from .tokens import TokenError, verify_token
+
+log = logging.getLogger("speko_bridge.bridge")
+
+#: Largest client message. 256 KiB is over 5 s of 24 kHz PCM16 in one chunk: far more than
+#: any sane client sends (browsers send 20-100 ms), small enough to bound a burst.
+MAX_CLIENT_MESSAGE_BYTES = 256 * 1024
+#: Outbox depth. Providers send ~50-100 ms of audio per delta, so 256 messages is tens of
+#: seconds of audio: a client that is this far behind is not listening any more.
+OUTBOX_MAX = 256
+#: Client audio held while the provider session is being set up: 10 s of 24 kHz PCM16
+#: (as base64 JSON, ~4/3 of that). A normal setup takes well under a second.
+HELD_AUDIO_MAX_BYTES = 10 * 48_000 * 4 // 3
+#: How long to wait for the provider's close handshake when we end a session.
+UPSTREAM_CLOSE_TIMEOUT = 2.0
+#: Largest upstream message accepted (OpenAI allows 15 MiB appends; replies are smaller).
+UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: Interrupted item ids remembered to mute their late deltas; only recent ones matter.
+MUTED_ITEMS_MAX = 64
+
+
+class SessionRegistry:
+    """The sessions live in this process, by id: revocation and drain reach them here."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, BridgeSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, session: BridgeSession) -> None:
+        self._live[session.session_id] = session
+
+    def remove(self, session: BridgeSession) -> None:
+        if self._live.get(session.session_id) is session:
+            del self._live[session.session_id]
+
+    def revoke(self, session_id: str) -> bool:
+        session = self._live.get(session_id)
+        if session is None:
+            return False
+        session.end(CloseCode.REVOKED, ErrorCode.SESSION_REVOKED, "session revoked")
+        return True
+
+    def close_all(self, code: int, error_code: str | None, message: str) -> None:
+        for session in list(self._live.values()):
+            session.end(code, error_code, message)
+
+    async def wait_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._live and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self._live
+
+
+async def _refuse(ws: WebSocket, code: int, error_code: str, message: str) -> None:
+    """Answer a socket that may not start a session: error frame, close frame, close."""
+    try:
+        await ws.send_text(encode_frame(Error(error_code, message)))
+        await ws.send_text(encode_frame(Close(code, message)))
+        await ws.close(code, message[:120])
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away first; nothing left to tell it
+
+
+_CONSUME_ERRORS = {
+    ConsumeOutcome.NOT_FOUND: (ErrorCode.INVALID_TOKEN, "token does not match any session"),
+    ConsumeOutcome.USED: (ErrorCode.TOKEN_USED, "token already used"),
+    ConsumeOutcome.EXPIRED: (ErrorCode.TOKEN_EXPIRED, "token expired"),
+    ConsumeOutcome.REVOKED: (ErrorCode.SESSION_REVOKED, "session revoked"),
+}
+
+
+async def realtime_endpoint(ws: WebSocket) -> None:
+    """``GET /v1/realtime``: authenticate the socket, then run its session."""
+    state = ws.app.state
+    settings = state.settings
+    offered = ws.scope.get("subprotocols") or []
+    token = offered[0] if offered else None
+    # Select the first offered subprotocol even when it turns out to be a bad token: a
+    # browser fails a handshake that offered subprotocols and got none back, and would
+    # see only 1006 instead of our error frame.
+    await ws.accept(subprotocol=token)
+
+    if settings.allowed_origins is not None:
+        origin = ws.headers.get("origin")
+        if origin not in settings.allowed_origins:
+            await _refuse(ws, CloseCode.ORIGIN_NOT_ALLOWED, ErrorCode.ORIGIN_NOT_ALLOWED,
+                          f"origin {origin!r} not allowed")
+            return
+    if state.draining:
+        await _refuse(ws, CloseCode.GOING_AWAY, ErrorCode.INTERNAL_ERROR, "server is shutting down")
+        return
+    if token is None:
+        await _refuse(ws, CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN,
+                      "no token: offer it as the first WebSocket subprotocol")
+        return
+    try:
+        claims = verify_token(settings.signing, token, issuer=settings.issuer,
+                              audience=settings.audience, now=time.time())
+    except TokenError as exc:
+        await _refuse(ws, CloseCode.BAD_TOKEN, exc.code, exc.message)
+        return
+    if len(state.registry) >= settings.max_sessions:
+        await _refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
+                      "this server is at its session limit; retry shortly")
+        return
+    try:
+        result = await state.store.consume(claims.session_id, claims.jti, time.time())
+    except StoreUnavailable as exc:
+        log.warning("consume failed, store unavailable: %s", exc)
+        await _refuse(ws, CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "session store unavailable")
+        return
+    if result.outcome is not ConsumeOutcome.OK:
+        code, message = _CONSUME_ERRORS[result.outcome]
+        await _refuse(ws, CloseCode.BAD_TOKEN, code, message)
+        return
+    await BridgeSession(ws, result.record, state).run()
+
+
+class BridgeSession:
+    def __init__(self, ws: WebSocket, record: SessionRecord, state) -> None:
+        self.ws = ws
+        self.record = record
+        self.session_id = record.session_id
+        self.params = record.params
+        self.state = state
+        self.spec = get_provider(record.provider)
+        self.codec = self.spec.codec(self.params) if self.spec else None
+        in_rate = self.codec.input_rate if self.codec else self.params.input_sample_rate
+        self.resample_in = Resampler(self.params.input_sample_rate, in_rate)
+        self.resample_out: Resampler | None = None  # made on the first audio (rate from provider)
+        self.outbox: asyncio.Queue = asyncio.Queue(OUTBOX_MAX)
+        self.upstream: aiohttp.ClientWebSocketResponse | None = None
+        self.ready = asyncio.Event()
+        self.held: deque[Outbound] = deque()
+        self.held_bytes = 0
+        self.usage = UsageTotals()
+        self.usage_writes: set[asyncio.Task] = set()
+        self.done = asyncio.Event()
+        self.outcome: tuple[int, str | None, str] | None = None
+        # interruption bookkeeping: what the client has actually been sent
+        self.playing_item: str | None = None
+        self.played_bytes = 0
+        self.muted_items: set[str | None] = set()
+        self.last_item: str | None = None
+        self.out_rate = self.params.output_sample_rate
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def end(self, code: int, error_code: str | None, message: str) -> None:
+        """Ask the session to end with ``code``; the first caller decides."""
+        if self.outcome is None:
+            self.outcome = (int(code), error_code, message)
+            self.done.set()
+
+    # -- main ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        registry = self.state.registry
+        registry.add(self)
+        loop = asyncio.get_running_loop()
+        ttl = loop.call_later(
+            self.record.ttl_seconds, self.end, CloseCode.TTL_REACHED, ErrorCode.SESSION_EXPIRED,
+            f"session reached its ttl of {self.record.ttl_seconds} s",
+        )
+        tasks = [
+            asyncio.create_task(self._client_reader(), name="client-reader"),
+            asyncio.create_task(self._upstream(), name="upstream"),
+            asyncio.create_task(self._client_writer(), name="client-writer"),
+        ]
+        try:
+            await self.done.wait()
+        finally:
+            ttl.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close_client()
+            await self._close_upstream()
+            await self._write_record()
+            registry.remove(self)
+
+    async def _close_client(self) -> None:
+        code, error_code, message = self.outcome
+        if self.ws.client_state is not WebSocketState.CONNECTED:
+            return
+        try:
+            if error_code is not None:
+                await self.ws.send_text(encode_frame(Error(error_code, message)))
+            await self.ws.send_text(encode_frame(Close(code, message)))
+            await self.ws.close(code, message[:120])
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the client is already gone
+
+    async def _close_upstream(self) -> None:
+        if self.upstream is not None and not self.upstream.closed:
+            try:
+                async with asyncio.timeout(UPSTREAM_CLOSE_TIMEOUT):
+                    await self.upstream.close()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass  # a provider that will not close cleanly is simply dropped
+
+    async def _write_record(self) -> None:
+        code, _, message = self.outcome
+        if self.usage_writes:
+            await asyncio.gather(*self.usage_writes, return_exceptions=True)
+        status = "revoked" if code == CloseCode.REVOKED else "ended"
+        try:
+            await self.state.store.finish(
+                self.session_id, status=status, close_code=code, close_reason=message,
+                usage=self.usage, now=time.time(),
+            )
+        except StoreUnavailable as exc:
+            log.error("session record not written: %s", exc, extra={"session_id": self.session_id})
+        log.info("session ended", extra={"session_id": self.session_id,
+                                         "provider": self.record.provider, "close_code": code})
+
+    # -- client -> upstream ----------------------------------------------------------------
+
+    async def _client_reader(self) -> None:
+        ws = self.ws
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                code = message.get("code") or CloseCode.NORMAL
+                self.end(code, None, "client closed the connection")
+                return
+            data = message.get("bytes")
+            if data is not None:
+                if len(data) > MAX_CLIENT_MESSAGE_BYTES:
+                    self._too_big(len(data))
+                    return
+                pcm = self.resample_in.process(data)
+                if pcm:
+                    await self._send_up(self.codec.audio(pcm))
+                continue
+            text = message.get("text")
+            if text is None:
+                continue
+            if len(text) > MAX_CLIENT_MESSAGE_BYTES:
+                self._too_big(len(text))
+                return
+            try:
+                intent = decode_client_message(text)
+            except InvalidMessage as exc:
+                await self.outbox.put(encode_frame(Error(ErrorCode.INVALID_MESSAGE, str(exc))))
+                continue
+            if isinstance(intent, Commit):
+                tail = self.resample_in.flush()
+                out = self.codec.audio(tail) if tail else []
+                await self._send_up(out + self.codec.commit())
+            elif isinstance(intent, Interrupt):
+                await self._interrupt()
+            elif isinstance(intent, ToolResult):
+                await self._send_up(self.codec.tool_result(intent.call_id, intent.output))
+
+    def _too_big(self, size: int) -> None:
+        self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
+                 f"message of {size} bytes exceeds the {MAX_CLIENT_MESSAGE_BYTES} byte limit")
+
+    async def _interrupt(self) -> None:
+        played_ms = int(self.played_bytes * 1000 / (2 * self.out_rate))
+        self._drop_audio()
+        await self._send_up(self.codec.interrupt(played_ms))
+
+    async def _send_up(self, messages: list[Outbound]) -> None:
+        if not messages:
+            return
+        if not self.ready.is_set():
+            for m in messages:
+                self.held.append(m)
+                self.held_bytes += len(m)
+            if self.held_bytes > HELD_AUDIO_MAX_BYTES:
+                await self.ready.wait()  # backpressure: stop reading the client
+            return
+        upstream = self.upstream
+        for m in messages:
+            if isinstance(m, str):
+                await upstream.send_str(m)
+            else:
+                await upstream.send_bytes(m)
+
+    # -- upstream -> client ----------------------------------------------------------------
+
+    async def _upstream(self) -> None:
+        if self.spec is None or self.codec is None:
+            self.end(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR,
+                     f"provider {self.record.provider!r} is not available on this server")
+            return
+        endpoint = self.state.endpoints[self.spec.name]
+        url = self.spec.url(endpoint.url, self.params)
+        headers = self.spec.headers(endpoint.api_key or "")
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.state.settings.upstream_connect_timeout):
+                self.upstream = await self.state.http.ws_connect(
+                    url, headers=headers, max_msg_size=UPSTREAM_MAX_MESSAGE_BYTES,
+                    autoping=True, compress=0,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                self.end(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_AUTH_FAILED,
+                         f"provider refused the credentials (HTTP {exc.status})")
+            elif exc.status == 429:
+                self.end(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR,
+                         "provider rate limit or quota reached (HTTP 429)")
+            else:
+                self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
+                         f"provider handshake failed (HTTP {exc.status})")
+            return
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
+                     f"cannot reach the provider: {type(exc).__name__}")
+            return
+        log.debug("upstream connected in %.1f ms", (time.monotonic() - started) * 1000,
+                  extra={"session_id": self.session_id})
+        upstream = self.upstream
+        for m in self.codec.start():
+            await upstream.send_str(m) if isinstance(m, str) else await upstream.send_bytes(m)
+
+        async for msg in upstream:
+            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                await self._handle(self.codec.receive(msg.data))
+                drained = self.codec.drain_outbound()
+                if drained:
+                    await self._send_up(drained)
+                if self.outcome is not None:
+                    return
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                break
+        close_code = upstream.close_code
+        self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
+                 f"provider closed the connection (code {close_code})")
+
+    async def _flush_held(self) -> None:
+        upstream = self.upstream
+        while self.held:
+            m = self.held.popleft()
+            await upstream.send_str(m) if isinstance(m, str) else await upstream.send_bytes(m)
+        self.held_bytes = 0
+        self.ready.set()
+
+    async def _handle(self, events: list) -> None:
+        put = self.outbox.put
+        for ev in events:
+            kind = type(ev)
+            if kind is AudioOut:
+                if ev.item_id in self.muted_items:
+                    continue
+                if self.resample_out is None or self.resample_out.in_rate != ev.sample_rate:
+                    self.resample_out = Resampler(ev.sample_rate, self.out_rate)
+                pcm = self.resample_out.process(ev.pcm)
+                if pcm:
+                    await put((ev.item_id, pcm))
+                self.last_item = ev.item_id
+            elif kind is Transcript or kind is ToolCall or kind is Error:
+                await put(encode_frame(ev))
+            elif kind is AudioDone:
+                if self.resample_out is not None:
+                    tail = self.resample_out.flush()
+                    if tail:
+                        await put((self.last_item, tail))
+            elif kind is Usage:
+                self.usage.input_audio_tokens += ev.input_audio_tokens
+                self.usage.output_audio_tokens += ev.output_audio_tokens
+                await put(encode_frame(ev))
+                self._record_usage(ev)
+            elif kind is Ready:
+                if not self.ready.is_set():
+                    await self._flush_held()
+            elif kind is ClearAudio:
+                self._drop_audio()
+            elif kind is Fatal:
+                self.end(ev.close_code, ev.error_code, ev.message)
+                return
+
+    def _drop_audio(self) -> None:
+        """Drop assistant audio not yet sent to the client, and mute late deltas of the
+        same items (the provider may still be sending them when the cancel lands)."""
+        muted = self.muted_items
+        if len(muted) > MUTED_ITEMS_MAX:
+            muted.clear()
+        muted.add(self.playing_item)
+        kept = []
+        while not self.outbox.empty():
+            item = self.outbox.get_nowait()
+            if isinstance(item, tuple):
+                muted.add(item[0])
+            else:
+                kept.append(item)
+        # Providers without item ids stop by themselves (their codec says ClearAudio).
+        muted.discard(None)
+        for item in kept:
+            self.outbox.put_nowait(item)
+        if self.resample_out is not None:
+            self.resample_out.reset()
+
+    def _record_usage(self, usage: Usage) -> None:
+        delta = UsageTotals(usage.input_audio_tokens, usage.output_audio_tokens)
+        task = asyncio.create_task(self._add_usage(delta))
+        self.usage_writes.add(task)
+        task.add_done_callback(self.usage_writes.discard)
+
+    async def _add_usage(self, delta: UsageTotals) -> None:
+        try:
+            await self.state.store.add_usage(self.session_id, delta)
+        except StoreUnavailable as exc:
+            # the totals still reach the record at the end of the session (finish)
+            log.warning("live usage not written: %s", exc, extra={"session_id": self.session_id})
+
+    # -- client writer ---------------------------------------------------------------------
+
+    async def _client_writer(self) -> None:
+        ws = self.ws
+        get = self.outbox.get
+        try:
+            while True:
+                item = await get()
+                if type(item) is str:
+                    await ws.send_text(item)
+                else:
+                    item_id, pcm = item
+                    if item_id != self.playing_item:
+                        self.playing_item = item_id
+                        self.played_bytes = 0
+                    await ws.send_bytes(pcm)
+                    self.played_bytes += len(pcm)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.end(CloseCode.NORMAL, None, "client connection lost")

@@ -1,0 +1,212 @@
+"""Settings, read from environment variables once at start and validated.
+
+A bad value stops the server with one line naming the variable (:class:`ConfigError`).
+Nothing else in the package reads ``os.environ``: ``create_app(settings)`` gets everything
+it needs from a :class:`Settings`.
+
+Dev defaults (``make run``): when ``SPEKO_API_KEYS`` or ``SPEKO_SIGNING_KEY`` is unset, a key
+is generated once and kept in ``SPEKO_DATA_DIR`` (``.speko/`` by default) so that tokens and
+the printed dev API key survive a restart, the way Jupyter keeps its token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .tokens import ApiKeyring, SigningKeys
+
+#: HS256 keys shorter than this are refused (RFC 7518 3.2: key >= hash output size).
+MIN_SIGNING_KEY_BYTES = 32
+#: Largest token window (the time a browser has to open the socket) we allow configuring.
+MAX_TOKEN_WINDOW_SECONDS = 600
+
+
+class ConfigError(ValueError):
+    """One bad setting; ``str()`` is the single line printed before exiting."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class ProviderEndpoint:
+    url: str
+    api_key: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    db_path: Path
+    api_keys: ApiKeyring
+    signing: SigningKeys
+    public_url: str  # ws(s)://host[:port] of the bridge as browsers reach it
+    allowed_origins: frozenset[str] | None
+    token_window_seconds: int = 60
+    issuer: str = "speko-bridge"
+    audience: str = "speko-bridge/realtime"
+    dev: bool = False
+    dev_api_key: str | None = None  # the generated key, only to print it at start
+    simulate: bool = False  # serve providers without a key from the built-in simulators
+    providers: dict[str, ProviderEndpoint] = field(default_factory=dict)
+    upstream_connect_timeout: float = 10.0
+    max_sessions: int = 10_000
+    db_busy_timeout_ms: int = 5000
+
+    @property
+    def realtime_url(self) -> str:
+        return self.public_url.rstrip("/") + "/v1/realtime"
+
+
+DEFAULT_PROVIDER_URLS = {
+    "openai": "wss://api.openai.com/v1/realtime",
+    "google": (
+        "wss://generativelanguage.googleapis.com/ws/"
+        "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    ),
+    "xai": "wss://api.x.ai/v1/realtime",
+}
+PROVIDER_KEY_VARS = {"openai": "OPENAI_API_KEY", "google": "GOOGLE_API_KEY", "xai": "XAI_API_KEY"}
+PROVIDER_URL_VARS = {"openai": "SPEKO_OPENAI_URL", "google": "SPEKO_GOOGLE_URL", "xai": "SPEKO_XAI_URL"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected true/false, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
+    """Read a generated secret, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def _ws_base(url: str, variable: str) -> str:
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ConfigError(variable, f"expected an http(s) or ws(s) URL, got {url!r}")
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, host: str = "127.0.0.1", port: int = 8000
+) -> Settings:
+    """Build :class:`Settings` from ``env`` (default ``os.environ``); raise :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("SPEKO_DATA_DIR") or ".speko")
+    db_path = Path(env.get("SPEKO_DB_PATH") or data_dir / "speko.db")
+
+    dev = _bool(env, "SPEKO_DEV", default=False)
+    dev_api_key = None
+    keys = _list(env, "SPEKO_API_KEYS")
+    if not keys:
+        if not dev:
+            raise ConfigError("SPEKO_API_KEYS", "required (or SPEKO_DEV=1 for a generated dev key)")
+        dev_api_key = _secret_file(data_dir / "dev_api_key", lambda: "sk_dev_" + secrets.token_urlsafe(24))
+        keys = [dev_api_key]
+    try:
+        api_keys = ApiKeyring.from_config(keys)
+    except ValueError as exc:
+        raise ConfigError("SPEKO_API_KEYS", str(exc)) from None
+
+    signing_key = env.get("SPEKO_SIGNING_KEY")
+    if not signing_key:
+        if not dev:
+            raise ConfigError("SPEKO_SIGNING_KEY", "required (or SPEKO_DEV=1 for a generated key)")
+        signing_key = _secret_file(data_dir / "signing_key", lambda: secrets.token_urlsafe(48))
+    if len(signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
+        raise ConfigError(
+            "SPEKO_SIGNING_KEY", f"must be at least {MIN_SIGNING_KEY_BYTES} bytes for HS256"
+        )
+    previous = _list(env, "SPEKO_SIGNING_KEYS_PREVIOUS")
+    for key in previous:
+        if len(key.encode()) < MIN_SIGNING_KEY_BYTES:
+            raise ConfigError(
+                "SPEKO_SIGNING_KEYS_PREVIOUS",
+                f"every key must be at least {MIN_SIGNING_KEY_BYTES} bytes for HS256",
+            )
+    signing = SigningKeys(signing_key, previous)
+
+    public_url = _ws_base(env.get("SPEKO_PUBLIC_URL") or f"http://{host}:{port}", "SPEKO_PUBLIC_URL")
+    origins = _list(env, "SPEKO_ALLOWED_ORIGINS")
+
+    simulate = _bool(env, "SPEKO_SIMULATE", default=dev)
+    providers: dict[str, ProviderEndpoint] = {}
+    for name, default_url in DEFAULT_PROVIDER_URLS.items():
+        url_var = PROVIDER_URL_VARS[name]
+        url = env.get(url_var) or default_url
+        if urlsplit(url).scheme not in ("ws", "wss") or not urlsplit(url).netloc:
+            raise ConfigError(url_var, f"expected a ws:// or wss:// URL, got {url!r}")
+        providers[name] = ProviderEndpoint(url=url, api_key=env.get(PROVIDER_KEY_VARS[name]) or None)
+
+    return Settings(
+        data_dir=data_dir,
+        db_path=db_path,
+        api_keys=api_keys,
+        signing=signing,
+        public_url=public_url,
+        allowed_origins=frozenset(origins) if origins else None,
+        token_window_seconds=_int(
+            env, "SPEKO_TOKEN_WINDOW_SECONDS", 60, 5, MAX_TOKEN_WINDOW_SECONDS
+        ),
+        issuer=env.get("SPEKO_ISSUER") or "speko-bridge",
+        audience=env.get("SPEKO_AUDIENCE") or "speko-bridge/realtime",
+        dev=dev,
+        dev_api_key=dev_api_key,
+        simulate=simulate,
+        providers=providers,
+        upstream_connect_timeout=_float(env, "SPEKO_UPSTREAM_CONNECT_TIMEOUT", 10.0, 0.1, 120.0),
+        max_sessions=_int(env, "SPEKO_MAX_SESSIONS", 10_000, 1, 1_000_000),
+        db_busy_timeout_ms=_int(env, "SPEKO_DB_BUSY_TIMEOUT_MS", 5000, 1, 600_000),
+    )

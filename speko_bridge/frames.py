@@ -1,0 +1,147 @@
+"""The wire vocabulary of ``/v1/realtime`` (PROTOCOL.md sections 3 and 4).
+
+Everything a client sends as text and everything the bridge sends back as text is a
+msgspec tagged Struct here, so that decoding *is* validation and encoding is one call.
+Audio never becomes a Struct: it travels as raw binary WebSocket messages (PCM16 LE mono).
+
+Close codes and error codes live here too, in one place, so that the bridge, the SDK and
+the tests agree on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal, Union
+
+import msgspec
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes of PROTOCOL.md section 4."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server drain
+    INTERNAL_ERROR = 1011
+    BAD_TOKEN = 4001
+    ORIGIN_NOT_ALLOWED = 4003
+    REVOKED = 4004
+    TTL_REACHED = 4008
+    PROTOCOL_VIOLATION = 4009
+    RATE_LIMITED = 4029
+    PROVIDER_FAILED = 4500
+    PROVIDER_REFUSED = 4502
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` frame (PROTOCOL.md section 4)."""
+
+    INVALID_TOKEN = "invalid_token"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_USED = "token_used"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    INVALID_MESSAGE = "invalid_message"
+    RATE_LIMITED = "rate_limited"
+    SESSION_EXPIRED = "session_expired"
+    SESSION_REVOKED = "session_revoked"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_AUTH_FAILED = "provider_auth_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+class Commit(msgspec.Struct, tag="commit", tag_field="type", forbid_unknown_fields=True):
+    """End of the user's turn: flush audio upstream and ask for a response."""
+
+
+class Interrupt(msgspec.Struct, tag="interrupt", tag_field="type", forbid_unknown_fields=True):
+    """Cancel the in-flight response; undelivered assistant audio is dropped."""
+
+
+class ToolResult(
+    msgspec.Struct, tag="tool_result", tag_field="type", rename="camel", forbid_unknown_fields=True
+):
+    """The result of a ``tool_call``; ``output`` is a string (JSON text is fine)."""
+
+    call_id: str
+    output: str
+
+
+ClientMessage = Union[Commit, Interrupt, ToolResult]
+
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+class InvalidMessage(ValueError):
+    """A client text message that is not one of :data:`ClientMessage`."""
+
+
+def decode_client_message(data: str | bytes) -> ClientMessage:
+    """Decode one client text message, raising :class:`InvalidMessage` with a readable reason."""
+    try:
+        return _client_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise InvalidMessage(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+class Transcript(msgspec.Struct, tag="transcript", tag_field="type"):
+    """A delta (``final=False``) or the whole utterance (``final=True``)."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    final: bool
+
+
+class ToolCall(msgspec.Struct, tag="tool_call", tag_field="type", rename="camel"):
+    call_id: str
+    name: str
+    arguments: str  # JSON text
+
+
+class Usage(msgspec.Struct, tag="usage", tag_field="type", rename="camel"):
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    code: str
+    message: str
+
+
+class Close(msgspec.Struct, tag="close", tag_field="type"):
+    code: int
+    reason: str = ""
+
+
+class Audio(msgspec.Struct):
+    """The binary ``audio`` frame as SDKs expose it: PCM16 LE mono at ``sample_rate``.
+
+    Not a JSON message: on the wire it is the raw bytes of ``pcm``. It is in the union so
+    that consumers (the Python SDK, the conformance tests) can pattern-match one type.
+    """
+
+    pcm: bytes
+    sample_rate: int
+    type: Literal["audio"] = "audio"
+
+
+TextFrame = Union[Transcript, ToolCall, Usage, Error, Close]
+RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close]
+
+_encoder = msgspec.json.Encoder()
+_frame_decoder = msgspec.json.Decoder(TextFrame)
+
+
+def encode_frame(frame: TextFrame) -> str:
+    """Serialise a text frame to the JSON text sent to the client."""
+    return _encoder.encode(frame).decode()
+
+
+def decode_frame(data: str | bytes) -> TextFrame:
+    """Parse a server text frame (used by the Python SDK and tests)."""
+    return _frame_decoder.decode(data)

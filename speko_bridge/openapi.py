@@ -1,0 +1,201 @@
+"""The OpenAPI 3.1 document, built from the msgspec types so it cannot drift from them.
+
+``openapi.yaml`` at the repository top level is this module's output
+(``python -m speko_bridge.openapi > openapi.yaml``, or ``make openapi``); a test fails when
+the file and the types disagree. The server serves the same text at ``GET /openapi.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+import yaml
+
+from . import __version__
+from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
+
+WEBSOCKET_PROSE = f"""\
+## Realtime WebSocket: `GET /v1/realtime`
+
+OpenAPI cannot describe a WebSocket; this is the contract (PROTOCOL.md sections 2-5).
+
+**Opening.** `new WebSocket(url, [token])`: the token minted by `POST /v1/sessions` is the
+FIRST offered subprotocol, and the server selects it in its handshake answer. Never put it
+in the URL. A token opens one socket, once, before `expiresAt`. A bad, expired, used or
+revoked token still completes the handshake (browsers would otherwise see only 1006),
+then receives an `error` frame, a `close` frame and close code 4001. When
+`SPEKO_ALLOWED_ORIGINS` is set, any other `Origin` gets `origin_not_allowed` and 4003.
+
+**Client to server.** Binary: PCM16 LE mono audio at `inputSampleRate`, any chunk size (an
+odd trailing byte is kept for the next chunk). Text: `{{"type":"commit"}}`,
+`{{"type":"interrupt"}}`, `{{"type":"tool_result","callId":"...","output":"..."}}`. Anything else
+gets an `error` frame `invalid_message`; the session goes on. A message over 256 KiB
+ends the session with 4009.
+
+**Server to client.** Binary: assistant audio, PCM16 LE mono at `outputSampleRate`. Text:
+`transcript` (`role`, `text`, `final`), `tool_call` (`callId`, `name`, `arguments`), `usage`
+(`inputAudioTokens`, `outputAudioTokens`, per response), `error` (`code`, `message`), and
+`close` (`code`, `reason`) which is always the last message; the socket then closes with
+the same code.
+
+**Close codes.** 1000 normal, 1001 server going away, 1011 internal error, 4001 bad token,
+4003 origin not allowed, 4004 revoked, 4008 ttl reached, 4009 protocol violation,
+4029 rate limited, 4500 provider failed, 4502 provider refused.
+
+**Session length.** `ttlSeconds` (default {DEFAULT_TTL_SECONDS}, capped at {MAX_TTL_SECONDS})
+counts from the moment the socket opens.
+"""
+
+ERROR_CODES = {
+    "400": ("invalid_json", "The body is not JSON."),
+    "401": ("invalid_api_key", "Missing or unknown API key."),
+    "404": ("not_found", "No such session for this API key (also for another key's session)."),
+    "413": ("payload_too_large", "Body over 64 KiB."),
+    "415": ("unsupported_media_type", "Content-Type is not application/json."),
+    "422": ("invalid_request", "The body breaks a rule; the message names the field as `$.field`."),
+    "429": ("rate_limited", "Too many requests for this API key."),
+    "503": ("store_unavailable", "The session store is unreachable; no token was issued."),
+}
+
+
+def _error(status: str) -> dict[str, Any]:
+    code, text = ERROR_CODES[status]
+    return {
+        "description": f"`{code}`: {text}",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    from .api import ErrorBody, Health, SessionCreated, SessionView
+    from .params import SessionParams
+
+    _, components = msgspec.json.schema_components(
+        [SessionParams, SessionCreated, SessionView, ErrorBody, Health],
+        ref_template="#/components/schemas/{name}",
+    )
+    session_id = {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 128},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "speko_bridge",
+            "version": __version__,
+            "description": (
+                "Mint short-lived single-use tokens for browser apps, then bridge their "
+                "WebSocket to OpenAI Realtime, Gemini Live or xAI with one protocol.\n\n"
+                + WEBSOCKET_PROSE
+            ),
+        },
+        "servers": [{"url": "http://127.0.0.1:8000"}],
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/v1/sessions": {
+                "post": {
+                    "operationId": "createSession",
+                    "summary": "Mint a session token for one browser WebSocket",
+                    "description": (
+                        "Called by a backend holding an API key. `ttlSeconds` above "
+                        f"{MAX_TTL_SECONDS} is capped, not refused; when absent it is "
+                        f"{DEFAULT_TTL_SECONDS}."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SessionParams"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("SessionCreated", "Minted; hand `token` and `url` to the browser."),
+                        **{s: _error(s) for s in ("400", "401", "413", "415", "422", "429", "503")},
+                    },
+                }
+            },
+            "/v1/sessions/{session_id}": {
+                "parameters": [session_id],
+                "get": {
+                    "operationId": "getSession",
+                    "summary": "Read a session record (owner only)",
+                    "responses": {
+                        "200": _json("SessionView", "The record."),
+                        **{s: _error(s) for s in ("401", "404", "503")},
+                    },
+                },
+                "delete": {
+                    "operationId": "revokeSession",
+                    "summary": "Revoke a session: an unused token stops working, a live socket closes with 4004",
+                    "description": "Idempotent: revoking an ended or revoked session returns its record unchanged.",
+                    "responses": {
+                        "200": _json("SessionView", "The record after revocation."),
+                        **{s: _error(s) for s in ("401", "404", "503")},
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness: the process is up",
+                    "security": [],
+                    "responses": {"200": _json("Health", "Alive.")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: the store is reachable and the server is not draining",
+                    "security": [],
+                    "responses": {
+                        "200": _json("Health", "Ready."),
+                        "503": _json("Health", "Not ready (`store_unavailable` or `draining`)."),
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A server-side API key from SPEKO_API_KEYS. Never give it to a browser.",
+                }
+            },
+            "schemas": components,
+        },
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so the prose reads as written."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+@functools.cache
+def document_yaml() -> str:
+    return yaml.dump(document(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+if __name__ == "__main__":
+    print(document_yaml(), end="")

@@ -1,0 +1,53 @@
+"""Provider registry: ``provider name -> codec, upstream URL, auth headers``.
+
+The bridge never branches on a provider's name: everything provider-specific is either
+in the codec (sans-IO translation) or in its :class:`ProviderSpec` (how to connect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+
+from ..params import SessionParams
+from .base import Codec
+from .openai import OpenAICodec
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    codec: Callable[[SessionParams], Codec]
+    #: Default voice when the mint does not name one (documented in the README).
+    default_voice: str
+    #: Upstream URL for a session, from the configured base URL.
+    url: Callable[[str, SessionParams], str]
+    #: Handshake headers carrying the provider key.
+    headers: Callable[[str], dict[str, str]]
+
+
+def _with_query(base: str, **params: str) -> str:
+    parts = urlsplit(base)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    "openai": ProviderSpec(
+        name="openai",
+        codec=OpenAICodec,
+        default_voice="marin",
+        url=lambda base, params: _with_query(base, model=params.model),
+        headers=_bearer,
+    ),
+}
+
+
+def get_provider(name: str) -> ProviderSpec | None:
+    return PROVIDERS.get(name)

@@ -1,0 +1,112 @@
+"""The codec interface every provider implements, and the events a codec hands the bridge.
+
+A codec is sans-IO (in the manner of h11 / wsproto): it never touches a socket or a clock.
+The bridge feeds it client intents and raw upstream messages; it answers with the
+messages to send upstream (``Outbound``: ``str`` for a text frame, ``bytes`` for binary)
+and with :data:`CodecEvent` values for the bridge to act on.
+
+Audio crossing a codec is always PCM16 LE mono at the *provider's* rate: the bridge owns the
+resamplers (``speko_bridge/audio.py``) and converts to/from the client's rates around it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar, Union
+
+from ..frames import Error, ToolCall, Transcript, Usage
+from ..params import SessionParams
+
+Outbound = Union[str, bytes]
+
+
+@dataclass(slots=True)
+class Ready:
+    """Upstream accepted the session config: held client audio may now be sent."""
+
+
+@dataclass(slots=True)
+class AudioOut:
+    """Assistant audio, PCM16 LE mono at ``sample_rate`` (the provider's rate).
+
+    ``item_id`` identifies the assistant utterance the audio belongs to (used for
+    truncation on interrupt); ``None`` where the provider has no such id.
+    """
+
+    pcm: bytes
+    sample_rate: int
+    item_id: str | None = None
+
+
+@dataclass(slots=True)
+class AudioDone:
+    """The current assistant audio segment ended: flush the output resampler's tail."""
+
+
+@dataclass(slots=True)
+class ClearAudio:
+    """The provider cancelled the reply (e.g. barge-in): drop queued assistant audio."""
+
+
+@dataclass(slots=True)
+class Fatal:
+    """The upstream is unusable: send ``error`` then ``close`` with these codes and end."""
+
+    close_code: int
+    error_code: str
+    message: str
+
+
+CodecEvent = Union[Ready, AudioOut, AudioDone, ClearAudio, Fatal, Transcript, ToolCall, Usage, Error]
+
+
+@dataclass(slots=True)
+class CodecStats:
+    """Counters a codec keeps for metrics and tests (never fatal on their own)."""
+
+    unknown_events: int = 0
+    malformed_events: int = 0
+    events: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Codec(abc.ABC):
+    """One provider session's translation state. One instance per bridged session."""
+
+    #: Registry key, equal to ``SessionParams.provider``.
+    provider: ClassVar[str]
+
+    def __init__(self, params: SessionParams) -> None:
+        self.params = params
+        self.stats = CodecStats()
+
+    @property
+    @abc.abstractmethod
+    def input_rate(self) -> int:
+        """The PCM rate the provider wants client audio at."""
+
+    @abc.abstractmethod
+    def start(self) -> list[Outbound]:
+        """Messages to send right after the upstream socket opens (session config)."""
+
+    @abc.abstractmethod
+    def audio(self, pcm: bytes) -> list[Outbound]:
+        """Client audio, already at :attr:`input_rate` and of even length."""
+
+    @abc.abstractmethod
+    def commit(self) -> list[Outbound]:
+        """The user's turn ended: ask the provider for a response."""
+
+    @abc.abstractmethod
+    def interrupt(self, played_ms: int) -> list[Outbound]:
+        """Cancel the in-flight reply; ``played_ms`` of its audio reached the client."""
+
+    @abc.abstractmethod
+    def tool_result(self, call_id: str, output: str) -> list[Outbound]:
+        """Return a tool's output to the model and let it continue."""
+
+    @abc.abstractmethod
+    def receive(self, data: str | bytes) -> list[CodecEvent]:
+        """Translate one upstream message. Never raises: malformed input is counted and
+        skipped, and an unusable upstream yields :class:`Fatal`."""

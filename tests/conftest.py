@@ -1,0 +1,91 @@
+"""Shared fixtures: a real uvicorn server on an ephemeral loopback port, a real SQLite file
+in a temp dir, and the provider simulators over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import uvicorn
+
+from speko_bridge.config import load_settings
+
+API_KEY = "sk_test_0123456789abcdef"
+OTHER_KEY = "sk_test_other_0123456789"
+SIGNING_KEY = "test-signing-key-0123456789-abcdefghijklmnop"
+
+
+class BridgeServer:
+    """A running bridge: ``base`` is its http URL, ``app`` the Starlette app."""
+
+    def __init__(self, app, server: uvicorn.Server, task: asyncio.Task, port: int) -> None:
+        self.app = app
+        self.server = server
+        self.task = task
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/v1/realtime"
+
+    @property
+    def store(self):
+        return self.app.state.store
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, 10)
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "SPEKO_API_KEYS": f"{API_KEY},{OTHER_KEY}",
+        "SPEKO_SIGNING_KEY": SIGNING_KEY,
+        "SPEKO_DATA_DIR": str(tmp_path / "data"),
+        "SPEKO_DB_PATH": str(tmp_path / "data" / "speko.db"),
+    }
+
+
+@contextlib.asynccontextmanager
+async def run_bridge(env: dict[str, str]) -> AsyncIterator[BridgeServer]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    from speko_bridge.app import create_app
+    from speko_bridge.cli import WS_MAX_SIZE
+
+    settings = load_settings(env, host="127.0.0.1", port=port)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during start-up")
+        await asyncio.sleep(0.01)
+    bridge = BridgeServer(app, server, task, port)
+    try:
+        yield bridge
+    finally:
+        await bridge.stop()
+        sock.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return base_env(tmp_path)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def auth(key: str = API_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
