@@ -45,7 +45,7 @@ from .frames import (
     encode_frame,
 )
 from .providers import get_provider
-from .providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Outbound, Ready
+from .providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Outbound, Ready, Reconnect
 from .store import ConsumeOutcome, SessionRecord, StoreUnavailable, UsageTotals
 from .tokens import TokenError, verify_token
 
@@ -186,7 +186,7 @@ class BridgeSession:
         self.held: deque[Outbound] = deque()
         self.held_bytes = 0
         self.usage = UsageTotals()
-        self.usage_writes: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()  # usage writes, old upstream closes
         self.done = asyncio.Event()
         self.outcome: tuple[int, str | None, str] | None = None
         # interruption bookkeeping: what the client has actually been sent
@@ -195,6 +195,7 @@ class BridgeSession:
         self.muted_items: set[str | None] = set()
         self.last_item: str | None = None
         self.out_rate = self.params.output_sample_rate
+        self._upstream_reason = ""
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -219,6 +220,8 @@ class BridgeSession:
             asyncio.create_task(self._upstream(), name="upstream"),
             asyncio.create_task(self._client_writer(), name="client-writer"),
         ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
         try:
             await self.done.wait()
         finally:
@@ -230,6 +233,21 @@ class BridgeSession:
             await self._close_upstream()
             await self._write_record()
             registry.remove(self)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A pump that dies of anything but cancellation ends the session, never hangs it."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):
+            self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
+                     "provider connection lost")
+            return
+        log.error("session task %s failed", task.get_name(), exc_info=exc,
+                  extra={"session_id": self.session_id})
+        self.end(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _close_client(self) -> None:
         code, error_code, message = self.outcome
@@ -253,8 +271,8 @@ class BridgeSession:
 
     async def _write_record(self) -> None:
         code, _, message = self.outcome
-        if self.usage_writes:
-            await asyncio.gather(*self.usage_writes, return_exceptions=True)
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
         status = "revoked" if code == CloseCode.REVOKED else "ended"
         try:
             await self.state.store.finish(
@@ -338,13 +356,33 @@ class BridgeSession:
             self.end(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR,
                      f"provider {self.record.provider!r} is not available on this server")
             return
+        upstream = await self._connect()
+        while upstream is not None:
+            reconnect = await self._pump(upstream)
+            if self.outcome is not None:
+                return
+            if reconnect is None:
+                fatal = self.codec.upstream_closed(upstream.close_code, self._upstream_reason)
+                self.end(fatal.close_code, fatal.error_code, fatal.message)
+                return
+            # The provider is about to drop this connection: hold client audio, resume on
+            # a new one, and let the old one go. The client sees no break.
+            log.info("upstream reconnect: %s", reconnect.reason, extra={"session_id": self.session_id})
+            self.ready.clear()
+            old = upstream
+            upstream = await self._connect()
+            self._spawn(old.close())
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
+        """Open the upstream socket and send the codec's start messages; on failure end the
+        session with the mapped code and return None."""
         endpoint = self.state.endpoints[self.spec.name]
         url = self.spec.url(endpoint.url, self.params)
         headers = self.spec.headers(endpoint.api_key or "")
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.state.settings.upstream_connect_timeout):
-                self.upstream = await self.state.http.ws_connect(
+                upstream = await self.state.http.ws_connect(
                     url, headers=headers, max_msg_size=UPSTREAM_MAX_MESSAGE_BYTES,
                     autoping=True, compress=0,
                 )
@@ -358,30 +396,38 @@ class BridgeSession:
             else:
                 self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
                          f"provider handshake failed (HTTP {exc.status})")
-            return
+            return None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
                      f"cannot reach the provider: {type(exc).__name__}")
-            return
+            return None
+        self.upstream = upstream
         log.debug("upstream connected in %.1f ms", (time.monotonic() - started) * 1000,
                   extra={"session_id": self.session_id})
-        upstream = self.upstream
         for m in self.codec.start():
             await upstream.send_str(m) if isinstance(m, str) else await upstream.send_bytes(m)
+        return upstream
 
-        async for msg in upstream:
-            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                await self._handle(self.codec.receive(msg.data))
-                drained = self.codec.drain_outbound()
+    async def _pump(self, upstream: aiohttp.ClientWebSocketResponse) -> Reconnect | None:
+        """Read one upstream socket until it closes (None) or the codec asks to reconnect."""
+        receive = upstream.receive
+        codec = self.codec
+        TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        while True:
+            msg = await receive()
+            if msg.type is TEXT or msg.type is BINARY:
+                reconnect = await self._handle(codec.receive(msg.data))
+                drained = codec.drain_outbound()
                 if drained:
                     await self._send_up(drained)
-                if self.outcome is not None:
-                    return
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                break
-        close_code = upstream.close_code
-        self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
-                 f"provider closed the connection (code {close_code})")
+                if self.outcome is not None or reconnect is not None:
+                    return reconnect
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                self._upstream_reason = msg.extra or ""
+                return None
+            elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.ERROR):
+                return None
 
     async def _flush_held(self) -> None:
         upstream = self.upstream
@@ -391,8 +437,9 @@ class BridgeSession:
         self.held_bytes = 0
         self.ready.set()
 
-    async def _handle(self, events: list) -> None:
+    async def _handle(self, events: list) -> Reconnect | None:
         put = self.outbox.put
+        reconnect = None
         for ev in events:
             kind = type(ev)
             if kind is AudioOut:
@@ -421,9 +468,12 @@ class BridgeSession:
                     await self._flush_held()
             elif kind is ClearAudio:
                 self._drop_audio()
+            elif kind is Reconnect:
+                reconnect = ev
             elif kind is Fatal:
                 self.end(ev.close_code, ev.error_code, ev.message)
-                return
+                return None
+        return reconnect
 
     def _drop_audio(self) -> None:
         """Drop assistant audio not yet sent to the client, and mute late deltas of the
@@ -446,11 +496,13 @@ class BridgeSession:
         if self.resample_out is not None:
             self.resample_out.reset()
 
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     def _record_usage(self, usage: Usage) -> None:
-        delta = UsageTotals(usage.input_audio_tokens, usage.output_audio_tokens)
-        task = asyncio.create_task(self._add_usage(delta))
-        self.usage_writes.add(task)
-        task.add_done_callback(self.usage_writes.discard)
+        self._spawn(self._add_usage(UsageTotals(usage.input_audio_tokens, usage.output_audio_tokens)))
 
     async def _add_usage(self, delta: UsageTotals) -> None:
         try:

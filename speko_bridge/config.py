@@ -198,7 +198,7 @@ def load_settings(
         public_url=public_url,
         allowed_origins=frozenset(origins) if origins else None,
         token_window_seconds=_int(
-            env, "SPEKO_TOKEN_WINDOW_SECONDS", 60, 5, MAX_TOKEN_WINDOW_SECONDS
+            env, "SPEKO_TOKEN_WINDOW_SECONDS", 60, 1, MAX_TOKEN_WINDOW_SECONDS
         ),
         issuer=env.get("SPEKO_ISSUER") or "speko-bridge",
         audience=env.get("SPEKO_AUDIENCE") or "speko-bridge/realtime",

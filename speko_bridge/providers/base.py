@@ -58,7 +58,18 @@ class Fatal:
     message: str
 
 
-CodecEvent = Union[Ready, AudioOut, AudioDone, ClearAudio, Fatal, Transcript, ToolCall, Usage, Error]
+@dataclass(slots=True)
+class Reconnect:
+    """The provider announced it will drop this connection (Gemini ``goAway``): open a new
+    upstream socket and send :meth:`Codec.start` again (which then carries the resumption
+    handle). Client audio is held meanwhile; the client sees no break."""
+
+    reason: str
+
+
+CodecEvent = Union[
+    Ready, AudioOut, AudioDone, ClearAudio, Fatal, Reconnect, Transcript, ToolCall, Usage, Error
+]
 
 
 @dataclass(slots=True)
@@ -110,3 +121,15 @@ class Codec(abc.ABC):
     def receive(self, data: str | bytes) -> list[CodecEvent]:
         """Translate one upstream message. Never raises: malformed input is counted and
         skipped, and an unusable upstream yields :class:`Fatal`."""
+
+    def upstream_closed(self, code: int | None, reason: str) -> Fatal:
+        """The upstream socket closed (or broke) while the session was live: how to end.
+        Providers that signal errors only as close codes (Gemini) override this."""
+        detail = f" (code {code}{': ' + reason if reason else ''})" if code is not None else ""
+        return Fatal(4500, "provider_unavailable", f"provider closed the connection{detail}")
+
+    def drain_outbound(self) -> list[Outbound]:
+        """Messages the codec wants sent upstream as a consequence of received events
+        (e.g. a ``response.create`` deferred until the active response is done). The
+        bridge calls this after every :meth:`receive`."""
+        return []

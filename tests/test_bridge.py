@@ -1,0 +1,360 @@
+"""``/v1/realtime`` end to end: real uvicorn bridge, real SQLite file, the OpenAI simulator
+over a real socket, and a browser-style client (aiohttp with ``protocols=[token]``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import struct
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from speko_bridge.bridge import MAX_CLIENT_MESSAGE_BYTES
+from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
+
+from .conftest import auth, run_bridge
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Get the weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0) -> bytes:
+    n = int(seconds * rate)
+    return struct.pack(f"<{n}h", *(int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+
+
+def odd_chunks(data: bytes, sizes=(317, 1001, 3, 640, 999, 2, 4097)):
+    i, k = 0, 0
+    while i < len(data):
+        size = sizes[k % len(sizes)]
+        yield data[i : i + size]
+        i += size
+        k += 1
+
+
+@dataclass
+class Received:
+    frames: list[dict] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)
+    audio_messages: int = 0
+    close_code: int | None = None
+    after_close: list = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    def text(self, role: str) -> tuple[str, list[str]]:
+        ts = [f for f in self.of("transcript") if f["role"] == role]
+        return "".join(f["text"] for f in ts if not f["final"]), [f["text"] for f in ts if f["final"]]
+
+
+async def read(ws, into: Received, until, timeout: float = 10.0) -> Received:
+    """Read frames into ``into`` until ``until(into)`` is true or the socket closes."""
+    async with asyncio.timeout(timeout):
+        while not until(into):
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                into.audio += msg.data
+                into.audio_messages += 1
+                if into.of("close"):
+                    into.after_close.append(msg)
+            elif msg.type is aiohttp.WSMsgType.TEXT:
+                frame = json.loads(msg.data)
+                if into.of("close"):
+                    into.after_close.append(frame)
+                into.frames.append(frame)
+            else:
+                into.close_code = ws.close_code
+                break
+    return into
+
+
+def closed(r: Received) -> bool:
+    return r.close_code is not None
+
+
+@pytest.fixture
+async def sim():
+    simulator = OpenAISimulator(OpenAISimConfig(api_key="sk-sim", reply_ms=1000))
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def bridge(env, sim):
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}
+    async with run_bridge(env) as server:
+        yield server
+
+
+async def mint(http, bridge, **params) -> dict:
+    body = {"provider": "openai", "model": "gpt-realtime", **params}
+    async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+        assert r.status == 201, await r.text()
+        return await r.json()
+
+
+async def record(http, bridge, session_id: str) -> dict:
+    async with http.get(f"{bridge.base}/v1/sessions/{session_id}", headers=auth()) as r:
+        return await r.json()
+
+
+async def wait_record(http, bridge, session_id: str, status: str, timeout=5.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = await record(http, bridge, session_id)
+        if rec["status"] == status and rec["closeCode"] is not None or time.monotonic() > deadline:
+            return rec
+        await asyncio.sleep(0.05)
+
+
+def assert_clean_close(r: Received, code: int) -> None:
+    assert r.of("close") and r.of("close")[-1]["code"] == code, r.frames[-3:]
+    assert r.close_code == code
+    assert r.after_close == [], "close must be the last message"
+
+
+# --------------------------------------------------------------------------- conversation
+
+
+async def test_conversation_with_tool_call_at_16k(http, bridge, sim):
+    created = await mint(http, bridge, inputSampleRate=16000, outputSampleRate=16000,
+                         tools=[WEATHER_TOOL], systemPrompt="Be brief.", voice="cedar")
+    async with http.ws_connect(created["url"].replace("ws://127.0.0.1", "ws://127.0.0.1"),
+                               protocols=[created["token"]]) as ws:
+        assert ws.protocol == created["token"]
+        speech = tone(2.0, 16000)
+        for chunk in odd_chunks(speech):  # sent before the provider is ready: held, not lost
+            await ws.send_bytes(chunk)
+        await ws.send_str(json.dumps({"type": "commit"}))
+        got = await read(ws, Received(), lambda r: r.of("tool_call") and r.of("usage"))
+        call = got.of("tool_call")[0]
+        assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+        user_deltas, user_finals = got.text("user")
+        assert user_finals and user_deltas == user_finals[0]
+
+        await ws.send_str(json.dumps({"type": "tool_result", "callId": call["callId"],
+                                      "output": json.dumps({"temp_c": 21})}))
+        await read(ws, got, lambda r: len(r.of("usage")) == 2)
+        deltas, finals = got.text("assistant")
+        assert finals and deltas == finals[0] and "21" in finals[0]
+        # 1000 ms of 24 kHz reply, heard at 16 kHz: 16000 samples within the resampler's delay
+        assert abs(len(got.audio) // 2 - 16000) <= 2, len(got.audio)
+        await ws.close()
+    assert sim.violations == []
+    # the simulator received the whole 2 s of speech, resampled to 24 kHz
+    appended = [e for e in sim.received[-1] if e["type"] == "input_audio_buffer.append"]
+    import base64
+
+    total = sum(len(base64.b64decode(e["audio"])) for e in appended) // 2
+    assert abs(total - 48000) <= 2
+    session = next(e for e in sim.received[-1] if e["type"] == "session.update")["session"]
+    assert session["instructions"] == "Be brief." and session["audio"]["output"]["voice"] == "cedar"
+    assert session["audio"]["input"]["turn_detection"] is None
+
+    rec = await wait_record(http, bridge, created["sessionId"], "ended")
+    assert rec["status"] == "ended" and rec["closeCode"] == 1000 and rec["endedAt"]
+    usage = got.of("usage")
+    assert rec["usage"] == {
+        "inputAudioTokens": sum(u["inputAudioTokens"] for u in usage),
+        "outputAudioTokens": sum(u["outputAudioTokens"] for u in usage),
+    }
+    assert rec["usage"]["outputAudioTokens"] > 0
+
+
+async def test_24k_client_audio_passes_through(http, bridge, sim):
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        speech = tone(0.5, 24000)
+        for chunk in odd_chunks(speech):
+            await ws.send_bytes(chunk)
+        await ws.send_str('{"type":"commit"}')
+        got = await read(ws, Received(), lambda r: r.of("usage"))
+        assert len(got.audio) == 24000 * 2  # 1000 ms at 24 kHz, untouched
+    import base64
+
+    appended = b"".join(base64.b64decode(e["audio"]) for e in sim.received[-1]
+                        if e["type"] == "input_audio_buffer.append")
+    assert appended == speech  # byte for byte
+
+
+async def test_invalid_messages_get_errors_and_session_goes_on(http, bridge, sim):
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        for bad in ["not json", "[]", '{"type":"dance"}', '{"type":"tool_result","callId":"c"}',
+                    '{"type":"commit","extra":1}', '{"type":"tool_result","callId":1,"output":"x"}']:
+            await ws.send_str(bad)
+        got = await read(ws, Received(), lambda r: len(r.of("error")) == 6)
+        assert {e["code"] for e in got.of("error")} == {"invalid_message"}
+        await ws.send_bytes(tone(0.2, 24000))
+        await ws.send_str('{"type":"commit"}')
+        await read(ws, got, lambda r: r.of("usage"))
+        assert got.of("close") == []
+
+
+# --------------------------------------------------------------------------- token refusals
+
+
+async def expect_refusal(url: str, protocols, code: int, error: str, **kw) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url, protocols=protocols, **kw) as ws:
+            if protocols:
+                assert ws.protocol == protocols[0]  # the handshake selected the token
+            got = await read(ws, Received(), closed)
+    assert got.of("error")[0]["code"] == error
+    assert_clean_close(got, code)
+
+
+async def test_bad_tokens_get_4001_and_never_reach_upstream(http, bridge, sim):
+    created = await mint(http, bridge)
+    await expect_refusal(bridge.ws_url, ["not-a-token"], 4001, "invalid_token")
+    await expect_refusal(bridge.ws_url, [], 4001, "invalid_token")
+    tampered = created["token"][:-4] + ("AAAA" if not created["token"].endswith("AAAA") else "BBBB")
+    await expect_refusal(bridge.ws_url, [tampered], 4001, "invalid_token")
+    assert sim.handshakes == 0
+
+    revoked = await mint(http, bridge)
+    async with http.delete(f"{bridge.base}/v1/sessions/{revoked['sessionId']}", headers=auth()) as r:
+        assert r.status == 200
+    await expect_refusal(bridge.ws_url, [revoked["token"]], 4001, "session_revoked")
+    assert sim.handshakes == 0
+
+    async with http.ws_connect(bridge.ws_url, protocols=[created["token"]]) as ws:
+        await ws.send_str('{"type":"commit"}')
+        await read(ws, Received(), lambda r: r.of("usage"))
+    await expect_refusal(bridge.ws_url, [created["token"]], 4001, "token_used")
+    assert sim.handshakes == 1
+
+
+async def test_expired_token_gets_4001(http, env, sim):
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim", "SPEKO_TOKEN_WINDOW_SECONDS": "1"}
+    async with run_bridge(env) as b:
+        created = await mint(http, b)
+        await asyncio.sleep(1.1)
+        await expect_refusal(b.ws_url, [created["token"]], 4001, "token_expired")
+        assert (await record(http, b, created["sessionId"]))["status"] == "expired"
+    assert sim.handshakes == 0
+
+
+async def test_origin_check(http, env, sim):
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+           "SPEKO_ALLOWED_ORIGINS": "https://app.example.com"}
+    async with run_bridge(env) as b:
+        created = await mint(http, b)
+        await expect_refusal(b.ws_url, [created["token"]], 4003, "origin_not_allowed",
+                             origin="https://evil.example.com")
+        # the refused origin did not burn the token
+        async with http.ws_connect(b.ws_url, protocols=[created["token"]],
+                                   origin="https://app.example.com") as ws:
+            await ws.send_str('{"type":"commit"}')
+            await read(ws, Received(), lambda r: r.of("usage"))
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+async def test_ttl_closes_with_4008(http, bridge, sim):
+    created = await mint(http, bridge, ttlSeconds=1)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        start = time.monotonic()
+        got = await read(ws, Received(), closed, timeout=5)
+    assert 0.9 <= time.monotonic() - start < 3
+    assert got.of("error")[0]["code"] == "session_expired"
+    assert_clean_close(got, 4008)
+    rec = await wait_record(http, bridge, created["sessionId"], "ended")
+    assert rec["closeCode"] == 4008
+
+
+async def test_revoking_a_live_session_closes_it_with_4004_within_1s(http, bridge, sim):
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await ws.send_str('{"type":"commit"}')
+        got = await read(ws, Received(), lambda r: r.of("usage"))
+        start = time.monotonic()
+        async with http.delete(f"{bridge.base}/v1/sessions/{created['sessionId']}", headers=auth()) as r:
+            assert r.status == 200
+        await read(ws, got, closed, timeout=2)
+        assert time.monotonic() - start < 1.0
+    assert got.of("error")[-1]["code"] == "session_revoked"
+    assert_clean_close(got, 4004)
+    rec = await wait_record(http, bridge, created["sessionId"], "revoked")
+    assert rec["status"] == "revoked" and rec["closeCode"] == 4004
+    assert rec["usage"]["outputAudioTokens"] > 0
+
+
+async def test_message_too_large_closes_with_4009(http, bridge, sim):
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await ws.send_bytes(b"\0" * (MAX_CLIENT_MESSAGE_BYTES + 2))
+        got = await read(ws, Received(), closed)
+    assert got.of("error")[0]["code"] == "invalid_message"
+    assert_clean_close(got, 4009)
+    assert (await wait_record(http, bridge, created["sessionId"], "ended"))["closeCode"] == 4009
+
+
+@pytest.mark.parametrize("fail", ["drop_mid_response", "error_mid_response", "close_mid_response"])
+async def test_upstream_failure_mid_session_gives_4500(http, bridge, sim, fail):
+    sim.config.fail = fail
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await ws.send_bytes(tone(0.2, 24000))
+        await ws.send_str('{"type":"commit"}')
+        got = await read(ws, Received(), closed)
+    assert got.of("error")[-1]["code"] == "provider_unavailable"
+    assert_clean_close(got, 4500)
+    rec = await wait_record(http, bridge, created["sessionId"], "ended")
+    assert rec["closeCode"] == 4500
+
+
+@pytest.mark.parametrize("bad_key", ["401", "403"])
+async def test_upstream_refusing_our_key_gives_4502(http, env, sim, bad_key):
+    sim.config.bad_key = bad_key
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-wrong"}
+    async with run_bridge(env) as b:
+        created = await mint(http, b)
+        async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+            got = await read(ws, Received(), closed)
+        assert got.of("error")[0]["code"] == "provider_auth_failed"
+        assert_clean_close(got, 4502)
+        assert (await wait_record(http, b, created["sessionId"], "ended"))["closeCode"] == 4502
+
+
+async def test_unreachable_upstream_gives_4500(http, env):
+    env = {**env, "SPEKO_OPENAI_URL": "ws://127.0.0.1:9/v1/realtime", "OPENAI_API_KEY": "k"}
+    async with run_bridge(env) as b:
+        created = await mint(http, b)
+        async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+            got = await read(ws, Received(), closed)
+        assert got.of("error")[0]["code"] == "provider_unavailable"
+        assert_clean_close(got, 4500)
+
+
+async def test_interrupt_drops_queued_audio_and_truncates_at_what_was_heard(http, bridge, sim):
+    sim.config.reply_ms = 3000
+    sim.config.delta_interval = 0.02  # a reply streams for a while: still in flight when we interrupt
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await ws.send_bytes(tone(0.3, 24000))
+        await ws.send_str('{"type":"commit"}')
+        got = await read(ws, Received(), lambda r: len(r.audio) >= 24000 * 2 * 0.3)
+        await ws.send_str('{"type":"interrupt"}')
+        heard = len(got.audio)
+        # the cancelled response ends with its usage; little or no audio after the interrupt
+        await read(ws, got, lambda r: r.of("usage"))
+        assert len(got.audio) < 24000 * 2 * 3
+        late = len(got.audio) - heard
+        assert late <= 24000 * 2 * 0.2, late
+    sent = sim.received[-1]
+    types = [e["type"] for e in sent]
+    assert "response.cancel" in types
+    truncate = next(e for e in sent if e["type"] == "conversation.item.truncate")
+    assert 250 <= truncate["audio_end_ms"] <= heard * 1000 // (24000 * 2)
+    assert sim.violations == []

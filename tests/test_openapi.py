@@ -1,0 +1,61 @@
+"""``openapi.yaml`` cannot drift from the msgspec types, and the live server honours it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from speko_bridge import openapi
+from speko_bridge.api import ErrorBody, SessionCreated, SessionView
+from speko_bridge.params import SessionParams
+
+from .conftest import API_KEY, run_bridge
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_openapi_file_is_generated_from_the_types():
+    on_disk = (ROOT / "openapi.yaml").read_text()
+    assert on_disk == openapi.document_yaml(), "openapi.yaml is stale: run `make openapi`"
+
+
+def test_schemas_match_msgspec_types():
+    doc = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    _, expected = msgspec.json.schema_components(
+        [SessionParams, SessionCreated, SessionView, ErrorBody],
+        ref_template="#/components/schemas/{name}",
+    )
+    for name, schema in expected.items():
+        assert doc["components"]["schemas"][name] == schema, name
+    assert doc["openapi"].startswith("3.1")
+    ops = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
+    assert ops == {("/v1/sessions", "post"), ("/v1/sessions/{session_id}", "get"),
+                   ("/v1/sessions/{session_id}", "delete"), ("/healthz", "get"), ("/readyz", "get")}
+    assert "/v1/realtime" in doc["info"]["description"]
+
+
+async def test_served_copy_and_schemathesis_finds_no_failures(env, http, tmp_path):
+    async with run_bridge({**env, "OPENAI_API_KEY": "sk-test"}) as bridge:
+        async with http.get(f"{bridge.base}/openapi.yaml") as r:
+            assert r.status == 200 and (await r.text()) == openapi.document_yaml()
+        st = Path(sys.executable).with_name("st")
+        proc = await asyncio.create_subprocess_exec(
+            str(st), "run", f"{bridge.base}/openapi.yaml",
+            "--url", bridge.base,
+            "--header", f"Authorization: Bearer {API_KEY}",
+            "--checks", "all",
+            "--max-examples", "40",
+            "--seed", "1",
+            "--workers", "1",
+            "--no-color",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path, env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-6000:]
