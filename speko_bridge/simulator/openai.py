@@ -46,7 +46,7 @@ _encoder = msgspec.json.Encoder()
 # ------------------------------------------------------------------------ validation
 
 
-def _client_event_checker():
+def client_event_checker():
     """Build ``check(event) -> str | None`` from the openai package's TypedDicts."""
     import pydantic
     from openai.types.realtime.realtime_client_event_param import RealtimeClientEventParam
@@ -208,7 +208,7 @@ class OpenAISimulator:
         self.violations: list[str] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
-        self._check = _client_event_checker()
+        self._check = client_event_checker()
 
     def make_app(self) -> web.Application:
         app = web.Application()

@@ -1,0 +1,106 @@
+"""Resampler invariants (PROTOCOL.md section 5): chunk boundaries change nothing, no sample
+is lost or duplicated, and the signal survives."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from speko_bridge.audio import Resampler, pcm_ms
+
+RATES = [(16000, 24000), (24000, 16000), (24000, 24000), (16000, 16000)]
+
+
+def pcm(samples: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return rng.integers(-32768, 32767, samples, dtype=np.int16).astype("<i2").tobytes()
+
+
+def stream(r: Resampler, chunks) -> bytes:
+    return b"".join(r.process(c) for c in chunks) + r.flush()
+
+
+def split(data: bytes, cuts: list[int]):
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rates=st.sampled_from(RATES), samples=st.integers(0, 6000), seed=st.integers(0, 2**32 - 1),
+       cuts=st.lists(st.integers(0, 20000), max_size=40))
+def test_any_chunking_gives_the_same_bytes(rates, samples, seed, cuts):
+    data = pcm(samples, seed)
+    whole = stream(Resampler(*rates), [data])
+    pieces = stream(Resampler(*rates), split(data, cuts))  # cuts at odd offsets too
+    assert pieces == whole
+
+
+@settings(max_examples=60, deadline=None)
+@given(rates=st.sampled_from(RATES), samples=st.integers(0, 20000), seed=st.integers(0, 2**32 - 1))
+def test_length_is_exact_after_flush(rates, samples, seed):
+    in_rate, out_rate = rates
+    out = stream(Resampler(in_rate, out_rate), [pcm(samples, seed)])
+    assert len(out) % 2 == 0
+    expected = samples * out_rate / in_rate
+    assert abs(len(out) // 2 - expected) <= 1, (len(out) // 2, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rates=st.sampled_from(RATES[:2]), a=st.integers(1, 4000), b=st.integers(1, 4000),
+       seed=st.integers(0, 2**32 - 1))
+def test_each_turn_starts_clean_after_flush(rates, a, b, seed):
+    first, second = pcm(a, seed), pcm(b, seed + 1)
+    r = Resampler(*rates)
+    stream(r, [first])
+    assert stream(r, [second]) == stream(Resampler(*rates), [second])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=30))
+def test_passthrough_keeps_every_byte_including_odd_splits(data, cuts):
+    r = Resampler(24000, 24000)
+    out = b"".join(r.process(c) for c in split(data, cuts))
+    whole_samples = len(data) - len(data) % 2
+    assert out == data[:whole_samples]
+    # the odd byte is carried, not dropped: the next chunk completes the sample
+    if len(data) % 2:
+        assert r.process(b"\x7f") == data[-1:] + b"\x7f"
+
+
+def test_odd_byte_is_carried_across_chunks_when_resampling():
+    data = pcm(1600, 7)
+    r = Resampler(16000, 24000)
+    out = r.process(data[:1]) + r.process(data[1:999]) + r.process(data[999:]) + r.flush()
+    assert out == stream(Resampler(16000, 24000), [data])
+
+
+def sine(freq: float, rate: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def test_tone_keeps_its_pitch_and_loudness():
+    src = sine(440.0, 16000, 1.0)
+    out = np.frombuffer(stream(Resampler(16000, 24000), [src.tobytes()]), dtype="<i2").astype(float)
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+    peak_hz = np.argmax(spectrum) * 24000 / len(out)
+    assert abs(peak_hz - 440.0) < 2
+    core = slice(2400, -2400)  # away from the filter's edges
+    rms_in = np.sqrt(np.mean(src.astype(float)[1600:-1600] ** 2))
+    rms_out = np.sqrt(np.mean(out[core] ** 2))
+    assert abs(rms_out / rms_in - 1) < 0.01
+
+
+def test_reset_discards_history_and_empty_input_gives_nothing():
+    r = Resampler(16000, 24000)
+    assert r.process(b"") == b""
+    r.process(pcm(800, 1) + b"\x01")
+    r.reset()
+    data = pcm(800, 2)
+    assert stream(r, [data]) == stream(Resampler(16000, 24000), [data])
+
+
+def test_pcm_ms():
+    assert pcm_ms(960, 24000) == 20.0 and pcm_ms(640, 16000) == 20.0
