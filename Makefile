@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-test
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test openapi clean
+.PHONY: run test bench openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -22,6 +22,11 @@ run: $(STAMP)
 ## test: run every test
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## bench: print the micro benchmarks and one session's added latency (issue 7 grows this)
+bench: $(STAMP)
+	$(BIN)/python bench/micro.py
+	$(BIN)/python bench/latency.py
 
 ## openapi: regenerate openapi.yaml from the msgspec types
 openapi: $(STAMP)

@@ -231,8 +231,8 @@ class BridgeSession:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._close_client()
             await self._close_upstream()
-            await self._write_record()
             registry.remove(self)
+            await self._write_record()
 
     def _task_done(self, task: asyncio.Task) -> None:
         """A pump that dies of anything but cancellation ends the session, never hangs it."""

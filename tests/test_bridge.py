@@ -358,3 +358,18 @@ async def test_interrupt_drops_queued_audio_and_truncates_at_what_was_heard(http
     truncate = next(e for e in sent if e["type"] == "conversation.item.truncate")
     assert 250 <= truncate["audio_end_ms"] <= heard * 1000 // (24000 * 2)
     assert sim.violations == []
+
+
+async def test_process_session_cap_gives_4029_without_burning_the_token(http, env, sim):
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim", "SPEKO_MAX_SESSIONS": "1"}
+    async with run_bridge(env) as b:
+        first, second = await mint(http, b), await mint(http, b)
+        async with http.ws_connect(first["url"], protocols=[first["token"]]) as ws:
+            await ws.send_str('{"type":"commit"}')
+            await read(ws, Received(), lambda r: r.of("usage"))
+            await expect_refusal(b.ws_url, [second["token"]], 4029, "rate_limited")
+        await wait_record(http, b, first["sessionId"], "ended")
+        # capacity is back and the refused token still works
+        async with http.ws_connect(second["url"], protocols=[second["token"]]) as ws:
+            await ws.send_str('{"type":"commit"}')
+            await read(ws, Received(), lambda r: r.of("usage"))
