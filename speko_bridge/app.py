@@ -41,8 +41,12 @@ async def _start_simulators(settings: Settings, stack: contextlib.AsyncExitStack
     if not settings.simulate:
         return endpoints
     from .simulator.openai import OpenAISimConfig, OpenAISimulator
+    from .simulator.xai import XAISimConfig, XAISimulator
 
-    simulators = {"openai": lambda: OpenAISimulator(OpenAISimConfig(api_key=SIMULATOR_KEY))}
+    simulators = {
+        "openai": lambda: OpenAISimulator(OpenAISimConfig(api_key=SIMULATOR_KEY)),
+        "xai": lambda: XAISimulator(XAISimConfig(api_key=SIMULATOR_KEY)),
+    }
     for name, make in simulators.items():
         if endpoints[name].api_key:
             continue

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 from ..params import SessionParams
 from .base import Codec
 from .openai import OpenAICodec
+from .xai import XAICodec
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ PROVIDERS: dict[str, ProviderSpec] = {
         name="openai",
         codec=OpenAICodec,
         default_voice="marin",
+        url=lambda base, params: _with_query(base, model=params.model),
+        headers=_bearer,
+    ),
+    "xai": ProviderSpec(
+        name="xai",
+        codec=XAICodec,
+        default_voice="eve",
         url=lambda base, params: _with_query(base, model=params.model),
         headers=_bearer,
     ),

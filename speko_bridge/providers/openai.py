@@ -75,6 +75,8 @@ class _TokenDetails(msgspec.Struct):
 
 
 class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     input_token_details: _TokenDetails | None = None
     output_token_details: _TokenDetails | None = None
 
@@ -111,6 +113,7 @@ class _Event(msgspec.Struct):
     arguments: str | None = None
     response: _Response | None = None
     error: _Err | None = None
+    usage: _Usage | None = None  # xAI puts usage at the top level of response.done
 
 
 _decoder = msgspec.json.Decoder(_Event)
@@ -165,6 +168,9 @@ class OpenAICodec(Codec):
 
     def __init__(self, params: SessionParams) -> None:
         super().__init__(params)
+        #: PCM rates on the wire to the provider (OpenAI: 24 kHz both ways, fixed).
+        self._in_rate = OPENAI_RATE
+        self._out_rate = OPENAI_RATE
         self._ready = False
         self._audio_since_commit = False
         self._response_active = False  # requested or in progress
@@ -214,7 +220,7 @@ class OpenAICodec(Codec):
 
     @property
     def input_rate(self) -> int:
-        return OPENAI_RATE
+        return self._in_rate
 
     # -------------------------------------------------------------------- client intents
 
@@ -247,7 +253,7 @@ class OpenAICodec(Codec):
                 cancel["response_id"] = self._response_id
             out.append(_json(cancel))
         if self._audio_item is not None and self._audio_item_bytes:
-            received_ms = self._audio_item_bytes * 1000 // (2 * OPENAI_RATE)
+            received_ms = self._audio_item_bytes * 1000 // (2 * self._out_rate)
             out.append(_json({
                 "type": "conversation.item.truncate",
                 "item_id": self._audio_item,
@@ -310,7 +316,7 @@ class OpenAICodec(Codec):
             self._audio_item_bytes = 0
         self._audio_item_bytes += len(pcm)
         self._audio_open = True
-        return [AudioOut(pcm, OPENAI_RATE, ev.item_id)]
+        return [AudioOut(pcm, self._out_rate, ev.item_id)]
 
     def _on_audio_done(self, ev: _Event) -> list[CodecEvent]:
         if not self._audio_open:
@@ -370,10 +376,9 @@ class OpenAICodec(Codec):
             for item in response.output or ():
                 if item.type == "function_call":
                     out += self._tool_call(item.call_id, item.name, item.arguments)
-            usage = response.usage
+            usage = self._usage(ev)
             if usage is not None:
-                in_d, out_d = usage.input_token_details, usage.output_token_details
-                out.append(Usage(in_d.audio_tokens if in_d else 0, out_d.audio_tokens if out_d else 0))
+                out.append(usage)
             details = response.status_details
             if response.status == "failed":
                 err = details.error if details and details.error else _Err()
@@ -388,6 +393,14 @@ class OpenAICodec(Codec):
             self._response_active = True
             self._outbound.append(_RESPONSE_CREATE)
         return out
+
+    def _usage(self, ev: _Event) -> Usage | None:
+        """OpenAI reports audio tokens in ``response.usage.*_token_details``."""
+        usage = ev.response.usage if ev.response is not None else None
+        if usage is None:
+            return None
+        in_d, out_d = usage.input_token_details, usage.output_token_details
+        return Usage(in_d.audio_tokens if in_d else 0, out_d.audio_tokens if out_d else 0)
 
     def _on_speech_started(self, ev: _Event) -> list[CodecEvent]:
         # Only with server VAD (not used by the bridge): the provider cut its own reply.

@@ -135,9 +135,9 @@ class OpenAISimConfig:
     session_max_seconds: float | None = None
 
 
-def _tone(ms: int) -> bytes:
-    n = RATE * ms // 1000
-    t = np.arange(n) / RATE
+def _tone(ms: int, rate: int = RATE) -> bytes:
+    n = rate * ms // 1000
+    t = np.arange(n) / rate
     signal = 0.25 * np.sin(2 * np.pi * 330 * t) + 0.15 * np.sin(2 * np.pi * 523 * t)
     return (signal * 32767).astype("<i2").tobytes()
 
@@ -199,6 +199,9 @@ def _merge(into: dict, update: dict) -> None:
 
 
 class OpenAISimulator:
+    #: Event types this dialect never sends (xAI omits some of OpenAI's).
+    SKIP_EVENTS: frozenset[str] = frozenset()
+
     def __init__(self, config: OpenAISimConfig | None = None) -> None:
         self.config = config or OpenAISimConfig()
         self.connections = 0
@@ -254,7 +257,7 @@ class OpenAISimulator:
                            "code": "invalid_api_key", "param": None}}, status=status)
         ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
-        conn = _Conn(request.query.get("model", "gpt-realtime"))
+        conn = self._new_conn(request.query.get("model", "gpt-realtime"))
         if not key_ok:  # error_close: the 2024 observed behaviour
             await self._send(ws, conn, {"type": "error", "error": {
                 "type": "invalid_request_error", "code": "invalid_api_key",
@@ -270,7 +273,7 @@ class OpenAISimulator:
             expiry = asyncio.get_running_loop().call_later(
                 cfg.session_max_seconds, lambda: asyncio.ensure_future(self._expire(ws, conn)))
         try:
-            await self._send(ws, conn, {"type": "session.created", "session": conn.session})
+            await self._greet(ws, conn)
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
                     await self._on_text(ws, conn, log, msg.data)
@@ -285,6 +288,40 @@ class OpenAISimulator:
                 conn.response.cancel()
         return ws
 
+    # ------------------------------------------------------------------ dialect hooks
+
+    def _new_conn(self, model: str) -> _Conn:
+        return _Conn(model)
+
+    async def _greet(self, ws, conn: _Conn) -> None:
+        await self._send(ws, conn, {"type": "session.created", "session": conn.session})
+
+    def _rates(self, conn: _Conn) -> tuple[int, int]:
+        audio = conn.session.get("audio") or {}
+        return (((audio.get("input") or {}).get("format") or {}).get("rate") or RATE,
+                ((audio.get("output") or {}).get("format") or {}).get("rate") or RATE)
+
+    def _transcribing(self, conn: _Conn) -> bool:
+        return bool(conn.session["audio"]["input"].get("transcription"))
+
+    async def _transcribe(self, ws, conn: _Conn, item_id: str, text: str, seconds: float) -> None:
+        for word in _words(text):
+            await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.delta",
+                                        "item_id": item_id, "content_index": 0, "delta": word})
+        await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.completed",
+                                    "item_id": item_id, "content_index": 0, "transcript": text,
+                                    "usage": {"type": "duration", "seconds": seconds}})
+
+    def _usage(self, in_audio: int, out_audio: int, out_text: int) -> dict:
+        return {
+            "total_tokens": 10 + in_audio + out_audio + out_text,
+            "input_tokens": 10 + in_audio,
+            "output_tokens": out_audio + out_text,
+            "input_token_details": {"text_tokens": 10, "audio_tokens": in_audio, "cached_tokens": 0,
+                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0}},
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
+        }
+
     async def _expire(self, ws, conn) -> None:
         await self._error(ws, conn, "invalid_request_error", "session_expired",
                           "Your session hit the maximum duration of 60 minutes.", None, None)
@@ -293,6 +330,8 @@ class OpenAISimulator:
     # ------------------------------------------------------------------ plumbing
 
     async def _send(self, ws, conn: _Conn, event: dict) -> None:
+        if event["type"] in self.SKIP_EVENTS:
+            return
         event = {"type": event["type"], "event_id": conn.nid("event"), **{k: v for k, v in event.items() if k != "type"}}
         await ws.send_str(_encoder.encode(event).decode())
 
@@ -352,12 +391,13 @@ class OpenAISimulator:
         await self._send(ws, conn, {"type": "input_audio_buffer.cleared"})
 
     async def _on_input_audio_buffer_commit(self, ws, conn: _Conn, event: dict) -> None:
-        if len(conn.buffer) < 2 * RATE // 10:  # the real service wants >= 100 ms
+        in_rate, _ = self._rates(conn)
+        if len(conn.buffer) < 2 * in_rate // 10:  # the real service wants >= 100 ms
             await self._error(ws, conn, "invalid_request_error", "input_audio_buffer_commit_empty",
                               "Error committing input audio buffer: buffer too small.", None,
                               event.get("event_id"))
             return
-        ms = len(conn.buffer) * 1000 // (2 * RATE)
+        ms = len(conn.buffer) * 1000 // (2 * in_rate)
         conn.buffer.clear()
         conn.input_ms_total += ms
         item_id = conn.nid("item")
@@ -370,14 +410,8 @@ class OpenAISimulator:
                                     "item_id": item_id})
         await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": previous, "item": item})
         await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": previous, "item": item})
-        if conn.session["audio"]["input"].get("transcription"):
-            text = f"I spoke for {ms / 1000:.1f} seconds."
-            for word in _words(text):
-                await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.delta",
-                                            "item_id": item_id, "content_index": 0, "delta": word})
-            await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.completed",
-                                        "item_id": item_id, "content_index": 0, "transcript": text,
-                                        "usage": {"type": "duration", "seconds": ms / 1000}})
+        if self._transcribing(conn):
+            await self._transcribe(ws, conn, item_id, f"I spoke for {ms / 1000:.1f} seconds.", ms / 1000)
 
     async def _on_conversation_item_create(self, ws, conn: _Conn, event: dict) -> None:
         item = event["item"]
@@ -480,8 +514,9 @@ class OpenAISimulator:
         part_ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         await self._send(ws, conn, {"type": "response.content_part.added", **part_ids,
                                     "part": {"type": "audio", "transcript": ""}})
-        audio = _tone(cfg.reply_ms)
-        step = 2 * RATE * DELTA_MS // 1000
+        _, out_rate = self._rates(conn)
+        audio = _tone(cfg.reply_ms, out_rate)
+        step = 2 * out_rate * DELTA_MS // 1000
         chunks = [audio[i:i + step] for i in range(0, len(audio), step)]
         words = _words(text)
         sent_ms = 0
@@ -495,7 +530,7 @@ class OpenAISimulator:
                                             "delta": words[i]})
             await self._send(ws, conn, {"type": "response.output_audio.delta", **part_ids,
                                         "delta": binascii.b2a_base64(chunk, newline=False).decode()})
-            sent_ms += len(chunk) * 1000 // (2 * RATE)
+            sent_ms += len(chunk) * 1000 // (2 * out_rate)
             conn.items[item_id]["ms"] = sent_ms
             if i == 0 and cfg.fail and await self._fail_point(ws, None):
                 return
@@ -547,14 +582,7 @@ class OpenAISimulator:
 
     async def _done(self, ws, conn, rid, status, output, in_audio, out_audio, out_text) -> None:
         details = {"type": "cancelled", "reason": "client_cancelled"} if status == "cancelled" else None
-        usage = {
-            "total_tokens": 10 + in_audio + out_audio + out_text,
-            "input_tokens": 10 + in_audio,
-            "output_tokens": out_audio + out_text,
-            "input_token_details": {"text_tokens": 10, "audio_tokens": in_audio, "cached_tokens": 0,
-                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0}},
-            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
-        }
+        usage = self._usage(in_audio, out_audio, out_text)
         await self._send(ws, conn, {"type": "response.done", "response": {
             "id": rid, "object": "realtime.response", "status": status, "status_details": details,
             "output": output, "conversation_id": "conv_sim", "output_modalities": ["audio"], "usage": usage}})

@@ -1,0 +1,125 @@
+"""xAI Grok Voice Agent codec (providers.md section 4).
+
+xAI follows OpenAI's Realtime events closely, so this codec extends :class:`OpenAICodec`
+and overrides exactly where xAI differs. Each difference is explicit below and tested in
+``tests/test_xai.py``:
+
+- **Session shape.** ``voice`` and ``turn_detection`` sit at the top level of ``session``
+  (as in OpenAI's beta); ``audio.*.format`` and ``tools`` follow GA; there is no
+  ``session.type`` and no ``model`` (the model is in the URL).
+- **Rates.** xAI takes PCM16 at 8-48 kHz per direction, so the session asks for the
+  client's own ``inputSampleRate`` and ``outputSampleRate``: audio crosses the bridge with
+  no resampling at all for xAI.
+- **Temperature** is not part of xAI's documented session; it is not sent.
+- **User transcripts** arrive as ``conversation.item.input_audio_transcription.updated``
+  with the *cumulative* text, which may revise earlier words. Only words followed by a
+  space are sent as deltas (the trailing word is still being recognised, and most
+  revisions touch it). If a word already sent is revised, no further deltas are sent for
+  that item; the ``final`` transcript (from ``.completed``) always carries the whole,
+  corrected text. So for xAI the user deltas join to a prefix of the final text (the last
+  word arrives with the final), except after such a deep revision.
+- **Duplicates.** ``response.text.delta``/``.done`` repeat ``response.output_text.*``:
+  only the latter are used.
+- **Usage** is ``{total_tokens, input_tokens, output_tokens}`` in ``response.usage`` or at
+  the top level of ``response.done``, with no audio breakdown (xAI bills per minute):
+  ``inputAudioTokens``/``outputAudioTokens`` carry ``input_tokens``/``output_tokens``.
+- ``ping`` keep-alives are ignored; the error "Cancellation failed: no active response
+  found" is the same benign race as OpenAI's ``response_cancel_not_active``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..frames import Transcript, Usage
+from ..params import SessionParams
+from .base import CodecEvent, Outbound
+from .openai import OpenAICodec, _Err, _Event, _json, function_tool
+
+DEFAULT_VOICE = "eve"
+TRANSCRIPTION_MODEL = "grok-transcribe"
+#: xAI's wording of the cancel-with-nothing-active race (no stable code is documented).
+BENIGN_MESSAGES = ("no active response",)
+#: Items whose cumulative transcript we follow; bounded like the codec's other memories.
+MAX_TRACKED_ITEMS = 256
+
+
+def xai_session_config(params: SessionParams) -> dict[str, Any]:
+    session: dict[str, Any] = {
+        "voice": params.voice or DEFAULT_VOICE,
+        "turn_detection": None,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": params.input_sample_rate},
+                "transcription": {"model": TRANSCRIPTION_MODEL},
+            },
+            "output": {"format": {"type": "audio/pcm", "rate": params.output_sample_rate}},
+        },
+    }
+    if params.system_prompt:
+        session["instructions"] = params.system_prompt
+    if params.tools:
+        session["tools"] = [function_tool(t) for t in params.tools]
+    return session
+
+
+class XAICodec(OpenAICodec):
+    provider = "xai"
+
+    def __init__(self, params: SessionParams) -> None:
+        super().__init__(params)
+        self._in_rate = params.input_sample_rate
+        self._out_rate = params.output_sample_rate
+        self._user_text: dict[str | None, str | None] = {}  # item -> text sent as deltas (None: revised)
+        self._handlers.update({
+            "conversation.item.input_audio_transcription.updated": self._on_user_updated,
+            "response.text.delta": self._ignore,
+            "response.text.done": self._ignore,
+            "ping": self._ignore,
+        })
+
+    def start(self) -> list[Outbound]:
+        return [_json({"type": "session.update", "session": xai_session_config(self.params)})]
+
+    @staticmethod
+    def _ignore(ev: _Event) -> list[CodecEvent]:
+        return []
+
+    def _on_user_updated(self, ev: _Event) -> list[CodecEvent]:
+        text = ev.transcript
+        if text is None:
+            self.stats.malformed_events += 1
+            return []
+        sent = self._user_text
+        if ev.item_id not in sent and len(sent) >= MAX_TRACKED_ITEMS:
+            sent.clear()
+        emitted = sent.get(ev.item_id, "")
+        if emitted is None:  # an already-sent word was revised: the final will tell
+            return []
+        if not text.startswith(emitted):
+            sent[ev.item_id] = None
+            return []
+        # The trailing word is still being recognised (and most revisions touch it): only
+        # words followed by a space are sent.
+        stable = text[: text.rfind(" ") + 1]
+        if len(stable) <= len(emitted):
+            return []
+        sent[ev.item_id] = stable
+        return [Transcript("user", stable[len(emitted):], False)]
+
+    def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
+        self._user_text.pop(ev.item_id, None)
+        return super()._on_user_done(ev)
+
+    def _usage(self, ev: _Event) -> Usage | None:
+        usage = ev.response.usage if ev.response is not None and ev.response.usage else ev.usage
+        if usage is None:
+            return None
+        return Usage(usage.input_tokens or 0, usage.output_tokens or 0)
+
+    def _on_error(self, ev: _Event) -> list[CodecEvent]:
+        message = (ev.error or _Err()).message or ""
+        if any(m in message.lower() for m in BENIGN_MESSAGES):
+            self.stats.counts["benign_error"] = self.stats.counts.get("benign_error", 0) + 1
+            return []
+        return super()._on_error(ev)
