@@ -134,11 +134,42 @@ async def read_json_body(request: Request) -> bytes | Response:
     return bytes(body)
 
 
+#: Top-level integer fields; JSON Schema counts ``600.0`` as an integer, so do we.
+_INTEGER_FIELDS = ("ttlSeconds", "inputSampleRate", "outputSampleRate")
+
+
+def integral_floats_as_ints(obj: object) -> bool:
+    """Integral floats (``600.0``, which Python's ``json.dumps`` writes) in the top-level
+    integer fields become ints, in place. True if anything changed."""
+    changed = False
+    if isinstance(obj, dict):
+        for key in _INTEGER_FIELDS:
+            value = obj.get(key)
+            if isinstance(value, float) and value.is_integer():
+                obj[key] = int(value)
+                changed = True
+    return changed
+
+
+def _second_chance(body: bytes) -> SessionParams | None:
+    """A body the strict decoder refused, with integral floats as ints; None if that
+    changes nothing."""
+    obj = msgspec.json.decode(body)
+    return msgspec.convert(obj, SessionParams) if integral_floats_as_ints(obj) else None
+
+
 def decode_params(body: bytes) -> SessionParams | Response:
     try:
         params = _params_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        return error_response(422, "invalid_request", str(exc))
+        try:
+            retried = _second_chance(body)
+        except msgspec.ValidationError as again:
+            exc = again
+            retried = None
+        if retried is None:
+            return error_response(422, "invalid_request", str(exc))
+        params = retried
     except msgspec.DecodeError as exc:
         return error_response(400, "invalid_json", f"body is not valid JSON: {exc}")
     try:

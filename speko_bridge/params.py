@@ -45,7 +45,9 @@ class SessionParams(msgspec.Struct, rename="camel", forbid_unknown_fields=True, 
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     input_sample_rate: SampleRate = 24000
     output_sample_rate: SampleRate = 24000
-    tools: Annotated[list[ToolSpec], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
+    tools: Annotated[list[ToolSpec], msgspec.Meta(
+        max_length=MAX_TOOLS, description="Functions the model may call; names must be unique.",
+        extra_json_schema={"uniqueItems": True})] | None = None
     metadata: dict[str, Any] | None = None
     ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
 

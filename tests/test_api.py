@@ -75,6 +75,14 @@ async def test_pending_session_shows_expired_after_its_window(http, env):
             assert (await r.json())["status"] == "expired"
 
 
+async def test_integral_floats_count_as_integers(http, bridge):
+    # JSON Schema's "integer" includes 600.0, and Python's json.dumps writes floats that way
+    status, body = await mint(http, bridge, {**BODY, "ttlSeconds": 600.0, "inputSampleRate": 16000.0})
+    assert status == 201 and body["ttlSeconds"] == 600
+    status, body = await mint(http, bridge, {**BODY, "ttlSeconds": 600.5, "inputSampleRate": 16000.0})
+    assert status == 422 and "ttlSeconds" in body["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}],

@@ -5,79 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import struct
 import time
-from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 
 from speko_bridge.bridge import MAX_CLIENT_MESSAGE_BYTES
 from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
 from .conftest import auth, run_bridge
+from .wsclient import (Received, assert_clean_close, closed, expect_refusal, mint, odd_chunks, read,
+                       record, tone, wait_record, WEATHER_TOOL)
 
-WEATHER_TOOL = {
-    "name": "get_weather",
-    "description": "Get the weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}
-
-
-def tone(seconds: float, rate: int, freq: float = 440.0) -> bytes:
-    n = int(seconds * rate)
-    return struct.pack(f"<{n}h", *(int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
-
-
-def odd_chunks(data: bytes, sizes=(317, 1001, 3, 640, 999, 2, 4097)):
-    i, k = 0, 0
-    while i < len(data):
-        size = sizes[k % len(sizes)]
-        yield data[i : i + size]
-        i += size
-        k += 1
-
-
-@dataclass
-class Received:
-    frames: list[dict] = field(default_factory=list)
-    audio: bytearray = field(default_factory=bytearray)
-    audio_messages: int = 0
-    close_code: int | None = None
-    after_close: list = field(default_factory=list)
-
-    def of(self, kind: str) -> list[dict]:
-        return [f for f in self.frames if f["type"] == kind]
-
-    def text(self, role: str) -> tuple[str, list[str]]:
-        ts = [f for f in self.of("transcript") if f["role"] == role]
-        return "".join(f["text"] for f in ts if not f["final"]), [f["text"] for f in ts if f["final"]]
-
-
-async def read(ws, into: Received, until, timeout: float = 10.0) -> Received:
-    """Read frames into ``into`` until ``until(into)`` is true or the socket closes."""
-    async with asyncio.timeout(timeout):
-        while not until(into):
-            msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                into.audio += msg.data
-                into.audio_messages += 1
-                if into.of("close"):
-                    into.after_close.append(msg)
-            elif msg.type is aiohttp.WSMsgType.TEXT:
-                frame = json.loads(msg.data)
-                if into.of("close"):
-                    into.after_close.append(frame)
-                into.frames.append(frame)
-            else:
-                into.close_code = ws.close_code
-                break
-    return into
-
-
-def closed(r: Received) -> bool:
-    return r.close_code is not None
 
 
 @pytest.fixture
@@ -93,33 +31,6 @@ async def bridge(env, sim):
     env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}
     async with run_bridge(env) as server:
         yield server
-
-
-async def mint(http, bridge, **params) -> dict:
-    body = {"provider": "openai", "model": "gpt-realtime", **params}
-    async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
-        assert r.status == 201, await r.text()
-        return await r.json()
-
-
-async def record(http, bridge, session_id: str) -> dict:
-    async with http.get(f"{bridge.base}/v1/sessions/{session_id}", headers=auth()) as r:
-        return await r.json()
-
-
-async def wait_record(http, bridge, session_id: str, status: str, timeout=5.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        rec = await record(http, bridge, session_id)
-        if rec["status"] == status and rec["closeCode"] is not None or time.monotonic() > deadline:
-            return rec
-        await asyncio.sleep(0.05)
-
-
-def assert_clean_close(r: Received, code: int) -> None:
-    assert r.of("close") and r.of("close")[-1]["code"] == code, r.frames[-3:]
-    assert r.close_code == code
-    assert r.after_close == [], "close must be the last message"
 
 
 # --------------------------------------------------------------------------- conversation
@@ -201,16 +112,6 @@ async def test_invalid_messages_get_errors_and_session_goes_on(http, bridge, sim
 
 
 # --------------------------------------------------------------------------- token refusals
-
-
-async def expect_refusal(url: str, protocols, code: int, error: str, **kw) -> None:
-    async with aiohttp.ClientSession() as s:
-        async with s.ws_connect(url, protocols=protocols, **kw) as ws:
-            if protocols:
-                assert ws.protocol == protocols[0]  # the handshake selected the token
-            got = await read(ws, Received(), closed)
-    assert got.of("error")[0]["code"] == error
-    assert_clean_close(got, code)
 
 
 async def test_bad_tokens_get_4001_and_never_reach_upstream(http, bridge, sim):

@@ -48,27 +48,29 @@ async def test_dev_server_serves_a_conversation_with_no_configuration(tmp_path):
                 pass
 
         drainer = asyncio.create_task(drain())
+        models = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{port}/v1/sessions",
-                                 headers={"Authorization": f"Bearer {key}"},
-                                 json={"provider": "openai", "model": "gpt-realtime",
-                                       "inputSampleRate": 16000, "outputSampleRate": 16000}) as r:
-                assert r.status == 201
-                created = await r.json()
-            frames, audio = [], 0
-            async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
-                await ws.send_bytes(b"\x01\x00" * 16000)  # 1 s at 16 kHz
-                await ws.send_str('{"type":"commit"}')
-                async with asyncio.timeout(10):
-                    async for msg in ws:
-                        if msg.type is aiohttp.WSMsgType.BINARY:
-                            audio += len(msg.data)
-                        else:
-                            frames.append(json.loads(msg.data))
-                            if frames[-1]["type"] == "usage":
-                                break
-            kinds = {f["type"] for f in frames}
-            assert {"transcript", "usage"} <= kinds and audio > 0
+            for provider, model in models.items():  # every provider, offline
+                async with http.post(f"http://127.0.0.1:{port}/v1/sessions",
+                                     headers={"Authorization": f"Bearer {key}"},
+                                     json={"provider": provider, "model": model,
+                                           "inputSampleRate": 16000, "outputSampleRate": 16000}) as r:
+                    assert r.status == 201, await r.text()
+                    created = await r.json()
+                frames, audio = [], 0
+                async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+                    await ws.send_bytes(b"\x01\x00" * 16000)  # 1 s at 16 kHz
+                    await ws.send_str('{"type":"commit"}')
+                    async with asyncio.timeout(10):
+                        async for msg in ws:
+                            if msg.type is aiohttp.WSMsgType.BINARY:
+                                audio += len(msg.data)
+                            else:
+                                frames.append(json.loads(msg.data))
+                                if frames[-1]["type"] == "usage":
+                                    break
+                kinds = {f["type"] for f in frames}
+                assert {"transcript", "usage"} <= kinds and audio > 0, (provider, frames)
         drainer.cancel()
     finally:
         proc.terminate()

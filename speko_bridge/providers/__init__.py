@@ -12,6 +12,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 from ..params import SessionParams
 from .base import Codec
+from .google import DEFAULT_VOICE as GOOGLE_DEFAULT_VOICE, GoogleCodec, google_headers, google_url
 from .openai import OpenAICodec
 from .xai import XAICodec
 
@@ -46,6 +47,13 @@ PROVIDERS: dict[str, ProviderSpec] = {
         default_voice="marin",
         url=lambda base, params: _with_query(base, model=params.model),
         headers=_bearer,
+    ),
+    "google": ProviderSpec(
+        name="google",
+        codec=GoogleCodec,
+        default_voice=GOOGLE_DEFAULT_VOICE,
+        url=google_url,
+        headers=google_headers,
     ),
     "xai": ProviderSpec(
         name="xai",

@@ -16,8 +16,9 @@ and overrides exactly where xAI differs. Each difference is explicit below and t
   space are sent as deltas (the trailing word is still being recognised, and most
   revisions touch it). If a word already sent is revised, no further deltas are sent for
   that item; the ``final`` transcript (from ``.completed``) always carries the whole,
-  corrected text. So for xAI the user deltas join to a prefix of the final text (the last
-  word arrives with the final), except after such a deep revision.
+  corrected text, and is preceded by a delta with the held-back tail. So the user deltas
+  join to the final text, as for the other providers, except after such a deep revision
+  (then they join to a prefix of an earlier reading, and the final is authoritative).
 - **Duplicates.** ``response.text.delta``/``.done`` repeat ``response.output_text.*``:
   only the latter are used.
 - **Usage** is ``{total_tokens, input_tokens, output_tokens}`` in ``response.usage`` or at
@@ -108,8 +109,12 @@ class XAICodec(OpenAICodec):
         return [Transcript("user", stable[len(emitted):], False)]
 
     def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
-        self._user_text.pop(ev.item_id, None)
-        return super()._on_user_done(ev)
+        emitted = self._user_text.pop(ev.item_id, "")
+        final = super()._on_user_done(ev)
+        if final and emitted is not None and ev.transcript.startswith(emitted) and ev.transcript != emitted:
+            # the held-back tail, so the deltas join to the final text
+            return [Transcript("user", ev.transcript[len(emitted):], False), *final]
+        return final
 
     def _usage(self, ev: _Event) -> Usage | None:
         usage = ev.response.usage if ev.response is not None and ev.response.usage else ev.usage

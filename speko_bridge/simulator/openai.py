@@ -211,7 +211,7 @@ class OpenAISimulator:
         self.violations: list[str] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
-        self._check = client_event_checker()
+        self._checker = None  # built on first use: needs the provider's SDK types
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -230,6 +230,15 @@ class OpenAISimulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _check(self, event: dict) -> str | None:
+        if self._checker is None:
+            self._checker = self._make_checker()
+        return self._checker(event)
+
+    @staticmethod
+    def _make_checker():
+        return client_event_checker()
 
     # ------------------------------------------------------------------ handshake
 

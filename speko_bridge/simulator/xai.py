@@ -76,7 +76,10 @@ class XAISimulator(OpenAISimulator):
 
     def __init__(self, config: XAISimConfig | None = None) -> None:
         super().__init__(config or XAISimConfig())
-        self._check = xai_event_checker()
+
+    @staticmethod
+    def _make_checker():
+        return xai_event_checker()
 
     def _new_conn(self, model: str) -> _Conn:
         conn = _Conn(model)
@@ -97,10 +100,6 @@ class XAISimulator(OpenAISimulator):
         await self._send(ws, conn, {"type": "conversation.created",
                                     "conversation": {"id": "conv_1", "object": "realtime.conversation"}})
         await self._send(ws, conn, {"type": "ping", "timestamp": int(time.time() * 1000)})
-
-    async def _on_session_update(self, ws, conn: _Conn, event: dict) -> None:
-        update = dict(event.get("session") or {})
-        await super()._on_session_update(ws, conn, {"type": "session.update", "session": update})
 
     async def _send(self, ws, conn: _Conn, event: dict) -> None:
         if event["type"] == "session.updated":

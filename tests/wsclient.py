@@ -1,0 +1,114 @@
+"""A browser-style client for the bridge's tests: mint over real HTTP, open the socket
+with the token as first subprotocol, read frames until a condition holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import struct
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from .conftest import auth
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Get the weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0) -> bytes:
+    n = int(seconds * rate)
+    return struct.pack(f"<{n}h", *(int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+
+
+def odd_chunks(data: bytes, sizes=(317, 1001, 3, 640, 999, 2, 4097)):
+    i, k = 0, 0
+    while i < len(data):
+        size = sizes[k % len(sizes)]
+        yield data[i : i + size]
+        i += size
+        k += 1
+
+
+@dataclass
+class Received:
+    frames: list[dict] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)
+    audio_messages: int = 0
+    close_code: int | None = None
+    after_close: list = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    def text(self, role: str) -> tuple[str, list[str]]:
+        ts = [f for f in self.of("transcript") if f["role"] == role]
+        return "".join(f["text"] for f in ts if not f["final"]), [f["text"] for f in ts if f["final"]]
+
+
+async def read(ws, into: Received, until, timeout: float = 10.0) -> Received:
+    """Read frames into ``into`` until ``until(into)`` is true or the socket closes."""
+    async with asyncio.timeout(timeout):
+        while not until(into):
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                into.audio += msg.data
+                into.audio_messages += 1
+                if into.of("close"):
+                    into.after_close.append(msg)
+            elif msg.type is aiohttp.WSMsgType.TEXT:
+                frame = json.loads(msg.data)
+                if into.of("close"):
+                    into.after_close.append(frame)
+                into.frames.append(frame)
+            else:
+                into.close_code = ws.close_code
+                break
+    return into
+
+
+def closed(r: Received) -> bool:
+    return r.close_code is not None
+
+
+async def mint(http, bridge, provider: str = "openai", **params) -> dict:
+    body = {"provider": provider, "model": MODELS[provider], **params}
+    async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+        assert r.status == 201, await r.text()
+        return await r.json()
+
+
+async def record(http, bridge, session_id: str) -> dict:
+    async with http.get(f"{bridge.base}/v1/sessions/{session_id}", headers=auth()) as r:
+        return await r.json()
+
+
+async def wait_record(http, bridge, session_id: str, status: str, timeout=5.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = await record(http, bridge, session_id)
+        if rec["status"] == status and rec["closeCode"] is not None or time.monotonic() > deadline:
+            return rec
+        await asyncio.sleep(0.05)
+
+
+def assert_clean_close(r: Received, code: int) -> None:
+    assert r.of("close") and r.of("close")[-1]["code"] == code, r.frames[-3:]
+    assert r.close_code == code
+    assert r.after_close == [], "close must be the last message"
+
+
+async def expect_refusal(url: str, protocols, code: int, error: str, **kw) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url, protocols=protocols, **kw) as ws:
+            if protocols:
+                assert ws.protocol == protocols[0]  # the handshake selected the token
+            got = await read(ws, Received(), closed)
+    assert got.of("error")[0]["code"] == error
+    assert_clean_close(got, code)
