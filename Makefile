@@ -23,9 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## bench: print the micro benchmarks and one session's added latency (issue 7 grows this)
+## bench: print the micro benchmarks, mint throughput and one session's added latency
 bench: $(STAMP)
 	$(BIN)/python bench/micro.py
+	$(BIN)/python bench/mint.py
 	$(BIN)/python bench/latency.py
 
 ## openapi: regenerate openapi.yaml from the msgspec types

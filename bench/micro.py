@@ -14,7 +14,9 @@ import numpy as np
 
 from speko_bridge.audio import Resampler
 from speko_bridge.params import SessionParams
+from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.providers.openai import OpenAICodec
+from speko_bridge.providers.xai import XAICodec
 
 ROUNDS, PER_ROUND = 21, 2000
 
@@ -30,6 +32,34 @@ def per_call_us(fn) -> float:
     return statistics.median(samples)
 
 
+def codec_rows(frame16: bytes, frame24: bytes, audio100: str) -> list[tuple[str, float]]:
+    """Per provider: one 20 ms client frame out, and one 100 ms audio message and one
+    transcript fragment in, each as the provider really sends them (providers.md)."""
+    ids = {"event_id": "event_1", "response_id": "resp_1", "item_id": "item_1", "output_index": 0,
+           "content_index": 0}
+    openai_audio = json.dumps({"type": "response.output_audio.delta", **ids, "delta": audio100})
+    openai_text = json.dumps({"type": "response.output_audio_transcript.delta", **ids, "delta": "It's 21 degrees"})
+    gemini_audio = json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+        "mimeType": "audio/pcm;rate=24000", "data": audio100}}]}}}).encode()
+    gemini_text = json.dumps({"serverContent": {"outputTranscription": {"text": "It's 21 degrees"}}}).encode()
+    xai_user = json.dumps({"type": "conversation.item.input_audio_transcription.updated", "item_id": "item_u1",
+                           "content_index": 0, "transcript": "what's the weather in"})
+    cases = [
+        ("openai", OpenAICodec, "gpt-realtime", frame24, openai_audio, openai_text),
+        ("google", GoogleCodec, "gemini-2.5-flash-native-audio", frame16, gemini_audio, gemini_text),
+        ("xai", XAICodec, "grok-voice-latest", frame24, openai_audio, xai_user),
+    ]
+    rows = []
+    for name, cls, model, frame, audio_msg, text_msg in cases:
+        codec = cls(SessionParams(provider=name, model=model))
+        rows += [
+            (f"{name} codec: audio() 20 ms", per_call_us(lambda: codec.audio(frame))),
+            (f"{name} codec: receive audio 100 ms", per_call_us(lambda: codec.receive(audio_msg))),
+            (f"{name} codec: receive transcript", per_call_us(lambda: codec.receive(text_msg))),
+        ]
+    return rows
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     frame16 = rng.integers(-8000, 8000, 320, dtype=np.int16).tobytes()  # 20 ms at 16 kHz
@@ -39,18 +69,8 @@ def main() -> None:
         ("resample 20 ms 16k->24k", per_call_us(lambda: up.process(frame16))),
         ("resample 20 ms 24k->16k", per_call_us(lambda: down.process(frame24))),
     ]
-    codec = OpenAICodec(SessionParams(provider="openai", model="gpt-realtime"))
-    delta100 = json.dumps({"type": "response.output_audio.delta", "event_id": "event_1", "response_id": "resp_1",
-                           "item_id": "item_1", "output_index": 0, "content_index": 0,
-                           "delta": base64.b64encode(rng.integers(-8000, 8000, 2400, dtype=np.int16).tobytes()).decode()})
-    tdelta = json.dumps({"type": "response.output_audio_transcript.delta", "event_id": "event_2",
-                         "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0,
-                         "delta": "It's 21 degrees"})
-    rows += [
-        ("openai codec: audio() 20 ms", per_call_us(lambda: codec.audio(frame24))),
-        ("openai codec: receive audio delta 100 ms", per_call_us(lambda: codec.receive(delta100))),
-        ("openai codec: receive transcript delta", per_call_us(lambda: codec.receive(tdelta))),
-    ]
+    audio100 = base64.b64encode(rng.integers(-8000, 8000, 2400, dtype=np.int16).tobytes()).decode()
+    rows += codec_rows(frame16, frame24, audio100)
     print(f"{'benchmark':44} {'median us/call':>14}")
     for name, us in rows:
         print(f"{name:44} {us:14.2f}")
