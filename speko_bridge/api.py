@@ -161,15 +161,14 @@ def _second_chance(body: bytes) -> SessionParams | None:
 def decode_params(body: bytes) -> SessionParams | Response:
     try:
         params = _params_decoder.decode(body)
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as first:
+        error: msgspec.ValidationError = first
         try:
-            retried = _second_chance(body)
-        except msgspec.ValidationError as again:
-            exc = again
-            retried = None
-        if retried is None:
-            return error_response(422, "invalid_request", str(exc))
-        params = retried
+            params = _second_chance(body)
+        except msgspec.ValidationError as second:  # names the field still wrong
+            error, params = second, None
+        if params is None:
+            return error_response(422, "invalid_request", str(error))
     except msgspec.DecodeError as exc:
         return error_response(400, "invalid_json", f"body is not valid JSON: {exc}")
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -13,9 +12,19 @@ from speko_bridge.bridge import MAX_CLIENT_MESSAGE_BYTES
 from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
 from .conftest import auth, run_bridge
-from .wsclient import (Received, assert_clean_close, closed, expect_refusal, mint, odd_chunks, read,
-                       record, tone, wait_record, WEATHER_TOOL)
-
+from .wsclient import (
+    WEATHER_TOOL,
+    Received,
+    assert_clean_close,
+    closed,
+    expect_refusal,
+    mint,
+    odd_chunks,
+    read,
+    record,
+    tone,
+    wait_record,
+)
 
 
 @pytest.fixture
@@ -162,35 +171,6 @@ async def test_origin_check(http, env, sim):
 # --------------------------------------------------------------------------- lifecycle
 
 
-async def test_ttl_closes_with_4008(http, bridge, sim):
-    created = await mint(http, bridge, ttlSeconds=1)
-    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
-        start = time.monotonic()
-        got = await read(ws, Received(), closed, timeout=5)
-    assert 0.9 <= time.monotonic() - start < 3
-    assert got.of("error")[0]["code"] == "session_expired"
-    assert_clean_close(got, 4008)
-    rec = await wait_record(http, bridge, created["sessionId"], "ended")
-    assert rec["closeCode"] == 4008
-
-
-async def test_revoking_a_live_session_closes_it_with_4004_within_1s(http, bridge, sim):
-    created = await mint(http, bridge)
-    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
-        await ws.send_str('{"type":"commit"}')
-        got = await read(ws, Received(), lambda r: r.of("usage"))
-        start = time.monotonic()
-        async with http.delete(f"{bridge.base}/v1/sessions/{created['sessionId']}", headers=auth()) as r:
-            assert r.status == 200
-        await read(ws, got, closed, timeout=2)
-        assert time.monotonic() - start < 1.0
-    assert got.of("error")[-1]["code"] == "session_revoked"
-    assert_clean_close(got, 4004)
-    rec = await wait_record(http, bridge, created["sessionId"], "revoked")
-    assert rec["status"] == "revoked" and rec["closeCode"] == 4004
-    assert rec["usage"]["outputAudioTokens"] > 0
-
-
 async def test_message_too_large_closes_with_4009(http, bridge, sim):
     created = await mint(http, bridge)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
@@ -201,9 +181,9 @@ async def test_message_too_large_closes_with_4009(http, bridge, sim):
     assert (await wait_record(http, bridge, created["sessionId"], "ended"))["closeCode"] == 4009
 
 
-@pytest.mark.parametrize("fail", ["drop_mid_response", "error_mid_response", "close_mid_response"])
-async def test_upstream_failure_mid_session_gives_4500(http, bridge, sim, fail):
-    sim.config.fail = fail
+async def test_openai_error_event_then_close_gives_4500(http, bridge, sim):
+    # drop and close mid-answer are in the conformance suite for every provider
+    sim.config.fail = "error_mid_response"
     created = await mint(http, bridge)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
         await ws.send_bytes(tone(0.2, 24000))

@@ -12,12 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.frames import Error as ErrorFrame
+from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
 from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Ready
 from speko_bridge.providers.openai import OpenAICodec
 from speko_bridge.simulator.openai import client_event_checker
+
+from .strategies import json_values
 
 check = client_event_checker()
 TOOLS = [ToolSpec(name="get_weather", description="Get weather",
@@ -186,9 +188,6 @@ good_events = st.one_of(
     st.just({"type": "response.output_audio.done"}),
     st.just({"type": "session.updated", "session": {}}),
 )
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=8)
 garbage = st.one_of(
     st.binary(max_size=40),
     st.text(max_size=40),

@@ -6,6 +6,7 @@ accounting."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -15,8 +16,17 @@ from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 from speko_bridge.simulator.xai import XAISimConfig, XAISimulator
 
 from .conftest import auth, run_bridge
-from .wsclient import (WEATHER_TOOL, Received, assert_clean_close, closed, mint, odd_chunks, read,
-                       tone, wait_record)
+from .wsclient import (
+    WEATHER_TOOL,
+    Received,
+    assert_clean_close,
+    closed,
+    mint,
+    odd_chunks,
+    read,
+    tone,
+    wait_record,
+)
 
 SIMULATORS = {
     "openai": (OpenAISimulator, OpenAISimConfig),
@@ -154,20 +164,24 @@ async def test_interrupt_mid_answer_then_next_turn(http, bridge, sim, provider):
 async def test_ttl_closes_with_4008(http, bridge, provider):
     created = await mint(http, bridge, provider, ttlSeconds=1)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        start = time.monotonic()
         got = await read(ws, Received(), closed, timeout=5)
+    assert 0.9 <= time.monotonic() - start < 3
     assert [e["code"] for e in got.of("error")] == ["session_expired"]
     assert_clean_close(got, 4008)
     assert (await wait_record(http, bridge, created["sessionId"], "ended"))["closeCode"] == 4008
 
 
-async def test_revocation_closes_with_4004(http, bridge, provider):
+async def test_revoking_a_live_session_closes_it_with_4004_within_1s(http, bridge, provider):
     created = await mint(http, bridge, provider)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
         await ws.send_str('{"type":"commit"}')
         got = await read(ws, Received(), lambda r: r.of("usage"))
+        start = time.monotonic()
         async with http.delete(f"{bridge.base}/v1/sessions/{created['sessionId']}", headers=auth()) as r:
             assert r.status == 200
         await read(ws, got, closed, timeout=2)
+        assert time.monotonic() - start < 1.0
     assert got.of("error")[-1]["code"] == "session_revoked"
     assert_clean_close(got, 4004)
     rec = await wait_record(http, bridge, created["sessionId"], "revoked")

@@ -21,7 +21,17 @@ from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.simulator.google import GoogleSimConfig, GoogleSimulator, live_message_checker
 
 from .conftest import run_bridge
-from .wsclient import Received, assert_clean_close, closed, mint, odd_chunks, read, tone, wait_record
+from .strategies import json_values
+from .wsclient import (
+    Received,
+    assert_clean_close,
+    closed,
+    mint,
+    odd_chunks,
+    read,
+    tone,
+    wait_record,
+)
 
 check = live_message_checker()
 TOOLS = [ToolSpec(name="get_weather", description="Get weather",
@@ -238,9 +248,6 @@ good = st.one_of(
                      {"goAway": {"timeLeft": "1s"}}, {"sessionResumptionUpdate": {"newHandle": "h", "resumable": True}},
                      {"usageMetadata": {"promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 3}]}}]),
 )
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=8)
 garbage = st.one_of(
     st.binary(max_size=40),
     st.text(max_size=40).map(str.encode),

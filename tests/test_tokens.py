@@ -9,7 +9,14 @@ import jwt
 import pytest
 
 from speko_bridge.frames import ErrorCode
-from speko_bridge.tokens import ApiKeyring, SigningKeys, TokenError, hash_api_key, mint_token, verify_token
+from speko_bridge.tokens import (
+    ApiKeyring,
+    SigningKeys,
+    TokenError,
+    hash_api_key,
+    mint_token,
+    verify_token,
+)
 
 KEY = "k" * 40
 ISS, AUD = "speko-bridge", "speko-bridge/realtime"

@@ -18,6 +18,7 @@ from speko_bridge.providers.xai import XAICodec
 from speko_bridge.simulator.xai import XAISimConfig, XAISimulator, xai_event_checker
 
 from .conftest import run_bridge
+from .strategies import json_values
 from .wsclient import Received, mint, odd_chunks, read, tone
 
 check = xai_event_checker()
@@ -144,9 +145,6 @@ def test_growing_cumulative_transcripts_join_to_the_final(ws, data):
     assert "".join(t.text for t in out if not t.final) == final
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=8)
 
 
 @settings(max_examples=300, deadline=None)
@@ -158,13 +156,17 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                                     "item_id": "u", "transcript": t}), st.text(max_size=12)),
     st.builds(lambda d: json.dumps({"type": "response.output_audio.delta", "item_id": "a",
                                     "delta": base64.b64encode(d).decode()}), st.binary(max_size=32)),
+    st.builds(lambda i: json.dumps({"type": "response.function_call_arguments.done", "call_id": i,
+                                    "name": "get_weather", "arguments": "{}"}), st.sampled_from(["c1", "c2"])),
     st.binary(max_size=30),
 ), max_size=30))
-def test_receive_never_raises(messages):
+def test_receive_never_raises_and_calls_are_unique(messages):
     c = codec()
     out = []
     for m in messages:
         out += c.receive(m)
+    calls = [e.call_id for e in out if isinstance(e, ToolCall)]
+    assert len(calls) == len(set(calls))  # exactly one tool_call per call id
     assert all(isinstance(e.text, str) for e in out if isinstance(e, Transcript))
     assert all(e.sample_rate == 24000 for e in out if isinstance(e, AudioOut))
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..params import SessionParams
 from .base import Codec
-from .google import DEFAULT_VOICE as GOOGLE_DEFAULT_VOICE, GoogleCodec, google_headers, google_url
+from .google import DEFAULT_VOICE as GOOGLE_DEFAULT_VOICE
+from .google import GoogleCodec, google_headers, google_url
 from .openai import OpenAICodec
 from .xai import XAICodec
 

@@ -43,7 +43,17 @@ import msgspec
 
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
-from .base import AudioDone, AudioOut, ClearAudio, Codec, CodecEvent, Fatal, Outbound, Ready, Reconnect
+from .base import (
+    AudioDone,
+    AudioOut,
+    ClearAudio,
+    Codec,
+    CodecEvent,
+    Fatal,
+    Outbound,
+    Ready,
+    Reconnect,
+)
 
 GEMINI_INPUT_RATE = 16000
 #: Gemini's output rate when the mimeType does not say (providers.md 3.4).

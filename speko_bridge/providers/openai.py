@@ -40,8 +40,8 @@ from typing import Any
 
 import msgspec
 
-from ..frames import ToolCall, Transcript, Usage
 from ..frames import Error as ErrorFrame
+from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
 from .base import AudioDone, AudioOut, ClearAudio, Codec, CodecEvent, Fatal, Outbound, Ready
 

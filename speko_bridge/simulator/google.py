@@ -52,13 +52,13 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import WSMsgType, web
 
+from .base import SimulatorServer
 from .openai import _example_args, _tone, _words
 
 OUTPUT_RATE = 24000
 CHUNK_MS = 100
 TOKENS_PER_SECOND = 32
 PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
-VERSIONS = ("v1", "v1beta", "v1alpha")
 MAX_REASON_BYTES = 123  # observed: Gemini truncates close reasons
 
 BAD_KEY = (1007, "API key not valid. Please pass a valid API key.")
@@ -148,44 +148,18 @@ class _Conn:
         self.interrupted = False
 
 
-class GoogleSimulator:
+class GoogleSimulator(SimulatorServer):
+    PATHS = tuple(PATH.format(version=v) for v in ("v1beta", "v1", "v1alpha"))
+
     def __init__(self, config: GoogleSimConfig | None = None) -> None:
+        super().__init__()
         self.config = config or GoogleSimConfig()
-        self.connections = 0
-        self.handshakes = 0
-        self.open_sockets = 0
-        self.resumed = 0
-        self.received: list[list[dict]] = []
-        self.violations: list[str] = []
-        self.url = ""
+        self.resumed = 0  # setups that resumed a conversation with a handle
         self._handles: dict[str, _Conversation] = {}
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._checker = None  # built on first use: needs the provider's SDK types
 
-    def _check(self, message: dict) -> str | None:
-        if self._checker is None:
-            self._checker = live_message_checker()
-        return self._checker(message)
-
-    def make_app(self) -> web.Application:
-        app = web.Application()
-        for version in VERSIONS:
-            app.router.add_get(PATH.format(version=version), self._handle)
-        return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()
-        self.url = f"ws://{bound[0]}:{bound[1]}" + PATH.format(version="v1beta")
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def make_checker(self):
+        return live_message_checker()
 
     # ------------------------------------------------------------------ socket
 

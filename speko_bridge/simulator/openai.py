@@ -27,13 +27,15 @@ import itertools
 import math
 import time
 import typing
-import typing_extensions
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
+import typing_extensions
 from aiohttp import WSMsgType, web
+
+from .base import SimulatorServer
 
 RATE = 24000
 DELTA_MS = 100  # audio per output delta, as the real service sends roughly
@@ -198,46 +200,16 @@ def _merge(into: dict, update: dict) -> None:
             into[k] = v
 
 
-class OpenAISimulator:
+class OpenAISimulator(SimulatorServer):
+    PATHS = ("/v1/realtime",)
     #: Event types this dialect never sends (xAI omits some of OpenAI's).
     SKIP_EVENTS: frozenset[str] = frozenset()
 
     def __init__(self, config: OpenAISimConfig | None = None) -> None:
+        super().__init__()
         self.config = config or OpenAISimConfig()
-        self.connections = 0
-        self.handshakes = 0
-        self.open_sockets = 0
-        self.received: list[list[dict]] = []
-        self.violations: list[str] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._checker = None  # built on first use: needs the provider's SDK types
 
-    def make_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/v1/realtime", self._handle)
-        return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()
-        self.url = f"ws://{bound[0]}:{bound[1]}/v1/realtime"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _check(self, event: dict) -> str | None:
-        if self._checker is None:
-            self._checker = self._make_checker()
-        return self._checker(event)
-
-    @staticmethod
-    def _make_checker():
+    def make_checker(self):
         return client_event_checker()
 
     # ------------------------------------------------------------------ handshake

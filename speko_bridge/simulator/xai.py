@@ -77,8 +77,7 @@ class XAISimulator(OpenAISimulator):
     def __init__(self, config: XAISimConfig | None = None) -> None:
         super().__init__(config or XAISimConfig())
 
-    @staticmethod
-    def _make_checker():
+    def make_checker(self):
         return xai_event_checker()
 
     def _new_conn(self, model: str) -> _Conn:

@@ -1,0 +1,54 @@
+"""What every provider simulator shares: an aiohttp server on a loopback port, the counters
+tests read, and a validator of client messages built on first use (it needs the provider's
+SDK types, which only the test extra installs)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from aiohttp import web
+
+
+class SimulatorServer:
+    #: The WebSocket path(s) served; ``url`` points at the first.
+    PATHS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.connections = 0  # upgraded sockets
+        self.handshakes = 0  # upgrade attempts, refused ones included
+        self.open_sockets = 0
+        self.received: list[list[dict]] = []  # per connection, every client message
+        self.violations: list[str] = []  # client messages the provider's types refuse
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._checker: Callable[[dict], str | None] | None = None
+
+    def make_checker(self) -> Callable[[dict], str | None]:
+        raise NotImplementedError
+
+    def _check(self, message: dict) -> str | None:
+        if self._checker is None:
+            self._checker = self.make_checker()
+        return self._checker(message)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        for path in self.PATHS:
+            app.router.add_get(path, self._handle)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()
+        self.url = f"ws://{bound[0]}:{bound[1]}{self.PATHS[0]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
