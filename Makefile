@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-test
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: run test bench openapi clean
 
 $(STAMP): pyproject.toml
@@ -15,12 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The browser test drives Debian's chromium (Playwright's own browser download does not work
+# offline). Installed with apt when missing; as root, or through sudo.
+$(CHROMIUM):
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
 ## run: serve the bridge on $(HOST):$(PORT) in dev mode (generated keys in .speko/, simulators for providers without a key)
 run: $(STAMP)
 	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
 
 ## test: run every test
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 ## bench: print the micro benchmarks, mint throughput and one session's added latency
