@@ -181,6 +181,11 @@ async def create_session(request: Request) -> Response:
     owner = authenticate(request)
     if isinstance(owner, Response):
         return owner
+    return await mint_for(request, owner)
+
+
+async def mint_for(request: Request, owner: str) -> Response:
+    """Mint a session owned by the API key id ``owner`` from the request's JSON body."""
     body = await read_json_body(request)
     if isinstance(body, Response):
         return body

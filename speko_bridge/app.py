@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 
-from . import api
+from . import api, devpage
 from .bridge import SessionRegistry, realtime_endpoint
 from .config import ProviderEndpoint, Settings
 from .providers import PROVIDERS
@@ -101,7 +101,7 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
         return api.error_response(500, "internal_error", "internal error")
 
     app = Starlette(
-        routes=[*api.routes, WebSocketRoute("/v1/realtime", realtime_endpoint)],
+        routes=[*api.routes, WebSocketRoute("/v1/realtime", realtime_endpoint), *devpage.routes(settings)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
