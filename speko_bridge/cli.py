@@ -29,6 +29,7 @@ def serve(host: str, port: int, log_level: str) -> int:
         print(
             "\n  speko_bridge dev server\n"
             f"    API key : {settings.dev_api_key}\n"
+            f"    demo    : http://{host}:{port}/  (hold to talk in a browser)\n"
             f"    mint    : curl -s -X POST http://{host}:{port}/v1/sessions "
             f"-H 'Authorization: Bearer {settings.dev_api_key}' -H 'Content-Type: application/json' "
             "-d '{\"provider\":\"openai\",\"model\":\"gpt-realtime\"}'\n"

@@ -40,8 +40,9 @@ def speech_wav(path: Path, seconds: float = 4.0, rate: int = 48000) -> Path:
     return path
 
 
-@pytest.mark.parametrize("provider,rates", [("openai", ("16000", "24000")), ("google", ("24000", "16000"))])
-async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates):
+@pytest.mark.parametrize("provider,rates,tools", [("openai", ("16000", "24000"), True),
+                                                  ("google", ("24000", "16000"), False)])
+async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates, tools):
     from playwright.async_api import async_playwright
 
     wav = speech_wav(tmp_path / "mic.wav")
@@ -59,17 +60,24 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             await page.select_option("#provider", provider)
             await page.select_option("#inRate", rates[0])
             await page.select_option("#outRate", rates[1])
+            if tools:
+                await page.check("#tools")
             await page.dispatch_event("#talk", "pointerdown")
             await page.wait_for_function("window.spekoDemo.chunksSent >= 50", timeout=10000)  # >= 1 s of mic
             await page.dispatch_event("#talk", "pointerup")
 
+            if tools:  # the model calls get_weather; answer it from the page's box
+                await page.wait_for_selector(".tool button", timeout=15000)
+                assert "Paris" in await page.text_content(".tool code")
+                await page.click(".tool button")
             await page.wait_for_selector("p.assistant.final", timeout=15000)
             user = await page.text_content("p.user.final")
             assistant = await page.text_content("p.assistant.final")
             assert user.startswith("user: I spoke for ") and user.endswith(" seconds."), (user, console)
             spoken = float(user.split("for ")[1].split(" ")[0])
             assert spoken >= 1.0, user
-            assert assistant.startswith("assistant: You spoke for ")
+            expected = 'assistant: The tool said: {"temp_c": 21}' if tools else "assistant: You spoke for "
+            assert assistant.startswith(expected), assistant
             # the assistant's audio arrived at the output rate and the page played it
             await page.wait_for_function("window.spekoDemo.samplesPlayed > 0", timeout=10000)
             stats = await page.evaluate("window.spekoDemo")
