@@ -89,3 +89,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def auth(key: str = API_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def gemini_sim():
+    """The Gemini simulator on a loopback port (key ``sk-sim``, 500 ms replies)."""
+    from speko_bridge.simulator.google import GoogleSimConfig, GoogleSimulator
+
+    simulator = GoogleSimulator(GoogleSimConfig(api_key="sk-sim", reply_ms=500))
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.stop()

@@ -8,18 +8,14 @@ import pytest
 from speko_bridge.client import SpekoClient, SpekoError, connect
 from speko_bridge.frames import Audio, Close, Error, ToolCall, Transcript, Usage
 from speko_bridge.params import ToolSpec
-from speko_bridge.simulator.google import GoogleSimConfig, GoogleSimulator
 
 from .conftest import API_KEY, run_bridge
 from .wsclient import WEATHER_TOOL, tone
 
 
 @pytest.fixture
-async def sim():
-    simulator = GoogleSimulator(GoogleSimConfig(api_key="sk-sim", reply_ms=500))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
+def sim(gemini_sim):
+    return gemini_sim
 
 
 @pytest.fixture

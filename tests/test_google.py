@@ -18,7 +18,7 @@ from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
 from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Ready, Reconnect
 from speko_bridge.providers.google import GoogleCodec
-from speko_bridge.simulator.google import GoogleSimConfig, GoogleSimulator, live_message_checker
+from speko_bridge.simulator.google import live_message_checker
 
 from .conftest import run_bridge
 from .strategies import json_values
@@ -309,11 +309,8 @@ def test_fragments_join_to_the_final_transcripts(user, assistant, chunks):
 
 
 @pytest.fixture
-async def sim():
-    simulator = GoogleSimulator(GoogleSimConfig(api_key="sk-sim", reply_ms=500))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
+def sim(gemini_sim):
+    return gemini_sim
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ SDK types, which only the test extra installs)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
 from aiohttp import web
@@ -52,3 +53,14 @@ class SimulatorServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @staticmethod
+    async def _drop_or_stall(ws: web.WebSocketResponse, fail: str | None) -> bool:
+        """Failures every provider shows mid-answer: the TCP connection drops with no close
+        frame, or the server stops sending. True: the reply stops here."""
+        if fail == "drop_mid_response":
+            ws._writer.transport.abort()
+            return True
+        if fail == "stall_mid_response":
+            await asyncio.Event().wait()
+        return False

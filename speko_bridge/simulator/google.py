@@ -352,11 +352,8 @@ class GoogleSimulator(SimulatorServer):
 
     async def _fail_point(self, ws) -> bool:
         fail = self.config.fail
-        if fail == "drop_mid_response":
-            ws._writer.transport.abort()
+        if await self._drop_or_stall(ws, fail):
             return True
-        if fail == "stall_mid_response":
-            await asyncio.Event().wait()
         if fail == "close_mid_response":
             await self._close(ws, self.config.fail_close)
             return True

@@ -451,11 +451,8 @@ class OpenAISimulator(SimulatorServer):
     async def _fail_point(self, ws, request_transport) -> bool:
         """Apply the configured failure after the first audio delta; True = stop."""
         fail = self.config.fail
-        if fail == "drop_mid_response":
-            ws._writer.transport.abort()
+        if await self._drop_or_stall(ws, fail):
             return True
-        if fail == "stall_mid_response":
-            await asyncio.Event().wait()
         if fail == "error_mid_response":
             await ws.send_str(_encoder.encode({"type": "error", "event_id": "event_fail", "error": {
                 "type": "server_error", "code": None, "message": "The server had an error.",
