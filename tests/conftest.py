@@ -100,3 +100,10 @@ async def gemini_sim():
     await simulator.start("127.0.0.1", 0)
     yield simulator
     await simulator.stop()
+
+
+@pytest.fixture
+async def gemini_bridge(env, gemini_sim) -> AsyncIterator[BridgeServer]:
+    """A bridge whose ``google`` provider is :func:`gemini_sim`."""
+    async with run_bridge({**env, "SPEKO_GOOGLE_URL": gemini_sim.url, "GOOGLE_API_KEY": "sk-sim"}) as server:
+        yield server

@@ -18,6 +18,7 @@ from .wsclient import (
     assert_clean_close,
     closed,
     expect_refusal,
+    interrupt_mid_answer,
     mint,
     odd_chunks,
     read,
@@ -223,16 +224,7 @@ async def test_interrupt_drops_queued_audio_and_truncates_at_what_was_heard(http
     sim.config.delta_interval = 0.02  # a reply streams for a while: still in flight when we interrupt
     created = await mint(http, bridge)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
-        await ws.send_bytes(tone(0.3, 24000))
-        await ws.send_str('{"type":"commit"}')
-        got = await read(ws, Received(), lambda r: len(r.audio) >= 24000 * 2 * 0.3)
-        await ws.send_str('{"type":"interrupt"}')
-        heard = len(got.audio)
-        # the cancelled response ends with its usage; little or no audio after the interrupt
-        await read(ws, got, lambda r: r.of("usage"))
-        assert len(got.audio) < 24000 * 2 * 3
-        late = len(got.audio) - heard
-        assert late <= 24000 * 2 * 0.2, late
+        _, heard = await interrupt_mid_answer(ws)  # the cancelled response ends with its usage
     sent = sim.received[-1]
     types = [e["type"] for e in sent]
     assert "response.cancel" in types

@@ -9,20 +9,14 @@ from speko_bridge.client import SpekoClient, SpekoError, connect
 from speko_bridge.frames import Audio, Close, Error, ToolCall, Transcript, Usage
 from speko_bridge.params import ToolSpec
 
-from .conftest import API_KEY, run_bridge
+from .conftest import API_KEY
 from .wsclient import WEATHER_TOOL, tone
 
 
 @pytest.fixture
-def sim(gemini_sim):
-    return gemini_sim
-
-
-@pytest.fixture
-async def speko(env, sim):
-    async with run_bridge({**env, "SPEKO_GOOGLE_URL": sim.url, "GOOGLE_API_KEY": "sk-sim"}) as server:
-        async with SpekoClient(server.base, API_KEY) as client:
-            yield client
+async def speko(gemini_bridge):
+    async with SpekoClient(gemini_bridge.base, API_KEY) as client:
+        yield client
 
 
 async def test_mint_read_revoke_and_errors(speko):

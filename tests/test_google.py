@@ -20,7 +20,6 @@ from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Fatal, 
 from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.simulator.google import live_message_checker
 
-from .conftest import run_bridge
 from .strategies import json_values
 from .wsclient import (
     Received,
@@ -308,54 +307,43 @@ def test_fragments_join_to_the_final_transcripts(user, assistant, chunks):
 # --------------------------------------------------------------------------- over sockets
 
 
-@pytest.fixture
-def sim(gemini_sim):
-    return gemini_sim
-
-
-@pytest.fixture
-async def bridge(env, sim):
-    async with run_bridge({**env, "SPEKO_GOOGLE_URL": sim.url, "GOOGLE_API_KEY": "sk-sim"}) as server:
-        yield server
-
-
 @pytest.mark.parametrize("first,key,code", [
     ({"setup": {"model": "models/gemini-live", "bogus": True}}, "sk-sim", 1007),
     ({"realtimeInput": {"activityStart": {}}}, "sk-sim", 1007),
     ({"setup": {"model": "models/gemini-live"}}, "wrong", 1007),
     ({"setup": {"model": "models/unknown-model"}}, "sk-sim", 1008),
 ])
-async def test_simulator_refuses_like_gemini(sim, first, key, code):
+async def test_simulator_refuses_like_gemini(gemini_sim, first, key, code):
     async with aiohttp.ClientSession() as s:
-        async with s.ws_connect(sim.url, headers={"x-goog-api-key": key}) as ws:  # the upgrade succeeds
+        async with s.ws_connect(gemini_sim.url, headers={"x-goog-api-key": key}) as ws:  # the upgrade succeeds
             await ws.send_str(json.dumps(first))
             msg = await ws.receive()
     assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == code
     assert len(msg.extra.encode()) <= 123
 
 
-async def test_16k_client_audio_reaches_gemini_untouched_and_24k_is_resampled(http, bridge, sim):
+async def test_16k_client_audio_reaches_gemini_untouched_and_24k_is_resampled(http, gemini_bridge, gemini_sim):
     for rate in (16000, 24000):
-        created = await mint(http, bridge, "google", inputSampleRate=rate)
+        created = await mint(http, gemini_bridge, "google", inputSampleRate=rate)
         speech = tone(1.0, rate)
         async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
             for chunk in odd_chunks(speech):
                 await ws.send_bytes(chunk)
             await ws.send_str('{"type":"commit"}')
             await read(ws, Received(), lambda r: r.of("usage"))
-        sent = [m["realtimeInput"] for m in sim.received[-1] if "realtimeInput" in m]
+        sent = [m["realtimeInput"] for m in gemini_sim.received[-1] if "realtimeInput" in m]
         assert sent[0] == {"activityStart": {}} and sent[-1] == {"activityEnd": {}}
         pcm = b"".join(base64.b64decode(m["audio"]["data"]) for m in sent if "audio" in m)
         if rate == 16000:
             assert pcm == speech  # byte for byte
         else:
             assert abs(len(pcm) // 2 - 16000) <= 2
-    assert sim.violations == []
+    assert gemini_sim.violations == []
 
 
-async def test_text_frames_from_gemini_work_too(http, bridge, sim):
-    sim.config.text_frames = True
-    created = await mint(http, bridge, "google")
+async def test_text_frames_from_gemini_work_too(http, gemini_bridge, gemini_sim):
+    gemini_sim.config.text_frames = True
+    created = await mint(http, gemini_bridge, "google")
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
         await ws.send_bytes(tone(0.5, 24000))
         await ws.send_str('{"type":"commit"}')
@@ -368,31 +356,31 @@ async def test_text_frames_from_gemini_work_too(http, bridge, sim):
     ((1008, "Policy violation."), (4502, "provider_error")),
     ((1011, "The service is currently unavailable."), (4500, "provider_unavailable")),
 ])
-async def test_gemini_close_codes_reach_the_client_mapped(http, bridge, sim, close, expected):
-    sim.config.fail = "close_mid_response"
-    sim.config.fail_close = close
-    created = await mint(http, bridge, "google")
+async def test_gemini_close_codes_reach_the_client_mapped(http, gemini_bridge, gemini_sim, close, expected):
+    gemini_sim.config.fail = "close_mid_response"
+    gemini_sim.config.fail_close = close
+    created = await mint(http, gemini_bridge, "google")
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
         await ws.send_str('{"type":"commit"}')
         got = await read(ws, Received(), closed)
     (error,) = got.of("error")
     assert error["code"] == expected[1] and close[1] in error["message"]
     assert_clean_close(got, expected[0])
-    assert (await wait_record(http, bridge, created["sessionId"], "ended"))["closeCode"] == expected[0]
+    assert (await wait_record(http, gemini_bridge, created["sessionId"], "ended"))["closeCode"] == expected[0]
 
 
-async def test_go_away_resumes_on_a_new_connection_without_a_break(http, bridge, sim):
-    sim.config.go_away_after = 0.1  # arrives in the middle of the first reply
-    sim.config.go_away_grace = 5.0
-    sim.config.delta_interval = 0.05  # 500 ms reply in 5 chunks: ~0.25 s on the wire
-    created = await mint(http, bridge, "google")
+async def test_go_away_resumes_on_a_new_connection_without_a_break(http, gemini_bridge, gemini_sim):
+    gemini_sim.config.go_away_after = 0.1  # arrives in the middle of the first reply
+    gemini_sim.config.go_away_grace = 5.0
+    gemini_sim.config.delta_interval = 0.05  # 500 ms reply in 5 chunks: ~0.25 s on the wire
+    created = await mint(http, gemini_bridge, "google")
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
         await ws.send_bytes(tone(0.5, 24000))
         await ws.send_str('{"type":"commit"}')
         got = await read(ws, Received(), lambda r: r.of("usage"))
         assert abs(len(got.audio) // 2 - 12000) <= 2  # the first reply was not cut short
         for _ in range(50):
-            if sim.connections == 2 and sim.resumed == 1:
+            if gemini_sim.connections == 2 and gemini_sim.resumed == 1:
                 break
             await asyncio.sleep(0.02)
         # the second turn goes to the resumed connection
@@ -402,9 +390,9 @@ async def test_go_away_resumes_on_a_new_connection_without_a_break(http, bridge,
     assert got.of("error") == [] and got.of("close") == []
     assert abs(len(got.audio) // 2 - 24000) <= 4
     assert got.text("assistant")[1] == ["You spoke for 0.5 seconds.", "You spoke for 0.3 seconds."]
-    assert sim.connections == 2 and sim.resumed == 1
-    first_setup = sim.received[1][0]["setup"]
+    assert gemini_sim.connections == 2 and gemini_sim.resumed == 1
+    first_setup = gemini_sim.received[1][0]["setup"]
     assert first_setup["sessionResumption"]["handle"].startswith("Cg4")
-    assert sim.violations == []
-    rec = await wait_record(http, bridge, created["sessionId"], "ended")
+    assert gemini_sim.violations == []
+    rec = await wait_record(http, gemini_bridge, created["sessionId"], "ended")
     assert rec["closeCode"] == 1000

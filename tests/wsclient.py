@@ -112,3 +112,19 @@ async def expect_refusal(url: str, protocols, code: int, error: str, **kw) -> No
             got = await read(ws, Received(), closed)
     assert got.of("error")[0]["code"] == error
     assert_clean_close(got, code)
+
+
+async def interrupt_mid_answer(ws, rate: int = 24000) -> tuple[Received, int]:
+    """Speak, commit, interrupt once 0.3 s of the answer arrived, and read up to the
+    cancelled reply's usage. Returns the frames and the audio bytes heard before the
+    interrupt; asserts that little audio came after it (what was already in flight)."""
+    await ws.send_bytes(tone(0.3, rate))
+    await ws.send_str('{"type":"commit"}')
+    got = await read(ws, Received(), lambda r: len(r.audio) >= rate * 2 * 0.3)
+    await ws.send_str('{"type":"interrupt"}')
+    heard = len(got.audio)
+    await read(ws, got, lambda r: r.of("usage"))
+    late = len(got.audio) - heard
+    assert late <= rate * 2 * 0.2, late
+    assert len(got.audio) < rate * 2 * 3  # far less than the 3 s reply
+    return got, heard
