@@ -104,3 +104,21 @@ def test_reset_discards_history_and_empty_input_gives_nothing():
 
 def test_pcm_ms():
     assert pcm_ms(960, 24000) == 20.0 and pcm_ms(640, 16000) == 20.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(rates=st.sampled_from(RATES[:2]), frame_ms=st.sampled_from([10, 20, 40, 100]),
+       seed=st.integers(0, 2**32 - 1))
+def test_live_audio_is_never_held_back_more_than_10_ms(rates, frame_ms, seed):
+    """A listener hears a chunk's audio when the chunk arrives, not a burst later: for any
+    chunk size a browser uses, the resampler never holds back more than 10 ms of audio
+    (soxr's throughput defaults held back up to 37 ms)."""
+    in_rate, out_rate = rates
+    r = Resampler(in_rate, out_rate)
+    n = in_rate * frame_ms // 1000
+    data = pcm(n * 60, seed)
+    produced = 0
+    for k in range(60):
+        produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
+        expected = (k + 1) * n * out_rate // in_rate
+        assert expected - produced <= out_rate // 100, (k, expected, produced)
