@@ -109,9 +109,9 @@ def test_pcm_ms():
 @settings(max_examples=20, deadline=None)
 @given(rates=st.sampled_from(RATES[:2]), frame_ms=st.sampled_from([10, 20, 40, 100]),
        seed=st.integers(0, 2**32 - 1))
-def test_live_audio_is_never_held_back_more_than_10_ms(rates, frame_ms, seed):
+def test_live_audio_is_never_held_back_more_than_12_ms(rates, frame_ms, seed):
     """A listener hears a chunk's audio when the chunk arrives, not a burst later: for any
-    chunk size a browser uses, the resampler never holds back more than 10 ms of audio
+    chunk size a browser uses, the resampler never holds back more than 12 ms of audio
     (soxr's throughput defaults held back up to 37 ms)."""
     in_rate, out_rate = rates
     r = Resampler(in_rate, out_rate)
@@ -121,4 +121,4 @@ def test_live_audio_is_never_held_back_more_than_10_ms(rates, frame_ms, seed):
     for k in range(60):
         produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
         expected = (k + 1) * n * out_rate // in_rate
-        assert expected - produced <= out_rate // 100, (k, expected, produced)
+        assert expected - produced <= out_rate * 12 // 1000, (k, expected, produced)

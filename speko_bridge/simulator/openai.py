@@ -333,7 +333,7 @@ class OpenAISimulator(SimulatorServer):
             return
         kind = event.get("type")
         if cfg.echo and kind == "input_audio_buffer.append":
-            log.append(event)
+            # not logged: an echo session streams for minutes (benchmarks, soak)
             await ws.send_str(
                 '{"type":"response.output_audio.delta","event_id":"' + conn.nid("event")
                 + '","response_id":"resp_echo","item_id":"item_echo","output_index":0,"content_index":0,"delta":"'

@@ -1,0 +1,62 @@
+"""The OpenAI simulator in echo mode as its own process, for the benchmarks.
+
+Every ``input_audio_buffer.append`` comes straight back as a ``response.output_audio.delta``
+carrying the same base64 text (no artificial delay); everything else is the simulator's
+normal OpenAI behaviour, so a bridge session can also hold a whole turn. ``GET /stats``
+reports sockets and, per connection in order, the monotonic time its first message arrived
+(the end point of the connect benchmark; CLOCK_MONOTONIC is shared by every process).
+
+    python bench/echo_upstream.py --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import uvloop
+from aiohttp import web
+
+from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
+
+
+class EchoUpstream(OpenAISimulator):
+    def __init__(self) -> None:
+        super().__init__(OpenAISimConfig(echo=True, validate=False))
+        self.first_messages: list[float] = []
+        self._seen: set[int] = set()
+
+    async def _on_text(self, ws, conn, log, text) -> None:
+        if id(conn) not in self._seen:
+            self._seen.add(id(conn))
+            self.first_messages.append(time.monotonic())
+        await super()._on_text(ws, conn, log, text)
+
+    def make_app(self) -> web.Application:
+        app = super().make_app()
+
+        async def stats(_request: web.Request) -> web.Response:
+            return web.json_response({"connections": self.connections, "open": self.open_sockets,
+                                      "first_messages": self.first_messages})
+
+        async def reset(_request: web.Request) -> web.Response:
+            self.first_messages.clear()
+            self.received.clear()
+            return web.json_response({})
+
+        app.router.add_get("/stats", stats)
+        app.router.add_post("/stats/reset", reset)
+        return app
+
+
+async def main(port: int) -> None:
+    sim = EchoUpstream()
+    await sim.start(port=port)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    uvloop.run(main(ap.parse_args().port))
