@@ -8,7 +8,7 @@ PORT   ?= 8000
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench openapi clean
+.PHONY: run test bench bench-smoke openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -31,11 +31,14 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
-## bench: print the micro benchmarks, mint throughput and one session's added latency
+## bench: the bridge against its floor (capacity, latency, memory, connect, mint, micro), ~10 min;
+##        table with a verdict per target, results and plots in bench/results/
 bench: $(STAMP)
-	$(BIN)/python bench/micro.py
-	$(BIN)/python bench/mint.py
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/run.py
+
+## bench-smoke: every benchmark at small size (< 1 min); checks the harness and that no frame is lost
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/run.py --smoke --out $${TMPDIR:-/tmp}/speko-bench-smoke
 
 ## openapi: regenerate openapi.yaml from the msgspec types
 openapi: $(STAMP)

@@ -124,7 +124,7 @@ async def _session(http: aiohttp.ClientSession, target: str, url: str, token: st
             else:
                 await ws.send_bytes(stream.frame(k))
         try:
-            await asyncio.wait_for(asyncio.shield(task), 3.0)
+            await asyncio.wait_for(asyncio.shield(task), 20.0)  # late is not lost
         except TimeoutError:
             pass  # counted as lost
     finally:

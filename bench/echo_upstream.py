@@ -25,11 +25,10 @@ class EchoUpstream(OpenAISimulator):
     def __init__(self) -> None:
         super().__init__(OpenAISimConfig(echo=True, validate=False))
         self.first_messages: list[float] = []
-        self._seen: set[int] = set()
 
     async def _on_text(self, ws, conn, log, text) -> None:
-        if id(conn) not in self._seen:
-            self._seen.add(id(conn))
+        if not getattr(conn, "bench_seen", False):
+            conn.bench_seen = True
             self.first_messages.append(time.monotonic())
         await super()._on_text(ws, conn, log, text)
 

@@ -21,6 +21,12 @@ from speko_bridge.providers.xai import XAICodec
 ROUNDS, PER_ROUND = 21, 2000
 
 
+def configure(smoke: bool) -> None:
+    global ROUNDS, PER_ROUND
+    if smoke:
+        ROUNDS, PER_ROUND = 3, 100
+
+
 def per_call_us(fn) -> float:
     """Median over ROUNDS of the mean time of PER_ROUND calls, in microseconds."""
     samples = []
@@ -60,19 +66,22 @@ def codec_rows(frame16: bytes, frame24: bytes, audio100: str) -> list[tuple[str,
     return rows
 
 
-def main() -> None:
+def rows() -> list[tuple[str, float]]:
     rng = np.random.default_rng(0)
     frame16 = rng.integers(-8000, 8000, 320, dtype=np.int16).tobytes()  # 20 ms at 16 kHz
     frame24 = rng.integers(-8000, 8000, 480, dtype=np.int16).tobytes()  # 20 ms at 24 kHz
     up, down = Resampler(16000, 24000), Resampler(24000, 16000)
-    rows = [
+    out = [
         ("resample 20 ms 16k->24k", per_call_us(lambda: up.process(frame16))),
         ("resample 20 ms 24k->16k", per_call_us(lambda: down.process(frame24))),
     ]
     audio100 = base64.b64encode(rng.integers(-8000, 8000, 2400, dtype=np.int16).tobytes()).decode()
-    rows += codec_rows(frame16, frame24, audio100)
+    return out + codec_rows(frame16, frame24, audio100)
+
+
+def main() -> None:
     print(f"{'benchmark':44} {'median us/call':>14}")
-    for name, us in rows:
+    for name, us in rows():
         print(f"{name:44} {us:14.2f}")
 
 

@@ -1,0 +1,61 @@
+"""`make bench-smoke` runs inside `make test` so the benchmark harness cannot rot: every
+benchmark runs at small size against real processes, writes its results and plots, and no
+frame is lost or reordered on any path. How fast anything was is not checked here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("capacity", "connect", "memory", "mint", "micro", "summary"):
+        assert (tmp_path / f"{name}.json").is_file(), name
+    for png in ("latency.png", "cpu.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capacity = json.loads((tmp_path / "capacity.json").read_text())
+    assert {(r["target"], r["rate"]) for r in capacity} == {
+        (t, r) for t in ("direct", "floor", "bridge") for r in (16000, 24000)}
+    for row in capacity:
+        assert row["frames_timed"] > 0, row
+        assert row["lost"] == 0 and row["reordered"] == 0 and row["session_error_count"] == 0, row
+        assert row["extra_samples"] == 0, row
+    mint = json.loads((tmp_path / "mint.json").read_text())
+    assert all(m["errors"] == 0 and m["rps"] > 0 for m in mint)
+    verdicts = json.loads((tmp_path / "summary.json").read_text())["verdicts"]
+    assert len(verdicts) >= 6 and all(v[3] in ("PASS", "FAIL") for v in verdicts)
+    assert "Targets" in proc.stdout and "Sessions per core" in proc.stdout
+
+
+def _stream(frames: int):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import capacity
+
+    s = capacity.Stream(16000, frames)
+    for k in range(frames):
+        s.sent[k] = 1.0 + k * 0.02
+    return s
+
+
+def test_frame_checker_sees_a_lost_and_a_swapped_frame():
+    """The harness's own checker must be able to fail: a dropped frame and two frames
+    swapped are both caught, and an intact stream is clean."""
+    clean, lost, swapped = _stream(10), _stream(10), _stream(10)
+    for k in range(10):
+        clean.on_audio(clean.frame(k), 1.0 + k * 0.02 + 0.001)
+    order = [0, 1, 3, 2, 4, 5, 6, 7, 8, 9]
+    for i, k in enumerate(order):
+        swapped.on_audio(swapped.frame(k), 1.0 + i * 0.02 + 0.001)
+    for k in [0, 1, 2, 4, 5, 6, 7, 8, 9]:
+        lost.on_audio(lost.frame(k), 1.0 + k * 0.02 + 0.001)
+    assert (clean.complete, clean.bad) == (10, 0)
+    assert abs(clean.worst[5] - 0.001) < 1e-9  # a frame's latency is its worst sample's
+    assert swapped.bad == 2
+    assert lost.bad >= 6 and lost.complete == 9
