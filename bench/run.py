@@ -82,14 +82,17 @@ def derive_capacity(rows: list[dict]) -> dict:
     per_core = {}
     for target in ("floor", "bridge"):
         for rate in RATES:
-            best, est = 0, None
+            best, est, by_load = 0, None, 0
+            base = added.get((target, rate, levels[0]), (0, 0))[1]
             for n in levels:
                 r, a = by[(target, rate, n)], added.get((target, rate, n))
-                ok = (a is not None and a[1] < CAPACITY_P99_MS and (r["cpu_pct"] or 0) < 100
-                      and r["lost"] == 0 and r["reordered"] == 0)
-                if ok:
+                healthy = ((r["cpu_pct"] or 0) < 100 and r["lost"] == 0 and r["reordered"] == 0
+                           and a is not None)
+                if healthy and a[1] < CAPACITY_P99_MS:
                     best, est = n, n / max(r["cpu_pct"] / 100, 1e-6)
-            per_core[(target, rate)] = (best, est)
+                if healthy and a[1] - base < CAPACITY_P99_MS:
+                    by_load = n
+            per_core[(target, rate)] = (best, est, by_load)
     return {"by": by, "levels": levels, "added": added, "per_core": per_core}
 
 
@@ -259,9 +262,10 @@ async def main(args) -> int:
                         "latency = worst sample per frame",
                         ["path", "N", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "cpu %", "lost", "reord"],
                         cap_table))
-    report.append(table(f"Sessions per core (largest N with p99 added < {CAPACITY_P99_MS:.0f} ms, cpu < 100%)",
-                        ["path", "sessions/core", "N / cpu at that N"],
-                        [[f"{t} {r // 1000}k", v[0], v[1]] for (t, r), v in cap["per_core"].items()]))
+    report.append(table(f"Sessions per core: largest N with p99 added < {CAPACITY_P99_MS:.0f} ms at cpu < 100% "
+                        f"(by load: p99 added < {CAPACITY_P99_MS:.0f} ms above its N={cap['levels'][0]} value)",
+                        ["path", "sessions/core", "N / cpu there", "by load"],
+                        [[f"{t} {r // 1000}k", v[0], v[1], v[2]] for (t, r), v in cap["per_core"].items()]))
     report.append(table("Mint: POST /v1/sessions back to back",
                         ["server", "concurrent", "req/s", "p50 ms", "p99 ms", "errors"],
                         [[m["target"], m["concurrency"], m["rps"], m["p50_ms"], m["p99_ms"], m["errors"]]
