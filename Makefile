@@ -31,7 +31,7 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
-## bench: the bridge against its floor (capacity, latency, memory, connect, mint, micro), ~10 min;
+## bench: the bridge against its floor (capacity, latency, memory, connect, mint, micro), ~6 min;
 ##        table with a verdict per target, results and plots in bench/results/
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

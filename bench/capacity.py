@@ -25,7 +25,7 @@ import aiohttp
 import msgspec
 import numpy as np
 
-from common import SIM_KEY, CpuMeter, mint_tokens, pct
+from common import SIM_KEY, CpuMeter, endpoint_and_tokens, pct
 
 FRAME_MS = 20
 #: Frames before this many seconds are warm-up: streamed and checked, not timed.
@@ -138,11 +138,7 @@ async def run(target: str, url: str, n: int, seconds: float, rate: int, *, serve
     frames = int((WARMUP_S + seconds) * 1000 / FRAME_MS)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        tokens: list[str | None] = [None] * n
-        if target == "bridge":
-            sessions = await mint_tokens(http, bridge_base, n, rate)
-            tokens = [s["token"] for s in sessions]
-            url = sessions[0]["url"]
+        url, tokens = await endpoint_and_tokens(http, target, url, n, rate, bridge_base)
         streams = [Stream(rate, frames) for _ in range(n)]
         t0 = time.perf_counter() + 1.0 + n * 0.004  # everyone connected before the first frame
         tasks = [asyncio.create_task(_session(http, target, url, tokens[i], streams[i], t0,

@@ -185,6 +185,16 @@ async def mint_tokens(http: aiohttp.ClientSession, base: str, n: int, rate: int)
     return await asyncio.gather(*(one() for _ in range(n)))
 
 
+async def endpoint_and_tokens(http: aiohttp.ClientSession, target: str, url: str | None, n: int,
+                              rate: int, bridge_base: str | None) -> tuple[str, list[str | None]]:
+    """Where ``n`` sockets go and what each offers as subprotocol: minted tokens and the
+    minted URL for the bridge; the given URL and no token for the other paths."""
+    if target != "bridge":
+        return url, [None] * n
+    sessions = await mint_tokens(http, bridge_base, n, rate)
+    return sessions[0]["url"], [s["token"] for s in sessions]
+
+
 def write_result(out_dir: Path, name: str, data) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")

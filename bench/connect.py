@@ -10,16 +10,12 @@ import time
 
 import aiohttp
 
-from common import mint_tokens, pct
+from common import endpoint_and_tokens, pct
 
 
 async def run(target: str, url: str | None, k: int, *, echo_base: str, bridge_base: str | None = None) -> dict:
     async with aiohttp.ClientSession() as http:
-        tokens: list[str | None] = [None] * k
-        if target == "bridge":
-            sessions = await mint_tokens(http, bridge_base, k, 24000)
-            tokens = [s["token"] for s in sessions]
-            url = sessions[0]["url"]
+        url, tokens = await endpoint_and_tokens(http, target, url, k, 24000, bridge_base)
         await (await http.post(echo_base + "/stats/reset")).read()
         starts = []
         for token in tokens:

@@ -10,7 +10,7 @@ import json
 import aiohttp
 import numpy as np
 
-from common import mint_tokens, rss_bytes
+from common import endpoint_and_tokens, rss_bytes
 
 FRAME = np.full(480, 1200, dtype="<i2").tobytes()  # 20 ms at 24 kHz
 
@@ -41,11 +41,7 @@ async def _settle(pid: int) -> int:
 async def run(target: str, url: str | None, n: int, *, server_pid: int, echo_base: str,
               bridge_base: str | None = None) -> dict:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        tokens: list[str | None] = [None] * (n + 1)
-        if target == "bridge":
-            sessions = await mint_tokens(http, bridge_base, n + 1, 24000)
-            tokens = [s["token"] for s in sessions]
-            url = sessions[0]["url"]
+        url, tokens = await endpoint_and_tokens(http, target, url, n + 1, 24000, bridge_base)
 
         async def open_one(token):
             return await http.ws_connect(url, protocols=[token] if token else (), compress=0)

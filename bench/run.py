@@ -1,7 +1,7 @@
 """``make bench``: every benchmark in one run, each figure beside its floor, and a verdict per
 target. Writes ``<out>/<name>.json`` per benchmark, ``summary.json`` and two plots.
 
-    .venv/bin/python bench/run.py              # full run, results in bench/results/ (~10 min)
+    .venv/bin/python bench/run.py              # full run, results in bench/results/ (~6 min here)
     .venv/bin/python bench/run.py --smoke      # every benchmark at small size (< 1 min)
 
 The process under test is pinned to core 0, the load generator and the echo upstream to
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -225,7 +227,7 @@ async def main(args) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             bridge = await common.start_bridge(tmp, upstream)
             servers.append(bridge)
-            async with __import__("aiohttp").ClientSession() as http:
+            async with aiohttp.ClientSession() as http:
                 size = len(json.dumps((await common.mint_tokens(http, bridge.base, 1, 16000))[0]))
             bare = await common.spawn("bare endpoint", ["bench/bare_app.py", "--port", "{port}",
                                                         "--size", str(size)])
