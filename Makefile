@@ -7,6 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
 CHROMIUM := /usr/bin/chromium
+REDIS    := /usr/bin/redis-server
 
 .PHONY: run test bench bench-smoke openapi clean
 
@@ -17,18 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The browser test drives Debian's chromium (Playwright's own browser download does not work
-# offline). Installed with apt when missing; as root, or through sudo.
-$(CHROMIUM):
+# System packages the tests drive for real: Debian's chromium for the browser test
+# (Playwright's own browser download does not work offline) and redis-server for the Redis
+# store and the two-replica tests (the tests start and stop their own servers on free ports).
+# Installed with apt when missing; as root, or through sudo.
+$(CHROMIUM) $(REDIS) &:
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium redis-server >/dev/null
 
 ## run: serve the bridge on $(HOST):$(PORT) in dev mode (generated keys in .speko/, simulators for providers without a key)
 run: $(STAMP)
 	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
 
 ## test: run every test
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(REDIS)
 	$(BIN)/python -m pytest
 
 ## bench: the bridge against its floor (capacity, latency, memory, connect, mint, micro), ~6 min;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 
 from speko_bridge.config import load_settings
+
+from .redis_server import RedisServer
 
 API_KEY = "sk_test_0123456789abcdef"
 OTHER_KEY = "sk_test_other_0123456789"
@@ -74,6 +76,14 @@ async def run_bridge(env: dict[str, str]) -> AsyncIterator[BridgeServer]:
     finally:
         await bridge.stop()
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole run; tests keep apart by key prefix or FLUSHALL."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

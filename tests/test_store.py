@@ -1,5 +1,5 @@
-"""The session store contract, run against every backend (SQLite now; Redis later runs
-this same suite unchanged by adding itself to ``BACKENDS``)."""
+"""The session store contract, run unchanged against every backend: SQLite (a file in a
+temp dir) and Redis (a real redis-server, see ``tests/redis_server.py``)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,28 @@ from speko_bridge.store import (
     StoreUnavailable,
     UsageTotals,
 )
+from speko_bridge.store.redis import RedisStore
 
-BACKENDS = ["sqlite"]
+from .redis_server import RedisServer
+
+BACKENDS = ["sqlite", "redis"]
 
 
-def make_store(backend: str, tmp_path: Path):
+def make_store(backend: str, tmp_path: Path, redis_url: str | None = None):
     if backend == "sqlite":
         return SQLiteStore(tmp_path / "store.db", busy_timeout_ms=200)
+    if backend == "redis":
+        # one prefix per test: tests share the server, never each other's keys
+        return RedisStore(redis_url, prefix=f"test:{tmp_path.name}:")
     raise AssertionError(backend)
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request, tmp_path):
-    s = make_store(request.param, tmp_path)
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    s = make_store(request.param, tmp_path, redis_url)
+    s.backend = request.param
+    s.redis_url = redis_url
     await s.open()
     yield s
     await s.close()
@@ -120,7 +129,7 @@ async def test_fifty_concurrent_consumes_have_exactly_one_winner(store, tmp_path
     await store.create(record())
     # Several independent store instances (connections, threads) race on one token, as
     # several server workers would.
-    others = [make_store(BACKENDS[0], tmp_path) for _ in range(4)] if isinstance(store, SQLiteStore) else []
+    others = [make_store(store.backend, tmp_path, store.redis_url) for _ in range(4)]
     for other in others:
         await other.open()
     try:
@@ -183,3 +192,111 @@ async def test_sqlite_locked_database_is_unavailable_not_hung(tmp_path):
         blocker.close()
     await s.create(record())  # and it recovers once the lock is gone
     await s.close()
+
+
+# ------------------------------------------------------------------ limits, every backend
+
+
+async def test_mint_allowance_is_burst_then_rate(store):
+    now = 1000.0
+    # 60 per minute, burst 3: three at once, then one per second
+    assert [await store.take_mint("key_a", 60, 3, now) for _ in range(3)] == [0, 0, 0]
+    wait = await store.take_mint("key_a", 60, 3, now)
+    assert 0.9 <= wait <= 1.0
+    assert await store.take_mint("key_b", 60, 3, now) == 0  # keys do not share an allowance
+    assert await store.take_mint("key_a", 60, 3, now + 1.0) == 0
+    assert await store.take_mint("key_a", 60, 3, now + 1.0) > 0
+
+
+async def test_concurrent_session_slots_per_key(store):
+    now = time.time()
+    assert await store.acquire_slot("key_a", "s1", 2, now)
+    assert await store.acquire_slot("key_a", "s2", 2, now)
+    assert not await store.acquire_slot("key_a", "s3", 2, now)
+    assert await store.acquire_slot("key_a", "s2", 2, now)  # already holds one: idempotent
+    assert await store.acquire_slot("key_b", "s4", 2, now)
+    await store.release_slot("key_a", "s1")
+    assert await store.acquire_slot("key_a", "s3", 2, now)
+
+
+# ------------------------------------------------------------------ Redis specifics
+
+
+async def test_redis_slots_of_a_dead_replica_free_themselves(redis_server, tmp_path):
+    s = RedisStore(redis_server.url, prefix=f"test:{tmp_path.name}:")
+    await s.open()
+    now = time.time()
+    assert await s.acquire_slot("key_a", "s1", 1, now)
+    assert not await s.acquire_slot("key_a", "s2", 1, now + 30)
+    await s.renew_slots([("key_a", "s1")], now + 30)  # a live replica renews its lease
+    assert not await s.acquire_slot("key_a", "s2", 1, now + 70)
+    # no renewal for a lease period: the holder is presumed dead
+    assert await s.acquire_slot("key_a", "s2", 1, now + 91)
+    await s.close()
+
+
+async def test_redis_revoke_reaches_every_watcher(redis_server, tmp_path):
+    prefix = f"test:{tmp_path.name}:"
+    a, b = RedisStore(redis_server.url, prefix=prefix), RedisStore(redis_server.url, prefix=prefix)
+    await a.open()
+    await b.open()
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    watcher = asyncio.create_task(b.watch_revocations(heard.put_nowait))
+    try:
+        await asyncio.sleep(0.2)  # subscribed
+        await a.create(record())
+        await a.consume("sess_1", "jti_1", time.time())
+        await a.revoke("sess_1", "key_a", time.time())
+        assert await asyncio.wait_for(heard.get(), 2) == "sess_1"
+        # a pending session has no socket anywhere: nothing to announce
+        await a.create(record(session_id="sess_2", jti="jti_2"))
+        await a.revoke("sess_2", "key_a", time.time())
+        assert await b.revoked_among(["sess_1", "sess_2", "sess_x"]) == ["sess_1", "sess_2"]
+        await asyncio.sleep(0.2)
+        assert heard.empty()
+    finally:
+        watcher.cancel()
+        await a.close()
+        await b.close()
+
+
+async def test_redis_records_survive_a_server_restart_and_expire(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        s = RedisStore(server.url, retention_seconds=3600)
+        await s.open()
+        await s.create(record())
+        await s.consume("sess_1", "jti_1", time.time())
+        await s.add_usage("sess_1", UsageTotals(10, 20))
+        await s.finish("sess_1", status="ended", close_code=1000, close_reason="bye",
+                       usage=UsageTotals(10, 20), now=time.time())
+        assert 3500 < await s.redis.ttl("speko:s:sess_1") <= 3600  # kept for the retention period
+        await s.close()
+        server.restart()
+        s = RedisStore(server.url)
+        await s.open()
+        got = await s.get("sess_1", "key_a")
+        assert (got.status, got.close_code, got.usage) == ("ended", 1000, UsageTotals(10, 20))
+        await s.close()
+    finally:
+        server.stop()
+
+
+async def test_redis_down_is_unavailable_fast_and_recovers(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    s = RedisStore(server.url, socket_timeout=0.5)
+    await s.open()
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await s.create(record())
+    with pytest.raises(StoreUnavailable):
+        await s.consume("sess_1", "jti_1", time.time())
+    with pytest.raises(StoreUnavailable):
+        await s.ping()
+    assert time.monotonic() - started < 5
+    server.start()
+    await s.create(record())
+    assert (await s.consume("sess_1", "jti_1", time.time())).outcome is ConsumeOutcome.OK
+    await s.close()
+    server.stop()

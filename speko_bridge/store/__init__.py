@@ -1,4 +1,5 @@
-"""Session stores: :class:`SessionStore` is the interface, SQLite the embedded default."""
+"""Session stores: :class:`SessionStore` is the interface, SQLite the embedded default,
+Redis (:mod:`.redis`, imported on demand) for several replicas."""
 
 from .base import (
     ConsumeOutcome,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -60,12 +61,28 @@ class ConsumeResult(msgspec.Struct):
     record: SessionRecord | None = None
 
 
+#: A live session's claim on its API key's concurrent-session limit lasts this long unless
+#: renewed; replicas renew every ``SLOT_RENEW_SECONDS``, so a replica that dies frees its
+#: slots within a minute instead of holding them forever.
+SLOT_LEASE_SECONDS = 60.0
+SLOT_RENEW_SECONDS = 15.0
+
+
 class StoreUnavailable(Exception):
     """The backing store cannot be reached or failed; the API answers 503."""
 
 
 class SessionStore(abc.ABC):
-    """Async session store. Every method may raise :class:`StoreUnavailable`."""
+    """Async session store. Every method may raise :class:`StoreUnavailable`.
+
+    Besides the records, the store holds the state limits need (mint rate and concurrent
+    sessions per API key). The defaults here keep it in this process, which is exact for a
+    single replica (the SQLite store); the Redis store overrides them to share it across the
+    fleet."""
+
+    def __init__(self) -> None:
+        self._mint_tat: dict[str, float] = {}  # GCRA theoretical arrival time per key
+        self._slots: dict[str, set[str]] = {}  # live session ids per key
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -115,3 +132,44 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def expire_stale(self, now: float) -> int:
         """Mark pending sessions whose token window passed as expired; return how many."""
+
+    # -- limits (process-local defaults; see the class docstring) --------------------------
+
+    async def take_mint(self, owner: str, per_minute: int, burst: int, now: float) -> float:
+        """Take one mint from ``owner``'s allowance (``burst`` at once, refilled at
+        ``per_minute``); 0 if allowed, else the seconds until the next one would be."""
+        interval = 60.0 / per_minute
+        tat = max(self._mint_tat.get(owner, 0.0), now)
+        wait = tat + interval - now - burst * interval
+        if wait > 0:
+            return wait
+        self._mint_tat[owner] = tat + interval
+        return 0.0
+
+    async def acquire_slot(self, owner: str, session_id: str, limit: int, now: float) -> bool:
+        """Count ``session_id`` against ``owner``'s concurrent sessions unless ``limit`` are
+        already live; True if it got a slot."""
+        live = self._slots.setdefault(owner, set())
+        if session_id not in live and len(live) >= limit:
+            return False
+        live.add(session_id)
+        return True
+
+    async def release_slot(self, owner: str, session_id: str) -> None:
+        live = self._slots.get(owner)
+        if live is not None:
+            live.discard(session_id)
+            if not live:
+                del self._slots[owner]
+
+    async def renew_slots(self, slots: Iterable[tuple[str, str]], now: float) -> None:
+        """Extend the leases of this replica's live sessions (no leases in one process)."""
+
+    async def revoked_among(self, session_ids: Iterable[str]) -> list[str]:
+        """Which of these live sessions another replica revoked (none: one process revokes
+        its own sockets directly)."""
+        return []
+
+    async def watch_revocations(self, on_revoke: Callable[[str], object]) -> None:
+        """Call ``on_revoke(session_id)`` when another replica revokes a session; returns at
+        once when there are no other replicas."""

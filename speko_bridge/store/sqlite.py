@@ -101,6 +101,7 @@ _INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 16)})"
 
 class SQLiteStore(SessionStore):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        super().__init__()
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._executor: ThreadPoolExecutor | None = None
