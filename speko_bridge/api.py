@@ -7,6 +7,7 @@ ever answers with a stack trace (see the exception handlers in ``app.py``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime
 
@@ -184,8 +185,40 @@ async def create_session(request: Request) -> Response:
     return await mint_for(request, owner)
 
 
+def store_unavailable() -> Response:
+    return error_response(503, "store_unavailable", "session store unavailable; retry later",
+                          {"Retry-After": "1"})
+
+
+async def mint_allowed(request: Request, owner: str) -> Response | None:
+    """None if ``owner`` may mint now, else the 429 (or 503) answer. The allowance is per
+    API key and shared by every replica when the store is Redis."""
+    settings = request.app.state.settings
+    if not settings.mint_rate_per_minute:
+        return None
+    try:
+        wait = await request.app.state.store.take_mint(
+            owner, settings.mint_rate_per_minute, settings.mint_burst, time.time()
+        )
+    except StoreUnavailable as exc:
+        log.warning("mint refused, store unavailable: %s", exc)
+        request.app.state.metrics.mints_refused.labels("store_unavailable").inc()
+        return store_unavailable()
+    if wait <= 0:
+        return None
+    request.app.state.metrics.mints_refused.labels("rate_limited").inc()
+    return error_response(
+        429, "rate_limited",
+        f"mint rate limit of {settings.mint_rate_per_minute} per minute reached for this API key",
+        {"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
 async def mint_for(request: Request, owner: str) -> Response:
     """Mint a session owned by the API key id ``owner`` from the request's JSON body."""
+    limited = await mint_allowed(request, owner)
+    if limited is not None:
+        return limited
     body = await read_json_body(request)
     if isinstance(body, Response):
         return body
@@ -226,8 +259,9 @@ async def mint_for(request: Request, owner: str) -> Response:
         await request.app.state.store.create(record)
     except StoreUnavailable as exc:
         log.warning("mint refused, store unavailable: %s", exc)
-        return error_response(503, "store_unavailable", "session store unavailable; retry later",
-                              {"Retry-After": "1"})
+        request.app.state.metrics.mints_refused.labels("store_unavailable").inc()
+        return store_unavailable()
+    request.app.state.metrics.sessions_minted.labels(params.provider).inc()
     log.info("session minted", extra={"session_id": session_id, "provider": params.provider, "key_id": owner})
     created = SessionCreated(
         session_id=session_id,
@@ -246,7 +280,7 @@ async def get_session(request: Request) -> Response:
     try:
         record = await request.app.state.store.get(request.path_params["session_id"], owner)
     except StoreUnavailable:
-        return error_response(503, "store_unavailable", "session store unavailable; retry later")
+        return store_unavailable()
     if record is None:
         return error_response(404, "not_found", "no such session")
     return json_response(view(record))
@@ -260,7 +294,7 @@ async def revoke_session(request: Request) -> Response:
     try:
         record = await request.app.state.store.revoke(session_id, owner, time.time())
     except StoreUnavailable:
-        return error_response(503, "store_unavailable", "session store unavailable; retry later")
+        return store_unavailable()
     if record is None:
         return error_response(404, "not_found", "no such session")
     if record.status == "revoked":

@@ -1,8 +1,14 @@
 """``create_app(settings)``: the Starlette app from explicit parts, no globals.
 
-The lifespan opens the store, one shared aiohttp ``ClientSession`` for every upstream
-socket, the built-in provider simulators when ``settings.simulate`` (dev mode) and a
-provider has no key, and a sweeper that marks unused tokens' sessions ``expired``.
+The lifespan opens the store (SQLite by default, Redis with ``SPEKO_REDIS_URL``), one shared
+aiohttp ``ClientSession`` for every upstream socket, the built-in provider simulators when
+``settings.simulate`` (dev mode) and a provider has no key, and three background tasks: a
+sweeper that marks unused tokens' sessions ``expired``, the revocation listener (another
+replica revoked a session this one holds) and the lease keeper (renews this replica's
+claims on the per-key session limit, and catches revokes the listener missed).
+
+:func:`drain` is the graceful stop (SIGTERM, see ``cli.py``): readiness 503, new sockets
+refused, live sessions given ``settings.drain_seconds`` to end, then closed with 1001.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 
 from . import api, devpage
 from .bridge import SessionRegistry, realtime_endpoint
 from .config import ProviderEndpoint, Settings
+from .frames import CloseCode
+from .metrics import Metrics
 from .providers import PROVIDERS
 from .store import SessionStore, SQLiteStore, StoreUnavailable
+from .store.base import SLOT_RENEW_SECONDS
 
 log = logging.getLogger("speko_bridge")
 
@@ -62,6 +71,10 @@ async def _start_simulators(settings: Settings, stack: contextlib.AsyncExitStack
     return endpoints
 
 
+#: After the drain window, how long the 1001 closes and record writes may take.
+DRAIN_CLOSE_TIMEOUT_SECONDS = 5.0
+
+
 async def _sweep(store: SessionStore) -> None:
     while True:
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
@@ -71,8 +84,49 @@ async def _sweep(store: SessionStore) -> None:
             log.warning("expiry sweep skipped: %s", exc)
 
 
+async def _keep_leases(store: SessionStore, registry: SessionRegistry) -> None:
+    while True:
+        await asyncio.sleep(SLOT_RENEW_SECONDS)
+        sessions = registry.sessions()
+        try:
+            await store.renew_slots([(s.record.owner, s.session_id) for s in sessions], time.time())
+            for session_id in await store.revoked_among([s.session_id for s in sessions]):
+                registry.revoke(session_id)
+        except StoreUnavailable as exc:
+            log.warning("session leases not renewed: %s", exc)
+
+
+def make_store(settings: Settings) -> SessionStore:
+    if settings.redis_url:
+        from .store.redis import RedisStore
+
+        return RedisStore(settings.redis_url, prefix=settings.redis_prefix,
+                          retention_seconds=settings.record_retention_seconds)
+    return SQLiteStore(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+
+
+async def drain(app: Starlette) -> None:
+    """Stop taking work and let live sessions finish: readiness 503 and new sockets refused
+    at once; sessions still live after ``drain_seconds`` get a ``close`` frame with 1001;
+    returns when every session has ended and its record is written (or the close timeout
+    passed). Idempotent."""
+    state = app.state
+    if state.draining:
+        return
+    state.draining = True
+    state.metrics.draining.set(1)
+    registry: SessionRegistry = state.registry
+    started = time.monotonic()
+    log.info("draining", extra={"live_sessions": len(registry)})
+    if not await registry.wait_empty(state.settings.drain_seconds):
+        log.info("drain window over, closing with 1001", extra={"live_sessions": len(registry)})
+        registry.close_all(CloseCode.GOING_AWAY, None, "server shutting down")
+        await registry.wait_empty(DRAIN_CLOSE_TIMEOUT_SECONDS)
+    log.info("drained in %.1f s", time.monotonic() - started, extra={"live_sessions": len(registry)})
+
+
 def create_app(settings: Settings, *, store: SessionStore | None = None) -> Starlette:
-    store = store or SQLiteStore(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+    store = store or make_store(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -83,14 +137,21 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
             stack.push_async_callback(http.close)
             app.state.http = http
             app.state.endpoints = await _start_simulators(settings, stack)
-            sweeper = asyncio.create_task(_sweep(store))
+            registry = app.state.registry
+            background = [
+                asyncio.create_task(_sweep(store)),
+                asyncio.create_task(_keep_leases(store, registry)),
+                asyncio.create_task(store.watch_revocations(registry.revoke)),
+            ]
             try:
                 yield
             finally:
-                sweeper.cancel()
                 app.state.draining = True
-                app.state.registry.close_all(1001, None, "server shutting down")
-                await app.state.registry.wait_empty(timeout=5.0)
+                registry.close_all(CloseCode.GOING_AWAY, None, "server shutting down")
+                await registry.wait_empty(timeout=DRAIN_CLOSE_TIMEOUT_SECONDS)
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -100,8 +161,14 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return api.error_response(500, "internal_error", "internal error")
 
+    metrics = Metrics()
     app = Starlette(
-        routes=[*api.routes, WebSocketRoute("/v1/realtime", realtime_endpoint), *devpage.routes(settings)],
+        routes=[
+            *api.routes,
+            WebSocketRoute("/v1/realtime", realtime_endpoint),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            *devpage.routes(settings),
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
@@ -109,5 +176,6 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
     app.state.store = store
     app.state.registry = SessionRegistry()
     app.state.draining = False
+    app.state.metrics = metrics
     app.state.providers = PROVIDERS
     return app

@@ -78,6 +78,9 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
+    def sessions(self) -> list[BridgeSession]:
+        return list(self._live.values())
+
     def add(self, session: BridgeSession) -> None:
         self._live[session.session_id] = session
 
@@ -105,6 +108,7 @@ class SessionRegistry:
 
 async def _refuse(ws: WebSocket, code: int, error_code: str, message: str) -> None:
     """Answer a socket that may not start a session: error frame, close frame, close."""
+    ws.app.state.metrics.sockets_refused.labels(str(int(code))).inc()
     try:
         await ws.send_text(encode_frame(Error(error_code, message)))
         await ws.send_text(encode_frame(Close(code, message)))
@@ -155,17 +159,44 @@ async def realtime_endpoint(ws: WebSocket) -> None:
         await _refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
                       "this server is at its session limit; retry shortly")
         return
+    store = state.store
+    slot_owner = None
     try:
-        result = await state.store.consume(claims.session_id, claims.jti, time.time())
+        if settings.max_sessions_per_key:
+            # The slot is taken before the token is consumed, so a refusal leaves the token
+            # usable for a retry once another session of the same key has ended.
+            pending = await store.get(claims.session_id)
+            if pending is not None:
+                if not await store.acquire_slot(pending.owner, claims.session_id,
+                                                settings.max_sessions_per_key, time.time()):
+                    await _refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
+                                  "this API key is at its concurrent session limit; retry shortly")
+                    return
+                slot_owner = pending.owner
+        result = await store.consume(claims.session_id, claims.jti, time.time())
     except StoreUnavailable as exc:
-        log.warning("consume failed, store unavailable: %s", exc)
+        log.warning("socket refused, store unavailable: %s", exc)
+        await _release(store, slot_owner, claims.session_id)
         await _refuse(ws, CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "session store unavailable")
         return
     if result.outcome is not ConsumeOutcome.OK:
+        await _release(store, slot_owner, claims.session_id)
         code, message = _CONSUME_ERRORS[result.outcome]
         await _refuse(ws, CloseCode.BAD_TOKEN, code, message)
         return
-    await BridgeSession(ws, result.record, state).run()
+    try:
+        await BridgeSession(ws, result.record, state).run()
+    finally:
+        await _release(store, slot_owner, claims.session_id)
+
+
+async def _release(store, owner: str | None, session_id: str) -> None:
+    if owner is None:
+        return
+    try:
+        await store.release_slot(owner, session_id)
+    except StoreUnavailable as exc:  # the lease runs out by itself (SLOT_LEASE_SECONDS)
+        log.warning("session slot not released: %s", exc, extra={"session_id": session_id})
 
 
 class BridgeSession:
@@ -196,6 +227,8 @@ class BridgeSession:
         self.last_item: str | None = None
         self.out_rate = self.params.output_sample_rate
         self._upstream_reason = ""
+        self.metrics = state.metrics.for_session(record.provider)
+        self.log_context = {"session_id": self.session_id, "provider": record.provider}
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -210,6 +243,7 @@ class BridgeSession:
     async def run(self) -> None:
         registry = self.state.registry
         registry.add(self)
+        self.metrics.active.inc()
         loop = asyncio.get_running_loop()
         ttl = loop.call_later(
             self.record.ttl_seconds, self.end, CloseCode.TTL_REACHED, ErrorCode.SESSION_EXPIRED,
@@ -231,8 +265,9 @@ class BridgeSession:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._close_client()
             await self._close_upstream()
-            registry.remove(self)
             await self._write_record()
+            registry.remove(self)
+            self.metrics.active.dec()
 
     def _task_done(self, task: asyncio.Task) -> None:
         """A pump that dies of anything but cancellation ends the session, never hangs it."""
@@ -245,8 +280,7 @@ class BridgeSession:
             self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
                      "provider connection lost")
             return
-        log.error("session task %s failed", task.get_name(), exc_info=exc,
-                  extra={"session_id": self.session_id})
+        log.error("session task %s failed", task.get_name(), exc_info=exc, extra=self.log_context)
         self.end(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _close_client(self) -> None:
@@ -280,14 +314,15 @@ class BridgeSession:
                 usage=self.usage, now=time.time(),
             )
         except StoreUnavailable as exc:
-            log.error("session record not written: %s", exc, extra={"session_id": self.session_id})
-        log.info("session ended", extra={"session_id": self.session_id,
-                                         "provider": self.record.provider, "close_code": code})
+            log.error("session record not written: %s", exc, extra=self.log_context)
+        self.metrics.closed(code)
+        log.info("session ended", extra={**self.log_context, "close_code": code})
 
     # -- client -> upstream ----------------------------------------------------------------
 
     async def _client_reader(self) -> None:
         ws = self.ws
+        metrics = self.metrics
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -295,7 +330,9 @@ class BridgeSession:
                 self.end(code, None, "client closed the connection")
                 return
             data = message.get("bytes")
+            metrics.frames_in.inc()
             if data is not None:
+                metrics.bytes_in.inc(len(data))
                 if len(data) > MAX_CLIENT_MESSAGE_BYTES:
                     self._too_big(len(data))
                     return
@@ -306,6 +343,7 @@ class BridgeSession:
             text = message.get("text")
             if text is None:
                 continue
+            metrics.bytes_in.inc(len(text))
             if len(text) > MAX_CLIENT_MESSAGE_BYTES:
                 self._too_big(len(text))
                 return
@@ -367,7 +405,7 @@ class BridgeSession:
                 return
             # The provider is about to drop this connection: hold client audio, resume on
             # a new one, and let the old one go. The client sees no break.
-            log.info("upstream reconnect: %s", reconnect.reason, extra={"session_id": self.session_id})
+            log.info("upstream reconnect: %s", reconnect.reason, extra=self.log_context)
             self.ready.clear()
             old = upstream
             upstream = await self._connect()
@@ -402,8 +440,9 @@ class BridgeSession:
                      f"cannot reach the provider: {type(exc).__name__}")
             return None
         self.upstream = upstream
-        log.debug("upstream connected in %.1f ms", (time.monotonic() - started) * 1000,
-                  extra={"session_id": self.session_id})
+        elapsed = time.monotonic() - started
+        self.metrics.connect.observe(elapsed)
+        log.debug("upstream connected", extra={**self.log_context, "upstream_ms": round(elapsed * 1000, 1)})
         for m in self.codec.start():
             await upstream.send_str(m) if isinstance(m, str) else await upstream.send_bytes(m)
         return upstream
@@ -444,6 +483,7 @@ class BridgeSession:
             kind = type(ev)
             if kind is AudioOut:
                 if ev.item_id in self.muted_items:
+                    self.metrics.dropped.inc(len(ev.pcm))
                     continue
                 if self.resample_out is None or self.resample_out.in_rate != ev.sample_rate:
                     self.resample_out = Resampler(ev.sample_rate, self.out_rate)
@@ -461,6 +501,8 @@ class BridgeSession:
             elif kind is Usage:
                 self.usage.input_audio_tokens += ev.input_audio_tokens
                 self.usage.output_audio_tokens += ev.output_audio_tokens
+                self.metrics.tokens_in.inc(ev.input_audio_tokens)
+                self.metrics.tokens_out.inc(ev.output_audio_tokens)
                 await put(encode_frame(ev))
                 self._record_usage(ev)
             elif kind is Ready:
@@ -487,6 +529,7 @@ class BridgeSession:
             item = self.outbox.get_nowait()
             if isinstance(item, tuple):
                 muted.add(item[0])
+                self.metrics.dropped.inc(len(item[1]))
             else:
                 kept.append(item)
         # Providers without item ids stop by themselves (their codec says ClearAudio).
@@ -509,17 +552,20 @@ class BridgeSession:
             await self.state.store.add_usage(self.session_id, delta)
         except StoreUnavailable as exc:
             # the totals still reach the record at the end of the session (finish)
-            log.warning("live usage not written: %s", exc, extra={"session_id": self.session_id})
+            log.warning("live usage not written: %s", exc, extra=self.log_context)
 
     # -- client writer ---------------------------------------------------------------------
 
     async def _client_writer(self) -> None:
         ws = self.ws
         get = self.outbox.get
+        frames, nbytes = self.metrics.frames_out, self.metrics.bytes_out
         try:
             while True:
                 item = await get()
+                frames.inc()
                 if type(item) is str:
+                    nbytes.inc(len(item))
                     await ws.send_text(item)
                 else:
                     item_id, pcm = item
@@ -527,6 +573,7 @@ class BridgeSession:
                         self.playing_item = item_id
                         self.played_bytes = 0
                     await ws.send_bytes(pcm)
+                    nbytes.inc(len(pcm))
                     self.played_bytes += len(pcm)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.end(CloseCode.NORMAL, None, "client connection lost")

@@ -1,27 +1,72 @@
-"""``speko-bridge serve --host --port``: load settings, print the dev banner, run uvicorn."""
+"""``speko-bridge serve --host --port``: load settings, set up logging, run uvicorn.
+
+SIGTERM (or a first Ctrl+C) drains instead of stopping at once (:func:`app.drain`): readiness
+turns 503, new sockets are refused, live sessions get ``SPEKO_DRAIN_SECONDS`` to end and are
+then closed with 1001, their records are written, and the process exits 0. A second signal
+skips the rest of the drain (sessions still get their 1001 close).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
+from . import logs
 from .config import ConfigError, load_settings
 
 #: uvicorn's own frame limit; the bridge enforces its smaller limit itself (4009) so a
 #: client gets a proper close frame, and only absurd frames hit this one (1009).
 WS_MAX_SIZE = 16 * 1024 * 1024
 
+log = logging.getLogger("speko_bridge")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM/SIGINT drains the app before uvicorn's own shutdown
+    (which would otherwise cut every WebSocket at once)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task | None = None
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is None and self._loop is not None and not self.should_exit:
+            log.info("received %s, draining", signal.Signals(sig).name)
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        # a second signal: stop now (the lifespan still closes live sessions with 1001)
+        self.should_exit = True
+
+    def _start_drain(self) -> None:
+        from .app import drain
+
+        async def drain_then_exit() -> None:
+            try:
+                await drain(self.config.app)
+            finally:
+                self.should_exit = True
+
+        self._drain_task = asyncio.ensure_future(drain_then_exit())
+
 
 def serve(host: str, port: int, log_level: str) -> int:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings(host=host, port=port)
     except ConfigError as exc:
         print(f"speko-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format, log_level)
     from .app import create_app
 
     app = create_app(settings)
@@ -36,8 +81,11 @@ def serve(host: str, port: int, log_level: str) -> int:
             f"    data    : {settings.data_dir}/ (keys and SQLite file)\n",
             flush=True,
         )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_SIZE,
-                lifespan="on", proxy_headers=True)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, log_config=None, ws_max_size=WS_MAX_SIZE,
+        lifespan="on", proxy_headers=True,
+    )
+    DrainingServer(config).run()
     return 0
 
 

@@ -59,6 +59,14 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     max_sessions: int = 10_000
     db_busy_timeout_ms: int = 5000
+    redis_url: str | None = None  # set: records and limits live in Redis, shared by replicas
+    redis_prefix: str = "speko:"
+    record_retention_seconds: int = 7 * 24 * 3600
+    drain_seconds: float = 30.0
+    mint_rate_per_minute: int = 0  # per API key, across the fleet; 0 = no limit
+    mint_burst: int = 0  # mints allowed at once before the rate applies
+    max_sessions_per_key: int = 0  # concurrent sessions per API key, across the fleet; 0 = none
+    log_format: str = "json"
 
     @property
     def realtime_url(self) -> str:
@@ -190,6 +198,14 @@ def load_settings(
             raise ConfigError(url_var, f"expected a ws:// or wss:// URL, got {url!r}")
         providers[name] = ProviderEndpoint(url=url, api_key=env.get(PROVIDER_KEY_VARS[name]) or None)
 
+    redis_url = env.get("SPEKO_REDIS_URL") or None
+    if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("SPEKO_REDIS_URL", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+    mint_rate = _int(env, "SPEKO_MINT_RATE_PER_MINUTE", 0, 0, 1_000_000)
+    log_format = (env.get("SPEKO_LOG_FORMAT") or ("text" if dev else "json")).strip().lower()
+    if log_format not in ("json", "text"):
+        raise ConfigError("SPEKO_LOG_FORMAT", f"expected json or text, got {log_format!r}")
+
     return Settings(
         data_dir=data_dir,
         db_path=db_path,
@@ -209,4 +225,14 @@ def load_settings(
         upstream_connect_timeout=_float(env, "SPEKO_UPSTREAM_CONNECT_TIMEOUT", 10.0, 0.1, 120.0),
         max_sessions=_int(env, "SPEKO_MAX_SESSIONS", 10_000, 1, 1_000_000),
         db_busy_timeout_ms=_int(env, "SPEKO_DB_BUSY_TIMEOUT_MS", 5000, 1, 600_000),
+        redis_url=redis_url,
+        redis_prefix=env.get("SPEKO_REDIS_PREFIX") or "speko:",
+        record_retention_seconds=_int(
+            env, "SPEKO_RECORD_RETENTION_SECONDS", 7 * 24 * 3600, 60, 366 * 24 * 3600
+        ),
+        drain_seconds=_float(env, "SPEKO_DRAIN_SECONDS", 30.0, 0.0, 3600.0),
+        mint_rate_per_minute=mint_rate,
+        mint_burst=_int(env, "SPEKO_MINT_BURST", max(mint_rate, 1), 1, 1_000_000),
+        max_sessions_per_key=_int(env, "SPEKO_MAX_SESSIONS_PER_KEY", 0, 0, 1_000_000),
+        log_format=log_format,
     )

@@ -1,0 +1,81 @@
+"""Prometheus metrics (``GET /metrics``), one registry per app so several apps in one
+process (the tests) never collide.
+
+Names follow Prometheus conventions (counters end in ``_total``, durations in seconds).
+Labels are bounded: provider (3 values), direction (2), close code (the table of
+PROTOCOL.md), reason; never a session id, key or model string chosen by a caller.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+#: Upstream connect latency buckets: a healthy provider handshake is 100-500 ms from a cloud
+#: region; 5-10 s is the connect timeout's territory.
+CONNECT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.sessions_active = Gauge(
+            "speko_sessions_active", "Sessions with an open client socket", ["provider"], registry=r)
+        self.sessions_minted = Counter(
+            "speko_sessions_minted", "Sessions minted (POST /v1/sessions answered 201)", ["provider"],
+            registry=r)
+        self.mints_refused = Counter(
+            "speko_mints_refused", "Mint requests refused for a limit or the store", ["reason"],
+            registry=r)
+        self.sockets_refused = Counter(
+            "speko_sockets_refused", "Sockets refused before a session started, by close code",
+            ["code"], registry=r)
+        self.sessions_closed = Counter(
+            "speko_sessions_closed", "Sessions ended, by close code", ["provider", "code"], registry=r)
+        self.upstream_connect = Histogram(
+            "speko_upstream_connect_seconds", "Time to open the provider WebSocket", ["provider"],
+            buckets=CONNECT_BUCKETS, registry=r)
+        self.frames = Counter(
+            "speko_frames", "WebSocket messages between clients and the bridge",
+            ["provider", "direction"], registry=r)
+        self.bytes = Counter(
+            "speko_bytes", "Payload bytes between clients and the bridge", ["provider", "direction"],
+            registry=r)
+        self.usage_tokens = Counter(
+            "speko_usage_tokens", "Audio tokens reported by providers", ["provider", "kind"],
+            registry=r)
+        self.audio_dropped = Counter(
+            "speko_audio_dropped_bytes", "Assistant audio not delivered (PCM16 bytes)",
+            ["provider", "reason"], registry=r)
+        self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
+
+    def for_session(self, provider: str) -> SessionMetrics:
+        return SessionMetrics(self, provider)
+
+    async def endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class SessionMetrics:
+    """The children one session touches, bound once (a label lookup per audio frame would
+    cost more than the increment)."""
+
+    __slots__ = ("frames_in", "bytes_in", "frames_out", "bytes_out", "active", "connect",
+                 "tokens_in", "tokens_out", "dropped", "_closed", "_provider")
+
+    def __init__(self, metrics: Metrics, provider: str) -> None:
+        self._provider = provider
+        self._closed = metrics.sessions_closed
+        self.frames_in = metrics.frames.labels(provider, "client_to_bridge")
+        self.bytes_in = metrics.bytes.labels(provider, "client_to_bridge")
+        self.frames_out = metrics.frames.labels(provider, "bridge_to_client")
+        self.bytes_out = metrics.bytes.labels(provider, "bridge_to_client")
+        self.active = metrics.sessions_active.labels(provider)
+        self.connect = metrics.upstream_connect.labels(provider)
+        self.tokens_in = metrics.usage_tokens.labels(provider, "input_audio")
+        self.tokens_out = metrics.usage_tokens.labels(provider, "output_audio")
+        self.dropped = metrics.audio_dropped.labels(provider, "interrupted")
+
+    def closed(self, code: int) -> None:
+        self._closed.labels(self._provider, str(code)).inc()
