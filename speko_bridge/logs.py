@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 import msgspec
 
@@ -53,9 +54,9 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
-def configure(fmt: str, level: str) -> None:
-    """Route every logger (uvicorn's included) through one stderr handler."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure(fmt: str, level: str, stream: TextIO | None = None) -> None:
+    """Route every logger (uvicorn's included) through one handler on ``stream`` (stderr)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

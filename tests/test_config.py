@@ -34,6 +34,11 @@ def test_dev_mode_generates_keys_once(tmp_path):
         ({"SPEKO_DEV": "1", "SPEKO_OPENAI_URL": "http://x"}, "SPEKO_OPENAI_URL"),
         ({"SPEKO_DEV": "1", "SPEKO_TOKEN_WINDOW_SECONDS": "abc"}, "SPEKO_TOKEN_WINDOW_SECONDS"),
         ({"SPEKO_DEV": "1", "SPEKO_MAX_SESSIONS": "0"}, "SPEKO_MAX_SESSIONS"),
+        ({"SPEKO_DEV": "1", "SPEKO_REDIS_URL": "http://redis:6379"}, "SPEKO_REDIS_URL"),
+        ({"SPEKO_DEV": "1", "SPEKO_LOG_FORMAT": "xml"}, "SPEKO_LOG_FORMAT"),
+        ({"SPEKO_DEV": "1", "SPEKO_DRAIN_SECONDS": "-1"}, "SPEKO_DRAIN_SECONDS"),
+        ({"SPEKO_DEV": "1", "SPEKO_MINT_RATE_PER_MINUTE": "lots"}, "SPEKO_MINT_RATE_PER_MINUTE"),
+        ({"SPEKO_DEV": "1", "SPEKO_MAX_SESSIONS_PER_KEY": "-3"}, "SPEKO_MAX_SESSIONS_PER_KEY"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, env, variable):
