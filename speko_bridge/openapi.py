@@ -111,7 +111,10 @@ def document() -> dict[str, Any]:
                     "description": (
                         "Called by a backend holding an API key. `ttlSeconds` above "
                         f"{MAX_TTL_SECONDS} is capped, not refused; when absent it is "
-                        f"{DEFAULT_TTL_SECONDS}."
+                        f"{DEFAULT_TTL_SECONDS}. When the server sets a mint allowance per API "
+                        "key (`SPEKO_MINT_RATE_PER_MINUTE`, `SPEKO_MINT_BURST`; shared by every "
+                        "replica with Redis), a spent allowance answers 429 `rate_limited` with "
+                        "`Retry-After` in seconds."
                     ),
                     "requestBody": {
                         "required": True,
@@ -163,6 +166,19 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Health", "Ready."),
                         "503": _json("Health", "Not ready (`store_unavailable` or `draining`)."),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics of this process (keep it off the public route)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
                     },
                 }
             },

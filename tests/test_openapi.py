@@ -39,7 +39,8 @@ def test_schemas_match_msgspec_types():
     assert doc["openapi"].startswith("3.1")
     ops = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
     assert ops == {("/v1/sessions", "post"), ("/v1/sessions/{session_id}", "get"),
-                   ("/v1/sessions/{session_id}", "delete"), ("/healthz", "get"), ("/readyz", "get")}
+                   ("/v1/sessions/{session_id}", "delete"), ("/healthz", "get"), ("/readyz", "get"),
+                   ("/metrics", "get")}
     assert "/v1/realtime" in doc["info"]["description"]
 
 
