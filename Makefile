@@ -9,7 +9,7 @@ PORT   ?= 8000
 CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
 
-.PHONY: run test bench bench-smoke openapi clean
+.PHONY: run test bench bench-stores bench-smoke openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -35,13 +35,20 @@ test: $(STAMP) $(CHROMIUM) $(REDIS)
 	$(BIN)/python -m pytest
 
 ## bench: the bridge against its floor (capacity, latency, memory, connect, mint, micro), ~6 min;
-##        table with a verdict per target, results and plots in bench/results/
-bench: $(STAMP)
+##        table with a verdict per target, results and plots in bench/results/; then SQLite
+##        versus Redis (consume latency, mint rps) and the SIGTERM drain (bench/stores.py)
+bench: $(STAMP) $(REDIS)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/stores.py
+
+## bench-stores: only the SQLite/Redis comparison and the drain (~30 s)
+bench-stores: $(STAMP) $(REDIS)
+	$(BIN)/python bench/stores.py
 
 ## bench-smoke: every benchmark at small size (< 1 min); checks the harness and that no frame is lost
-bench-smoke: $(STAMP)
+bench-smoke: $(STAMP) $(REDIS)
 	$(BIN)/python bench/run.py --smoke --out $${TMPDIR:-/tmp}/speko-bench-smoke
+	$(BIN)/python bench/stores.py --smoke --out $${TMPDIR:-/tmp}/speko-bench-smoke
 
 ## openapi: regenerate openapi.yaml from the msgspec types
 openapi: $(STAMP)

@@ -59,3 +59,14 @@ def test_frame_checker_sees_a_lost_and_a_swapped_frame():
     assert abs(clean.worst[5] - 0.001) < 1e-9  # a frame's latency is its worst sample's
     assert swapped.bad == 2
     assert lost.bad >= 6 and lost.complete == 9
+
+
+def test_store_bench_smoke_compares_backends_and_drains_every_session(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/stores.py", "--smoke", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "stores.json").read_text())
+    assert set(result["consume"]) == set(result["mint"]) == {"sqlite", "redis"}
+    drain = result["drain"]
+    assert drain["closed_1001"] == drain["records_ended_1001"] == drain["sessions"] > 0
+    assert drain["exit_code"] == 0

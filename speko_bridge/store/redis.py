@@ -61,6 +61,15 @@ SWEEP_BATCH = 500
 _params_decoder = msgspec.json.Decoder(SessionParams)
 _encoder = msgspec.json.Encoder()
 
+# KEYS[1] session hash, KEYS[2] pending zset; ARGV: lifetime, session id, token expiry,
+# then the hash's field/value pairs
+_CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2]) end
+return 1
+"""
+
 _CONSUME = """
 local jti = redis.call('HGET', KEYS[1], 'jti')
 if (not jti) or jti ~= ARGV[1] then return {'not_found'} end
@@ -246,7 +255,7 @@ class RedisStore(SessionStore):
                 health_check_interval=30,
             )
             for name, source in (
-                ("consume", _CONSUME), ("revoke", _REVOKE), ("finish", _FINISH),
+                ("create", _CREATE), ("consume", _CONSUME), ("revoke", _REVOKE), ("finish", _FINISH),
                 ("add_usage", _ADD_USAGE), ("expire_stale", _EXPIRE_STALE),
                 ("take_mint", _TAKE_MINT), ("acquire_slot", _ACQUIRE_SLOT),
             ):
@@ -278,13 +287,12 @@ class RedisStore(SessionStore):
             max(0, int(record.token_expires_at - record.created_at)) + record.ttl_seconds
             + RECORD_GRACE_SECONDS + self.retention_seconds
         )
-        key = self._key(record.session_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, lifetime)
-        if record.status == "pending":
-            pipe.zadd(self._pending_key, {record.session_id: record.token_expires_at})
-        await self._call(pipe.execute())
+        pending = repr(record.token_expires_at) if record.status == "pending" else ""
+        args: list[Any] = [lifetime, record.session_id, pending]
+        for name, value in fields.items():
+            args += (name, value)
+        # one script, one round trip: the record, its expiry and its sweep entry together
+        await self._script("create", [self._key(record.session_id), self._pending_key], args)
 
     async def get(self, session_id: str, owner: str | None = None) -> SessionRecord | None:
         fields = await self._call(self.redis.hgetall(self._key(session_id)))
