@@ -79,7 +79,7 @@ async def drain(redis_url: str, data_dir: str, n: int) -> dict:
         env=common.bridge_env(data_dir, f"{echo.ws_base}/v1/realtime", SPEKO_REDIS_URL=redis_url,
                               SPEKO_DRAIN_SECONDS="0"))
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             sessions = await common.mint_tokens(http, bridge.base, n, 24000)
             sockets = [await http.ws_connect(s["url"], protocols=[s["token"]]) for s in sessions]
             await asyncio.sleep(0.5)  # every session is live upstream
@@ -105,13 +105,15 @@ async def drain(redis_url: str, data_dir: str, n: int) -> dict:
         await echo.stop()
     return {"sessions": n, "all_closed_ms": (max(ends) - sent) * 1000, "exit_ms": exited * 1000,
             "closed_1001": codes.count(1001), "exit_code": bridge.proc.returncode,
-            "records_ended_1001": sum(r.status == "ended" and r.close_code == 1001 for r in records)}
+            "records_ended_1001": sum(r.status == "ended" and r.close_code == 1001 for r in records),
+            "records_other": sorted({f"{r.status}/{r.close_code}/{r.close_reason}" for r in records
+                                     if not (r.status == "ended" and r.close_code == 1001)})}
 
 
 async def main(args) -> int:
     common.pin_self()
     smoke = args.smoke
-    n_consume, mint_seconds, n_drain = (200, 1.0, 10) if smoke else (2000, 5.0, 200)
+    n_consume, mint_seconds, n_drain = (200, 1.0, 120) if smoke else (2000, 5.0, 200)
     out = Path(args.out)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

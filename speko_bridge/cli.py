@@ -3,7 +3,7 @@
 SIGTERM (or a first Ctrl+C) drains instead of stopping at once (:func:`app.drain`): readiness
 turns 503, new sockets are refused, live sessions get ``SPEKO_DRAIN_SECONDS`` to end and are
 then closed with 1001, their records are written, and the process exits 0. A second signal
-skips the rest of the drain (sessions still get their 1001 close).
+skips the rest of the drain (sessions still get their 1001 close); a third exits at once.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ class DrainingServer(uvicorn.Server):
             log.info("received %s, draining", signal.Signals(sig).name)
             self._loop.call_soon_threadsafe(self._start_drain)
             return
-        # a second signal: stop now (the lifespan still closes live sessions with 1001)
+        # a second signal: stop now (the lifespan still closes live sessions with 1001);
+        # a third skips even that, as uvicorn's own second Ctrl+C does
+        if self.should_exit:
+            self.force_exit = True
         self.should_exit = True
 
     def _start_drain(self) -> None:

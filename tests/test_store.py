@@ -300,3 +300,13 @@ async def test_redis_down_is_unavailable_fast_and_recovers(tmp_path):
     assert (await s.consume("sess_1", "jti_1", time.time())).outcome is ConsumeOutcome.OK
     await s.close()
     server.stop()
+
+
+async def test_a_burst_of_concurrent_calls_all_succeed(store):
+    # e.g. every session of a draining replica writing its record at once
+    await asyncio.gather(*(store.create(record(f"sess_{i}", jti=f"jti_{i}")) for i in range(300)))
+    results = await asyncio.gather(*(store.consume(f"sess_{i}", f"jti_{i}", time.time()) for i in range(300)))
+    assert all(r.outcome is ConsumeOutcome.OK for r in results)
+    await asyncio.gather(*(store.finish(f"sess_{i}", status="ended", close_code=1001, close_reason="drain",
+                                        usage=UsageTotals(1, 2), now=time.time()) for i in range(300)))
+    assert {(await store.get(f"sess_{i}", "key_a")).close_code for i in range(300)} == {1001}

@@ -53,6 +53,9 @@ RECORD_GRACE_SECONDS = 3600
 #: Network timeouts. A mint or a socket open waits at most this long on a dead Redis before
 #: it is answered 503 / 1011; a healthy Redis answers in well under a millisecond.
 SOCKET_TIMEOUT_SECONDS = 2.0
+#: Connections per process. Each command holds one for a round trip (~0.1-0.5 ms), so 32
+#: carry thousands of commands per second; one more is held by the revocation listener.
+POOL_SIZE = 32
 #: Backoff between attempts to resubscribe to revocations after Redis went away.
 RESUBSCRIBE_BACKOFF_SECONDS = (0.1, 0.5, 1.0, 2.0)
 #: Sessions expired per sweeper round trip.
@@ -247,13 +250,18 @@ class RedisStore(SessionStore):
 
     async def open(self) -> None:
         if self._redis is None:
-            self._redis = aioredis.from_url(
+            # A bounded pool that queues callers: a burst (every session of a draining
+            # replica writing its record at once) waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=POOL_SIZE,
+                timeout=self._socket_timeout,
                 decode_responses=True,
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout,
                 health_check_interval=30,
             )
+            self._redis = aioredis.Redis(connection_pool=pool)
             for name, source in (
                 ("create", _CREATE), ("consume", _CONSUME), ("revoke", _REVOKE), ("finish", _FINISH),
                 ("add_usage", _ADD_USAGE), ("expire_stale", _EXPIRE_STALE),
@@ -266,6 +274,7 @@ class RedisStore(SessionStore):
         client, self._redis = self._redis, None
         if client is not None:
             await client.aclose()
+            await client.connection_pool.disconnect()
 
     async def ping(self) -> None:
         await self._call(self.redis.ping())
