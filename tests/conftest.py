@@ -102,6 +102,25 @@ def auth(key: str = API_KEY) -> dict[str, str]:
 
 
 @pytest.fixture
+async def openai_sims():
+    """``await openai_sims(**config)`` starts an OpenAI simulator (key ``sk-sim``) on a
+    loopback port; every one started is stopped after the test."""
+    from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
+
+    started = []
+
+    async def start(**config):
+        simulator = OpenAISimulator(OpenAISimConfig(api_key="sk-sim", **config))
+        await simulator.start("127.0.0.1", 0)
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        await simulator.stop()
+
+
+@pytest.fixture
 async def gemini_sim():
     """The Gemini simulator on a loopback port (key ``sk-sim``, 500 ms replies)."""
     from speko_bridge.simulator.google import GoogleSimConfig, GoogleSimulator

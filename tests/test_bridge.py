@@ -9,7 +9,6 @@ import json
 import pytest
 
 from speko_bridge.bridge import MAX_CLIENT_MESSAGE_BYTES
-from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
 from .conftest import auth, run_bridge
 from .wsclient import (
@@ -29,11 +28,8 @@ from .wsclient import (
 
 
 @pytest.fixture
-async def sim():
-    simulator = OpenAISimulator(OpenAISimConfig(api_key="sk-sim", reply_ms=1000))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
+async def sim(openai_sims):
+    return await openai_sims(reply_ms=1000)
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ import asyncio
 import json
 import time
 
-import aiohttp
 import pytest
-
-from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
 from .conftest import API_KEY, OTHER_KEY, SIGNING_KEY, auth
 from .fleet import fleet
@@ -30,11 +27,8 @@ from .wsclient import (
 
 
 @pytest.fixture
-async def sim():
-    simulator = OpenAISimulator(OpenAISimConfig(api_key="sk-sim", reply_ms=600))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
+async def sim(openai_sims):
+    return await openai_sims(reply_ms=600)
 
 
 @pytest.fixture
@@ -145,41 +139,37 @@ async def test_limits_hold_across_both_replicas(http, tmp_path, redis_server, si
         await second.close()
 
 
-async def test_sigterm_mid_turn_drains_with_1001_and_a_complete_record(http, tmp_path, redis_server):
-    slow = OpenAISimulator(OpenAISimConfig(api_key="sk-sim", reply_ms=20_000))
-    await slow.start("127.0.0.1", 0)
-    try:
-        async with fleet(tmp_path, redis_server.url, slow.url, SPEKO_DRAIN_SECONDS="2") as (a, b):
-            created = await mint(http, a)
-            later = await mint(http, a)
-            async with http.ws_connect(a.ws_url, protocols=[created["token"]]) as ws:
-                await ws.send_bytes(tone(0.3, 24000))
-                await ws.send_str('{"type":"commit"}')
-                got = await read(ws, Received(), lambda r: len(r.audio) > 24000)  # the answer is playing
-                sent_at = time.monotonic()
-                a.terminate()
-                # readiness drops first, new sockets are refused without burning the token
-                async with asyncio.timeout(1):
-                    while True:
-                        async with http.get(f"{a.base}/readyz") as r:
-                            if r.status == 503:
-                                assert (await r.json())["status"] == "draining"
-                                break
-                        await asyncio.sleep(0.02)
-                await expect_refusal(a.ws_url, [later["token"]], 1001, "internal_error")
-                await read(ws, got, closed, timeout=10)
-                closed_after = time.monotonic() - sent_at
-            assert_clean_close(got, 1001)
-            assert 1.5 < closed_after < 4, closed_after  # the 2 s drain window, then 1001
-            assert await a.wait(10) == 0
-            rec = await record(http, b, created["sessionId"])
-            assert (rec["status"], rec["closeCode"], rec["closeReason"]) == ("ended", 1001, "server shutting down")
-            assert rec["startedAt"] and rec["endedAt"]
-            async with http.ws_connect(b.ws_url, protocols=[later["token"]]) as ws2:
-                assert ws2.protocol == later["token"]
-                await ws2.send_str('{"type":"interrupt"}')
-    finally:
-        await slow.stop()
+async def test_sigterm_mid_turn_drains_with_1001_and_a_complete_record(http, tmp_path, redis_server, openai_sims):
+    slow = await openai_sims(reply_ms=20_000)
+    async with fleet(tmp_path, redis_server.url, slow.url, SPEKO_DRAIN_SECONDS="2") as (a, b):
+        created = await mint(http, a)
+        later = await mint(http, a)
+        async with http.ws_connect(a.ws_url, protocols=[created["token"]]) as ws:
+            await ws.send_bytes(tone(0.3, 24000))
+            await ws.send_str('{"type":"commit"}')
+            got = await read(ws, Received(), lambda r: len(r.audio) > 24000)  # the answer is playing
+            sent_at = time.monotonic()
+            a.terminate()
+            # readiness drops first, new sockets are refused without burning the token
+            async with asyncio.timeout(1):
+                while True:
+                    async with http.get(f"{a.base}/readyz") as r:
+                        if r.status == 503:
+                            assert (await r.json())["status"] == "draining"
+                            break
+                    await asyncio.sleep(0.02)
+            await expect_refusal(a.ws_url, [later["token"]], 1001, "internal_error")
+            await read(ws, got, closed, timeout=10)
+            closed_after = time.monotonic() - sent_at
+        assert_clean_close(got, 1001)
+        assert 1.5 < closed_after < 4, closed_after  # the 2 s drain window, then 1001
+        assert await a.wait(10) == 0
+        rec = await record(http, b, created["sessionId"])
+        assert (rec["status"], rec["closeCode"], rec["closeReason"]) == ("ended", 1001, "server shutting down")
+        assert rec["startedAt"] and rec["endedAt"]
+        async with http.ws_connect(b.ws_url, protocols=[later["token"]]) as ws2:
+            assert ws2.protocol == later["token"]
+            await ws2.send_str('{"type":"interrupt"}')
 
 
 async def test_redis_stopped_mid_run_refuses_mints_and_keeps_live_sessions(http, tmp_path, sim):

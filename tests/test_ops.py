@@ -13,19 +13,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from speko_bridge import logs
-from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
 from .conftest import API_KEY, SIGNING_KEY, run_bridge
-from .wsclient import Received, closed, expect_refusal, interrupt_mid_answer, mint, read, tone, wait_record
+from .wsclient import (
+    Received,
+    expect_refusal,
+    interrupt_mid_answer,
+    mint,
+    read,
+    tone,
+    wait_record,
+)
 
 
 @pytest.fixture
-async def sim():
+async def sim(openai_sims):
     # replies stream for a while, so an interrupt finds one in flight
-    simulator = OpenAISimulator(OpenAISimConfig(api_key="sk-sim", reply_ms=3000, delta_interval=0.02))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
+    return await openai_sims(reply_ms=3000, delta_interval=0.02)
 
 
 @pytest.fixture
