@@ -58,21 +58,19 @@ async def test_token_minted_on_a_opens_on_b_and_either_reads_the_record(http, re
 async def _race(http, a, b, token: str) -> list[int | None]:
     """Offer one token to A and B at the same moment; the close code each socket got
     (None: still open, i.e. it won), then close the winner."""
-    async def offer(replica):
-        ws = await http.ws_connect(replica.ws_url, protocols=[token])
-        got = Received()
-        try:
-            await read(ws, got, closed, timeout=0.5)
-        except TimeoutError:
-            pass
-        return ws, got
-
-    results = await asyncio.gather(offer(a), offer(b))
+    sockets = await asyncio.gather(*(http.ws_connect(r.ws_url, protocols=[token]) for r in (a, b)))
+    reads = [asyncio.create_task(read(ws, Received(), closed, timeout=10)) for ws in sockets]
+    _, pending = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED, timeout=10)
+    await asyncio.wait(pending, timeout=0.3)  # would the other be refused too?
     codes = []
-    for ws, got in results:
-        codes.append(got.close_code)
-        if got.close_code is not None:
+    for ws, task in zip(sockets, reads):
+        if task.done():
+            got = task.result()
             assert got.of("error")[0]["code"] == "token_used"
+            codes.append(got.close_code)
+        else:
+            task.cancel()
+            codes.append(None)
         await ws.close()
     return codes
 

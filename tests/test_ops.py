@@ -8,7 +8,9 @@ import base64
 import io
 import json
 import logging
+import socket
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -79,22 +81,36 @@ async def test_metrics_count_a_session_each_way(http, bridge):
     assert value(m, "speko_audio_dropped_bytes_total", provider="openai", reason="interrupted") == 0
 
 
-async def test_metrics_count_audio_an_interrupt_dropped(http, bridge, sim):
-    sim.config.reply_ms = 120_000  # 5.8 MB of audio at once: more than the sockets buffer
+def small_receive_buffer(addr_info) -> socket.socket:
+    """A client socket with a fixed 64 KiB receive buffer (no autotuning up to tens of MB),
+    so a listener that stops reading makes audio pile up in the bridge, as over a real
+    network, instead of in loopback's kernel buffers."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    return sock
+
+
+async def test_metrics_count_audio_an_interrupt_dropped(bridge, sim):
+    reply_seconds = 300  # 14 MB of audio at once: far more than the server's 4 MB send buffer
+    sim.config.reply_ms = reply_seconds * 1000
     sim.config.delta_interval = 0.0
-    created = await mint(http, bridge)
-    async with http.ws_connect(bridge.ws_url, protocols=[created["token"]]) as ws:
-        await ws.send_bytes(tone(0.3, 24000))
-        await ws.send_str('{"type":"commit"}')
-        got = await read(ws, Received(), lambda r: len(r.audio) >= 24000 * 2 * 0.3)
-        await asyncio.sleep(0.5)  # a slow listener: the reply piles up in the bridge
-        await ws.send_str('{"type":"interrupt"}')
-        await read(ws, got, lambda r: r.of("usage"))
-    m = await scrape(http, bridge)
+    connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        created = await mint(http, bridge)
+        async with http.ws_connect(bridge.ws_url, protocols=[created["token"]]) as ws:
+            await ws.send_bytes(tone(0.3, 24000))
+            await ws.send_str('{"type":"commit"}')
+            got = await read(ws, Received(), lambda r: len(r.audio) >= 24000 * 2 * 0.3)
+            await asyncio.sleep(0.5)  # a slow listener: the reply piles up in the bridge
+            await ws.send_str('{"type":"interrupt"}')
+            await read(ws, got, lambda r: r.of("usage"))
+        m = await scrape(http, bridge)
     dropped = value(m, "speko_audio_dropped_bytes_total", provider="openai", reason="interrupted")
     delivered = value(m, "speko_bytes_total", provider="openai", direction="bridge_to_client")
     assert dropped > 24000 * 2 * 1, dropped  # seconds of audio never sent
-    assert len(got.audio) + dropped <= 120 * 24000 * 2 and delivered < 120 * 24000 * 2
+    total = reply_seconds * 24000 * 2
+    assert len(got.audio) + dropped <= total and delivered < total
 
 
 async def test_json_logs_carry_context_and_never_a_secret(http, env, sim):

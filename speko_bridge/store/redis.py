@@ -15,8 +15,8 @@ Layout (every key under one prefix, ``speko:`` by default):
 
 Every check-and-set is one Lua script, so it is atomic on the server: of any number of
 replicas consuming one token at once, exactly one sees ``ok``. The scripts touch several
-keys, so the store needs one Redis primary (standalone, Sentinel, or a managed single-shard
-Redis), not Redis Cluster.
+keys, so the store needs one Redis primary (self-run, or a managed single-shard Redis through
+its primary endpoint), not Redis Cluster.
 """
 
 from __future__ import annotations
