@@ -15,7 +15,21 @@ Bounds (memory per session stays fixed whatever the peers do):
   upstream reader waits, and TCP pushes back on the provider;
 - client audio that arrives before the provider is ready is held up to
   ``HELD_AUDIO_MAX_BYTES``; past that the client reader waits for the provider;
-- one client message is at most ``MAX_CLIENT_MESSAGE_BYTES`` (else 4009).
+- one client message is at most ``MAX_CLIENT_MESSAGE_BYTES`` (else 4009);
+- a client that leaves the outbox full for ``SPEKO_CLIENT_SEND_TIMEOUT`` (it stopped
+  reading) is closed with 4009; the close handshake gets ``CLIENT_CLOSE_TIMEOUT``, then
+  the TCP connection is aborted.
+
+Faults of the provider, each ending the session with a mapped code (never a hang):
+- no message for ``SPEKO_UPSTREAM_READ_TIMEOUT`` while a reply is due (from a ``commit``
+  or ``tool_result`` until that reply's usage) -> 4500 ``provider_unavailable``;
+- ``MALFORMED_RUN_MAX`` unreadable messages in a row -> 4500 ``provider_error`` (single
+  ones are skipped and counted);
+- a message over ``UPSTREAM_MAX_MESSAGE_BYTES``, a dropped connection -> 4500.
+
+The session record is written when the session ends; if the store is unavailable the
+write is retried for ``SPEKO_RECORD_RETRY_SECONDS`` and a write that never lands is logged
+and counted (``speko_record_writes_failed_total{outcome="lost"}``), never silent.
 """
 
 from __future__ import annotations
@@ -64,6 +78,11 @@ HELD_AUDIO_MAX_BYTES = 10 * 48_000 * 4 // 3
 UPSTREAM_CLOSE_TIMEOUT = 2.0
 #: Largest upstream message accepted (OpenAI allows 15 MiB appends; replies are smaller).
 UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: How long the close handshake with the client may take before the connection is aborted.
+CLIENT_CLOSE_TIMEOUT = 2.0
+#: Unreadable upstream messages in a row after which the provider is deemed unusable.
+MALFORMED_RUN_MAX = 32
 
 #: Interrupted item ids remembered to mute their late deltas; only recent ones matter.
 MUTED_ITEMS_MAX = 64
@@ -199,6 +218,16 @@ async def _release(store, owner: str | None, session_id: str) -> None:
         log.warning("session slot not released: %s", exc, extra={"session_id": session_id})
 
 
+def _abort_transport(ws: WebSocket) -> None:
+    """Drop the client's TCP connection without a close handshake (it stopped reading, so
+    the handshake cannot complete). The ASGI send callable of uvicorn's protocols is a
+    bound method of the protocol, which holds the transport; behind any other server the
+    connection is left to that server's keepalive timeout."""
+    transport = getattr(getattr(ws._send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
 class BridgeSession:
     def __init__(self, ws: WebSocket, record: SessionRecord, state) -> None:
         self.ws = ws
@@ -227,6 +256,10 @@ class BridgeSession:
         self.last_item: str | None = None
         self.out_rate = self.params.output_sample_rate
         self._upstream_reason = ""
+        # read timeout: armed while a reply is due, measured from the last upstream message
+        self.reply_due = False
+        self.last_upstream = time.monotonic()
+        self.malformed_run = 0
         self.metrics = state.metrics.for_session(record.provider)
         self.log_context = {"session_id": self.session_id, "provider": record.provider}
 
@@ -256,10 +289,12 @@ class BridgeSession:
         ]
         for task in tasks:
             task.add_done_callback(self._task_done)
+        self._watchdog_handle = loop.call_later(self._watch_interval(), self._watchdog)
         try:
             await self.done.wait()
         finally:
             ttl.cancel()
+            self._watchdog_handle.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -268,6 +303,19 @@ class BridgeSession:
             await self._write_record()
             registry.remove(self)
             self.metrics.active.dec()
+
+    def _watch_interval(self) -> float:
+        return min(1.0, self.state.settings.upstream_read_timeout / 4)
+
+    def _watchdog(self) -> None:
+        """Every second: end the session if the provider owes a reply and has been silent
+        for longer than the read timeout (a stalled provider, or a dead TCP path)."""
+        timeout = self.state.settings.upstream_read_timeout
+        if self.reply_due and time.monotonic() - self.last_upstream > timeout:
+            self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
+                     f"provider sent nothing for {timeout:g} s while a reply was due")
+            return
+        self._watchdog_handle = asyncio.get_running_loop().call_later(self._watch_interval(), self._watchdog)
 
     def _task_done(self, task: asyncio.Task) -> None:
         """A pump that dies of anything but cancellation ends the session, never hangs it."""
@@ -288,10 +336,13 @@ class BridgeSession:
         if self.ws.client_state is not WebSocketState.CONNECTED:
             return
         try:
-            if error_code is not None:
-                await self.ws.send_text(encode_frame(Error(error_code, message)))
-            await self.ws.send_text(encode_frame(Close(code, message)))
-            await self.ws.close(code, message[:120])
+            async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT):
+                if error_code is not None:
+                    await self.ws.send_text(encode_frame(Error(error_code, message)))
+                await self.ws.send_text(encode_frame(Close(code, message)))
+                await self.ws.close(code, message[:120])
+        except TimeoutError:
+            _abort_transport(self.ws)  # a client that does not read cannot hold us
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client is already gone
 
@@ -308,13 +359,33 @@ class BridgeSession:
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         status = "revoked" if code == CloseCode.REVOKED else "ended"
+        failed = self.state.metrics.record_writes_failed
+        deadline = time.monotonic() + self.state.settings.record_retry_seconds
+        delay = 0.1
         try:
-            await self.state.store.finish(
-                self.session_id, status=status, close_code=code, close_reason=message,
-                usage=self.usage, now=time.time(),
-            )
-        except StoreUnavailable as exc:
-            log.error("session record not written: %s", exc, extra=self.log_context)
+            while True:
+                try:
+                    await self.state.store.finish(
+                        self.session_id, status=status, close_code=code, close_reason=message,
+                        usage=self.usage, now=time.time(),
+                    )
+                    break
+                except StoreUnavailable as exc:
+                    if time.monotonic() + delay > deadline:
+                        failed.labels("lost").inc()
+                        log.error("session record not written, gave up: %s", exc,
+                                  extra={**self.log_context, "close_code": code})
+                        break
+                    failed.labels("retried").inc()
+                    log.warning("session record not written, retrying in %.1f s: %s", delay, exc,
+                                extra=self.log_context)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        except asyncio.CancelledError:
+            failed.labels("lost").inc()
+            log.error("session record not written: server stopped while retrying",
+                      extra={**self.log_context, "close_code": code})
+            raise
         self.metrics.closed(code)
         log.info("session ended", extra={**self.log_context, "close_code": code})
 
@@ -350,16 +421,23 @@ class BridgeSession:
             try:
                 intent = decode_client_message(text)
             except InvalidMessage as exc:
-                await self.outbox.put(encode_frame(Error(ErrorCode.INVALID_MESSAGE, str(exc))))
+                await self._put(encode_frame(Error(ErrorCode.INVALID_MESSAGE, str(exc))))
                 continue
             if isinstance(intent, Commit):
                 tail = self.resample_in.flush()
                 out = self.codec.audio(tail) if tail else []
+                self._reply_due()
                 await self._send_up(out + self.codec.commit())
             elif isinstance(intent, Interrupt):
                 await self._interrupt()
             elif isinstance(intent, ToolResult):
+                self._reply_due()
                 await self._send_up(self.codec.tool_result(intent.call_id, intent.output))
+
+    def _reply_due(self) -> None:
+        if not self.reply_due:
+            self.reply_due = True
+            self.last_upstream = time.monotonic()
 
     def _too_big(self, size: int) -> None:
         self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
@@ -451,11 +529,22 @@ class BridgeSession:
         """Read one upstream socket until it closes (None) or the codec asks to reconnect."""
         receive = upstream.receive
         codec = self.codec
+        stats = codec.stats
+        monotonic = time.monotonic
         TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
         while True:
             msg = await receive()
             if msg.type is TEXT or msg.type is BINARY:
-                reconnect = await self._handle(codec.receive(msg.data))
+                self.last_upstream = monotonic()
+                malformed = stats.malformed_events
+                events = codec.receive(msg.data)
+                if stats.malformed_events != malformed:
+                    self._malformed()
+                    if self.outcome is not None:
+                        return None
+                else:
+                    self.malformed_run = 0
+                reconnect = await self._handle(events)
                 drained = codec.drain_outbound()
                 if drained:
                     await self._send_up(drained)
@@ -468,6 +557,13 @@ class BridgeSession:
                               aiohttp.WSMsgType.ERROR):
                 return None
 
+    def _malformed(self) -> None:
+        self.metrics.malformed.inc()
+        self.malformed_run += 1
+        if self.malformed_run >= MALFORMED_RUN_MAX:
+            self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_ERROR,
+                     f"provider sent {self.malformed_run} unreadable messages in a row")
+
     async def _flush_held(self) -> None:
         upstream = self.upstream
         while self.held:
@@ -476,8 +572,26 @@ class BridgeSession:
         self.held_bytes = 0
         self.ready.set()
 
+    async def _put(self, item) -> None:
+        """Queue for the client; a client that leaves the queue full past the send timeout
+        is not reading and ends the session (memory stays bounded meanwhile: the upstream
+        reader waits here, and TCP pushes back on the provider)."""
+        try:
+            self.outbox.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            pass
+        timeout = self.state.settings.client_send_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.outbox.put(item)
+        except TimeoutError:
+            self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
+                     f"client is not reading: nothing it was sent was taken for {timeout:g} s")
+            await asyncio.Event().wait()  # the session is over; the runner cancels us
+
     async def _handle(self, events: list) -> Reconnect | None:
-        put = self.outbox.put
+        put = self._put
         reconnect = None
         for ev in events:
             kind = type(ev)
@@ -491,7 +605,10 @@ class BridgeSession:
                 if pcm:
                     await put((ev.item_id, pcm))
                 self.last_item = ev.item_id
-            elif kind is Transcript or kind is ToolCall or kind is Error:
+            elif kind is Transcript or kind is ToolCall:
+                await put(encode_frame(ev))
+            elif kind is Error:
+                self.reply_due = False  # a refused request gets no reply to wait for
                 await put(encode_frame(ev))
             elif kind is AudioDone:
                 if self.resample_out is not None:
@@ -499,6 +616,7 @@ class BridgeSession:
                     if tail:
                         await put((self.last_item, tail))
             elif kind is Usage:
+                self.reply_due = False
                 self.usage.input_audio_tokens += ev.input_audio_tokens
                 self.usage.output_audio_tokens += ev.output_audio_tokens
                 self.metrics.tokens_in.inc(ev.input_audio_tokens)

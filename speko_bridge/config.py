@@ -57,6 +57,9 @@ class Settings:
     simulate: bool = False  # serve providers without a key from the built-in simulators
     providers: dict[str, ProviderEndpoint] = field(default_factory=dict)
     upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 20.0  # silence allowed while a reply is due
+    client_send_timeout: float = 10.0  # how long a client may leave the outbox full
+    record_retry_seconds: float = 30.0  # how long a session's final record write is retried
     max_sessions: int = 10_000
     db_busy_timeout_ms: int = 5000
     redis_url: str | None = None  # set: records and limits live in Redis, shared by replicas
@@ -223,6 +226,9 @@ def load_settings(
         simulate=simulate,
         providers=providers,
         upstream_connect_timeout=_float(env, "SPEKO_UPSTREAM_CONNECT_TIMEOUT", 10.0, 0.1, 120.0),
+        upstream_read_timeout=_float(env, "SPEKO_UPSTREAM_READ_TIMEOUT", 20.0, 0.1, 600.0),
+        client_send_timeout=_float(env, "SPEKO_CLIENT_SEND_TIMEOUT", 10.0, 0.1, 600.0),
+        record_retry_seconds=_float(env, "SPEKO_RECORD_RETRY_SECONDS", 30.0, 0.0, 3600.0),
         max_sessions=_int(env, "SPEKO_MAX_SESSIONS", 10_000, 1, 1_000_000),
         db_busy_timeout_ms=_int(env, "SPEKO_DB_BUSY_TIMEOUT_MS", 5000, 1, 600_000),
         redis_url=redis_url,

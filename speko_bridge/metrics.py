@@ -55,6 +55,13 @@ class Metrics:
         self.audio_dropped = Counter(
             "speko_audio_dropped_bytes", "Assistant audio not delivered (PCM16 bytes)",
             ["provider", "reason"], registry=r)
+        self.record_writes_failed = Counter(
+            "speko_record_writes_failed", "Final session record writes that failed, by outcome: "
+            "'retried' (store unavailable, tried again) or 'lost' (gave up after "
+            "SPEKO_RECORD_RETRY_SECONDS)", ["outcome"], registry=r)
+        self.upstream_malformed = Counter(
+            "speko_upstream_malformed", "Provider messages the codec could not read (skipped)",
+            ["provider"], registry=r)
         self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
 
     def for_session(self, provider: str) -> SessionMetrics:
@@ -69,7 +76,7 @@ class SessionMetrics:
     cost more than the increment)."""
 
     __slots__ = ("frames_in", "bytes_in", "frames_out", "bytes_out", "active", "connect",
-                 "tokens_in", "tokens_out", "dropped", "_closed", "_provider")
+                 "tokens_in", "tokens_out", "dropped", "malformed", "_closed", "_provider")
 
     def __init__(self, metrics: Metrics, provider: str) -> None:
         self._provider = provider
@@ -83,6 +90,7 @@ class SessionMetrics:
         self.tokens_in = metrics.usage_tokens.labels(provider, "input_audio")
         self.tokens_out = metrics.usage_tokens.labels(provider, "output_audio")
         self.dropped = metrics.audio_dropped.labels(provider, "interrupted")
+        self.malformed = metrics.upstream_malformed.labels(provider)
 
     def closed(self, code: int) -> None:
         self._closed.labels(self._provider, str(code)).inc()

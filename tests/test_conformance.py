@@ -43,11 +43,16 @@ def provider(request) -> str:
     return request.param
 
 
+async def start_simulator(provider: str, **config):
+    cls, config_cls = SIMULATORS[provider]
+    simulator = cls(config_cls(**{"api_key": SIM_KEY, "reply_ms": REPLY_MS, **config}))
+    await simulator.start("127.0.0.1", 0)
+    return simulator
+
+
 @pytest.fixture
 async def sim(provider):
-    cls, config = SIMULATORS[provider]
-    simulator = cls(config(api_key=SIM_KEY, reply_ms=REPLY_MS))
-    await simulator.start("127.0.0.1", 0)
+    simulator = await start_simulator(provider)
     yield simulator
     await simulator.stop()
 

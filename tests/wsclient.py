@@ -4,8 +4,11 @@ with the token as first subprotocol, read frames until a condition holds."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
+import os
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
@@ -128,3 +131,54 @@ async def interrupt_mid_answer(ws, rate: int = 24000) -> tuple[Received, int]:
     assert late <= rate * 2 * 0.2, late
     assert len(got.audio) < rate * 2 * 3  # far less than the 3 s reply
     return got, heard
+
+
+class RawClient:
+    """A WebSocket client over a bare TCP socket that reads only when told to: a browser
+    tab whose page stopped reading. Tiny receive buffers make the bridge feel it at once."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str, protocols: list[str], rcvbuf: int = 4096) -> RawClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {', '.join(protocols)}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    def send(self, payload: bytes | str) -> None:
+        opcode = 0x1 if isinstance(payload, str) else 0x2
+        data = payload.encode() if isinstance(payload, str) else payload
+        n = len(data)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        elif n < 1 << 16:
+            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.writer.write(head + mask + masked)
+
+    async def read_to_end(self) -> int:
+        """Read until the server closes the TCP connection (EOF or reset); bytes read."""
+        total = 0
+        try:
+            while chunk := await self.reader.read(65536):
+                total += len(chunk)
+        except ConnectionResetError:
+            pass
+        return total
+
+    def close(self) -> None:
+        self.writer.transport.abort()

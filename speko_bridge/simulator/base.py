@@ -23,6 +23,7 @@ class SimulatorServer:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._checker: Callable[[dict], str | None] | None = None
+        self._stopping = asyncio.Event()  # stalled handlers wait on this, so stop() is quick
 
     def make_checker(self) -> Callable[[dict], str | None]:
         raise NotImplementedError
@@ -42,6 +43,10 @@ class SimulatorServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if getattr(getattr(self, "config", None), "validate", False) and self._checker is None:
+            # Built now, not on the first message: it imports the SDK's types (~1 s), which
+            # would stall every socket served by this event loop mid-conversation.
+            self._checker = self.make_checker()
         self._runner = web.AppRunner(self.make_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -49,18 +54,23 @@ class SimulatorServer:
         bound = site._server.sockets[0].getsockname()
         self.url = f"ws://{bound[0]}:{bound[1]}{self.PATHS[0]}"
 
+    async def stall(self) -> None:
+        """Stop answering (a hung provider) until the simulator stops."""
+        await self._stopping.wait()
+
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    @staticmethod
-    async def _drop_or_stall(ws: web.WebSocketResponse, fail: str | None) -> bool:
+    async def _drop_or_stall(self, ws: web.WebSocketResponse, fail: str | None) -> bool:
         """Failures every provider shows mid-answer: the TCP connection drops with no close
         frame, or the server stops sending. True: the reply stops here."""
         if fail == "drop_mid_response":
             ws._writer.transport.abort()
             return True
         if fail == "stall_mid_response":
-            await asyncio.Event().wait()
+            await self.stall()
+            return True
         return False

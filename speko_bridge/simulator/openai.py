@@ -129,7 +129,14 @@ class OpenAISimConfig:
     bad_key: Literal["401", "403", "error_close"] = "401"
     refuse_status: int | None = None
     fail: Literal[None, "drop_mid_response", "stall_mid_response", "error_mid_response",
-                  "close_mid_response"] = None
+                  "close_mid_response", "invalid_json_mid_response", "garbage_mid_response",
+                  "oversized_mid_response"] = None
+    #: The response (1 = first of the connection) at whose first audio delta ``fail`` acts.
+    fail_on_response: int = 1
+    #: Close code for ``close_mid_response``.
+    fail_close_code: int = 1000
+    #: Accept the TCP connection and never answer the upgrade request.
+    stall_handshake: bool = False
     delta_interval: float = 0.0
     reply_ms: int = 1000
     echo: bool = False
@@ -187,6 +194,7 @@ class _Conn:
         self.response_id: str | None = None
         self.cancelled = False
         self.input_ms_total = 0
+        self.responses = 0
 
     def nid(self, prefix: str) -> str:
         return f"{prefix}_{next(self.ids)}"
@@ -227,6 +235,9 @@ class OpenAISimulator(SimulatorServer):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.handshakes += 1
         cfg = self.config
+        if cfg.stall_handshake:
+            await self.stall()
+            return web.Response(status=503)
         if cfg.refuse_status is not None:
             return web.json_response({"error": {"message": "refused by simulator", "type": "server_error"}},
                                      status=cfg.refuse_status)
@@ -460,12 +471,25 @@ class OpenAISimulator(SimulatorServer):
             await ws.close(code=1011)
             return True
         if fail == "close_mid_response":
-            await ws.close(code=1000)
+            await ws.close(code=self.config.fail_close_code)
             return True
+        if fail == "invalid_json_mid_response":
+            await ws.send_str('{"type": "response.output_audio.delta", "delta": ')  # truncated
+            return False
+        if fail == "garbage_mid_response":
+            while not ws.closed:
+                await ws.send_str("\x00not json")
+                await asyncio.sleep(0.001)
+            return True
+        if fail == "oversized_mid_response":
+            await ws.send_str(_encoder.encode({"type": "response.output_audio.delta", "delta":
+                                               "A" * (16 * 1024 * 1024 + 4)}).decode())
+            return False
         return False
 
     async def _respond(self, ws, conn: _Conn, rid: str) -> None:
         cfg = self.config
+        conn.responses += 1
         last = conn.last_input or {"kind": "text"}
         response = {"id": rid, "object": "realtime.response", "status": "in_progress", "output": [],
                     "conversation_id": "conv_sim", "output_modalities": ["audio"]}
@@ -510,7 +534,8 @@ class OpenAISimulator(SimulatorServer):
                                         "delta": binascii.b2a_base64(chunk, newline=False).decode()})
             sent_ms += len(chunk) * 1000 // (2 * out_rate)
             conn.items[item_id]["ms"] = sent_ms
-            if i == 0 and cfg.fail and await self._fail_point(ws, None):
+            if (i == 0 and cfg.fail and conn.responses >= cfg.fail_on_response
+                    and await self._fail_point(ws, None)):
                 return
             if cfg.delta_interval:
                 await asyncio.sleep(cfg.delta_interval)
