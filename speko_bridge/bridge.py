@@ -414,9 +414,10 @@ class BridgeSession:
             text = message.get("text")
             if text is None:
                 continue
-            metrics.bytes_in.inc(len(text))
-            if len(text) > MAX_CLIENT_MESSAGE_BYTES:
-                self._too_big(len(text))
+            size = len(text) if text.isascii() else len(text.encode())
+            metrics.bytes_in.inc(size)
+            if size > MAX_CLIENT_MESSAGE_BYTES:
+                self._too_big(size)
                 return
             try:
                 intent = decode_client_message(text)

@@ -10,6 +10,8 @@ the tests agree on them.
 
 from __future__ import annotations
 
+import json
+
 import enum
 from typing import Literal, Union
 
@@ -78,12 +80,25 @@ class InvalidMessage(ValueError):
     """A client text message that is not one of :data:`ClientMessage`."""
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise InvalidMessage(f"duplicate key in object: {sorted({k for k in keys if keys.count(k) > 1})}")
+    return dict(pairs)
+
+
 def decode_client_message(data: str | bytes) -> ClientMessage:
-    """Decode one client text message, raising :class:`InvalidMessage` with a readable reason."""
+    """Decode one client text message, raising :class:`InvalidMessage` with a readable reason.
+
+    A repeated key (``{"type":"commit","type":"interrupt"}``) is refused: JSON parsers
+    disagree on which one wins, so the message has no single meaning. Client text messages
+    are a few per turn, so the second, duplicate-checking parse costs nothing that matters."""
     try:
-        return _client_decoder.decode(data)
+        message = _client_decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise InvalidMessage(str(exc)) from None
+    json.loads(data, object_pairs_hook=_no_duplicate_keys)
+    return message
 
 
 # --------------------------------------------------------------------------- server -> client
