@@ -9,7 +9,7 @@ PORT   ?= 8000
 CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
 
-.PHONY: run test bench bench-stores bench-smoke openapi clean
+.PHONY: run test bench bench-stores bench-smoke soak openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -44,6 +44,11 @@ bench: $(STAMP) $(REDIS)
 ## bench-stores: only the SQLite/Redis comparison and the drain (~30 s)
 bench-stores: $(STAMP) $(REDIS)
 	$(BIN)/python bench/stores.py
+
+## soak: 200 sessions streaming through the bridge for 10 minutes; prints frames lost and
+##       reordered (goal 0) and the bridge's RSS growth (goal < 5%); bench/results/soak.json
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --sessions 200 --seconds 600
 
 ## bench-smoke: every benchmark at small size (< 1 min); checks the harness and that no frame is lost
 bench-smoke: $(STAMP) $(REDIS)
