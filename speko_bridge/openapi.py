@@ -31,8 +31,14 @@ then receives an `error` frame, a `close` frame and close code 4001. When
 **Client to server.** Binary: PCM16 LE mono audio at `inputSampleRate`, any chunk size (an
 odd trailing byte is kept for the next chunk). Text: `{{"type":"commit"}}`,
 `{{"type":"interrupt"}}`, `{{"type":"tool_result","callId":"...","output":"..."}}`. Anything else
-gets an `error` frame `invalid_message`; the session goes on. A message over 256 KiB
-ends the session with 4009.
+gets an `error` frame `invalid_message` (a key given twice included); the session goes
+on. A message over 256 KiB (UTF-8 for text) ends the session with 4009, as does a client
+that leaves 256 outgoing messages unread for `SPEKO_CLIENT_SEND_TIMEOUT` (10 s).
+
+**Provider faults.** A dropped or closed provider connection, a message over 16 MiB or
+32 unreadable messages in a row end the session at once with 4500; a provider silent for
+`SPEKO_UPSTREAM_READ_TIMEOUT` (20 s) while it owes a reply, too. The session record keeps
+the usage reached so far.
 
 **Server to client.** Binary: assistant audio, PCM16 LE mono at `outputSampleRate`. Text:
 `transcript` (`role`, `text`, `final`), `tool_call` (`callId`, `name`, `arguments`), `usage`
