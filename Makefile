@@ -8,6 +8,7 @@ PORT   ?= 8000
 
 CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
+NPM      := /usr/bin/npm
 
 .PHONY: run test bench bench-stores bench-smoke soak openapi clean
 
@@ -26,12 +27,18 @@ $(CHROMIUM) $(REDIS) &:
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium redis-server >/dev/null
 
+# Node.js and npm for the OpenAI-compatible endpoint's Node client test (the test installs
+# @openai/agents-realtime from the npm registry into a temp dir).
+$(NPM):
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null
+
 ## run: serve the bridge on $(HOST):$(PORT) in dev mode (generated keys in .speko/, simulators for providers without a key)
 run: $(STAMP)
 	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
 
 ## test: run every test
-test: $(STAMP) $(CHROMIUM) $(REDIS)
+test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
 	$(BIN)/python -m pytest
 
 ## bench: the bridge against its floor (capacity, latency, memory, connect, mint, micro), ~6 min;

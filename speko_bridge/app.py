@@ -28,6 +28,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from . import api, devpage
 from .bridge import SessionRegistry, realtime_endpoint
+from .compat import openai_realtime_endpoint
 from .config import ProviderEndpoint, Settings
 from .frames import CloseCode
 from .metrics import Metrics
@@ -166,6 +167,7 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
         routes=[
             *api.routes,
             WebSocketRoute("/v1/realtime", realtime_endpoint),
+            WebSocketRoute("/v1/openai/realtime", openai_realtime_endpoint),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             *devpage.routes(settings),
         ],

@@ -146,15 +146,23 @@ _CONSUME_ERRORS = {
 
 async def realtime_endpoint(ws: WebSocket) -> None:
     """``GET /v1/realtime``: authenticate the socket, then run its session."""
-    state = ws.app.state
-    settings = state.settings
     offered = ws.scope.get("subprotocols") or []
     token = offered[0] if offered else None
     # Select the first offered subprotocol even when it turns out to be a bad token: a
     # browser fails a handshake that offered subprotocols and got none back, and would
     # see only 1006 instead of our error frame.
     await ws.accept(subprotocol=token)
+    await serve_socket(ws, token, BridgeSession, _refuse,
+                       "no token: offer it as the first WebSocket subprotocol")
 
+
+async def serve_socket(ws: WebSocket, token: str | None, session_cls, refuse, no_token: str) -> None:
+    """Everything between an accepted socket and its session: origin, drain, token, limits,
+    single-use consume; then run ``session_cls``. ``refuse(ws, close_code, error_code,
+    message)`` answers a socket that may not start (in the protocol of its endpoint)."""
+    state = ws.app.state
+    settings = state.settings
+    _refuse = refuse
     if settings.allowed_origins is not None:
         origin = ws.headers.get("origin")
         if origin not in settings.allowed_origins:
@@ -165,8 +173,7 @@ async def realtime_endpoint(ws: WebSocket) -> None:
         await _refuse(ws, CloseCode.GOING_AWAY, ErrorCode.INTERNAL_ERROR, "server is shutting down")
         return
     if token is None:
-        await _refuse(ws, CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN,
-                      "no token: offer it as the first WebSocket subprotocol")
+        await _refuse(ws, CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN, no_token)
         return
     try:
         claims = verify_token(settings.signing, token, issuer=settings.issuer,
@@ -204,7 +211,7 @@ async def realtime_endpoint(ws: WebSocket) -> None:
         await _refuse(ws, CloseCode.BAD_TOKEN, code, message)
         return
     try:
-        await BridgeSession(ws, result.record, state).run()
+        await session_cls(ws, result.record, state).run()
     finally:
         await _release(store, slot_owner, claims.session_id)
 
@@ -260,6 +267,8 @@ class BridgeSession:
         self.reply_due = False
         self.last_upstream = time.monotonic()
         self.malformed_run = 0
+        #: provider events go to the client untouched (OpenAI-compatible endpoint, OpenAI)
+        self.passthrough = False
         self.metrics = state.metrics.for_session(record.provider)
         self.log_context = {"session_id": self.session_id, "provider": record.provider}
 
@@ -332,14 +341,13 @@ class BridgeSession:
         self.end(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _close_client(self) -> None:
-        code, error_code, message = self.outcome
+        code, _, message = self.outcome
         if self.ws.client_state is not WebSocketState.CONNECTED:
             return
         try:
             async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT):
-                if error_code is not None:
-                    await self.ws.send_text(encode_frame(Error(error_code, message)))
-                await self.ws.send_text(encode_frame(Close(code, message)))
+                for text in self._final_messages():
+                    await self.ws.send_text(text)
                 await self.ws.close(code, message[:120])
         except TimeoutError:
             _abort_transport(self.ws)  # a client that does not read cannot hold us
@@ -537,6 +545,9 @@ class BridgeSession:
             msg = await receive()
             if msg.type is TEXT or msg.type is BINARY:
                 self.last_upstream = monotonic()
+                if self.passthrough:
+                    data = msg.data
+                    await self._put(data if type(data) is str else data.decode("utf-8", "replace"))
                 malformed = stats.malformed_events
                 events = codec.receive(msg.data)
                 if stats.malformed_events != malformed:
@@ -591,8 +602,24 @@ class BridgeSession:
                      f"client is not reading: nothing it was sent was taken for {timeout:g} s")
             await asyncio.Event().wait()  # the session is over; the runner cancels us
 
+    # -- what the client hears: the RealtimeFrame protocol (CompatSession overrides these) --
+
+    async def _frame(self, ev) -> None:
+        await self._put(encode_frame(ev))
+
+    async def _audio(self, item_id: str | None, pcm: bytes) -> None:
+        await self._put((item_id, pcm))
+
+    async def _send_audio(self, item: tuple) -> None:
+        await self.ws.send_bytes(item[1])
+
+    def _final_messages(self) -> list[str]:
+        code, error_code, message = self.outcome
+        out = [encode_frame(Error(error_code, message))] if error_code is not None else []
+        return out + [encode_frame(Close(code, message))]
+
     async def _handle(self, events: list) -> Reconnect | None:
-        put = self._put
+        frame, audio = self._frame, self._audio
         reconnect = None
         for ev in events:
             kind = type(ev)
@@ -604,25 +631,25 @@ class BridgeSession:
                     self.resample_out = Resampler(ev.sample_rate, self.out_rate)
                 pcm = self.resample_out.process(ev.pcm)
                 if pcm:
-                    await put((ev.item_id, pcm))
+                    await audio(ev.item_id, pcm)
                 self.last_item = ev.item_id
             elif kind is Transcript or kind is ToolCall:
-                await put(encode_frame(ev))
+                await frame(ev)
             elif kind is Error:
                 self.reply_due = False  # a refused request gets no reply to wait for
-                await put(encode_frame(ev))
+                await frame(ev)
             elif kind is AudioDone:
                 if self.resample_out is not None:
                     tail = self.resample_out.flush()
                     if tail:
-                        await put((self.last_item, tail))
+                        await audio(self.last_item, tail)
             elif kind is Usage:
                 self.reply_due = False
                 self.usage.input_audio_tokens += ev.input_audio_tokens
                 self.usage.output_audio_tokens += ev.output_audio_tokens
                 self.metrics.tokens_in.inc(ev.input_audio_tokens)
                 self.metrics.tokens_out.inc(ev.output_audio_tokens)
-                await put(encode_frame(ev))
+                await frame(ev)
                 self._record_usage(ev)
             elif kind is Ready:
                 if not self.ready.is_set():
@@ -678,6 +705,7 @@ class BridgeSession:
     async def _client_writer(self) -> None:
         ws = self.ws
         get = self.outbox.get
+        send_audio = self._send_audio
         frames, nbytes = self.metrics.frames_out, self.metrics.bytes_out
         try:
             while True:
@@ -687,11 +715,11 @@ class BridgeSession:
                     nbytes.inc(len(item))
                     await ws.send_text(item)
                 else:
-                    item_id, pcm = item
+                    item_id, pcm = item[0], item[1]
                     if item_id != self.playing_item:
                         self.playing_item = item_id
                         self.played_bytes = 0
-                    await ws.send_bytes(pcm)
+                    await send_audio(item)
                     nbytes.inc(len(pcm))
                     self.played_bytes += len(pcm)
         except (WebSocketDisconnect, RuntimeError, OSError):

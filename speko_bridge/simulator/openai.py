@@ -65,13 +65,23 @@ def client_event_checker():
         if td is None:
             return f"unknown client event type {event.get('type')!r}"
         try:
-            adapters[event["type"]].validate_python(event)
+            adapters[event["type"]].validate_python(_without_nulls(event))
         except pydantic.ValidationError as exc:
             return f"{event.get('type')}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
         extra = _unknown_keys(event, td, "")
         return f"{event['type']}: unknown field(s) {extra}" if extra else None
 
     return check
+
+
+def _without_nulls(value):
+    """Optional fields sent as ``null``: the API takes null as "not set" (OpenAI's own Agents SDK
+    sends ``noise_reduction: null``), while the SDK's TypedDicts only say the key may be absent."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _unwrap(tp):

@@ -1,0 +1,199 @@
+"""``/v1/openai/realtime`` with clients nobody here wrote: the official ``openai`` Python SDK
+(every provider), and a Node client from npm (``@openai/agents-realtime``), each holding a
+turn through the bridge to the providers' simulators with nothing but a minted token where
+the OpenAI key would be."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+from openai import AsyncOpenAI
+
+from .conftest import run_bridge
+from .test_conformance import provider_env, start_simulator
+from .wsclient import MODELS, WEATHER_TOOL, mint, tone, wait_record
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_CLIENT = ROOT / "tests" / "node" / "agents_realtime_turn.mjs"
+AGENTS_REALTIME = "@openai/agents-realtime@0.20.0"
+
+
+@pytest.fixture(params=["openai", "google", "xai"])
+def provider(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def compat_bridge(env, provider):
+    sim = await start_simulator(provider, reply_ms=600)
+    try:
+        async with run_bridge(provider_env(env, provider, sim.url)) as b:
+            yield b, sim
+    finally:
+        await sim.stop()
+
+
+async def until(conn, kind: str, seen: list, timeout: float = 10) -> dict:
+    async with asyncio.timeout(timeout):
+        async for event in conn:
+            seen.append(event)
+            if event.type == "error":
+                raise AssertionError(f"error event: {event.error}")
+            if event.type == kind:
+                return event
+    raise AssertionError(f"socket closed before {kind}")
+
+
+async def test_openai_python_sdk_holds_a_turn_with_a_tool_call(http, compat_bridge, provider):
+    bridge, sim = compat_bridge
+    created = await mint(http, bridge, provider, tools=[WEATHER_TOOL], systemPrompt="Be brief.")
+    client = AsyncOpenAI(api_key=created["token"], websocket_base_url=f"ws://127.0.0.1:{bridge.port}/v1/openai")
+    seen: list = []
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await until(conn, "session.updated", seen)
+        await conn.input_audio_buffer.append(audio=base64.b64encode(tone(0.5, 24000)).decode())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        args = await until(conn, "response.function_call_arguments.done", seen)
+        assert args.name == "get_weather" and json.loads(args.arguments)
+        first = await until(conn, "response.done", seen)
+        assert first.response.output[-1].type == "function_call"
+        await conn.conversation.item.create(item={"type": "function_call_output", "call_id": args.call_id,
+                                                  "output": json.dumps({"temp_c": 21})})
+        await conn.response.create()
+        done = await until(conn, "response.done", seen)
+    kinds = [e.type for e in seen]
+    # the reply, in OpenAI's order, with ids that tie deltas to their response and item
+    reply = kinds[kinds.index("response.done") + 1:]
+    for a, b in [("response.created", "response.output_item.added"),
+                 ("response.output_item.added", "response.content_part.added"),
+                 ("response.content_part.added", "response.output_audio.delta"),
+                 ("response.output_audio.delta", "response.output_audio.done"),
+                 ("response.output_audio.done", "response.output_audio_transcript.done"),
+                 ("response.output_audio_transcript.done", "response.output_item.done"),
+                 ("response.output_item.done", "response.done")]:
+        assert reply.index(a) < reply.index(b), (a, b, reply)
+    deltas = [e for e in seen if e.type == "response.output_audio.delta"]
+    audio = b"".join(base64.b64decode(e.delta) for e in deltas)
+    assert len(audio) > 24000  # over half a second of 24 kHz speech came back
+    assert {e.response_id for e in deltas[-3:]} == {done.response.id}
+    transcript = [e for e in seen if e.type == "response.output_audio_transcript.done"][-1].transcript
+    assert "21" in transcript or "temp" in transcript
+    assert done.response.usage.output_token_details.audio_tokens > 0
+    rec = await wait_record(http, bridge, created["sessionId"], "ended")
+    assert rec["closeCode"] == 1000 and rec["usage"]["outputAudioTokens"] > 0
+    assert sim.violations == []
+
+
+async def test_bad_and_used_tokens_get_an_openai_error_and_4001(http, compat_bridge, provider):
+    bridge, sim = compat_bridge
+    url = f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime?model=gpt-realtime"
+    for headers, protocols in [({"Authorization": "Bearer nope"}, ()),
+                               ({}, ("realtime", "openai-insecure-api-key.nope")),
+                               ({}, ("realtime",))]:
+        async with http.ws_connect(url, headers=headers, protocols=protocols) as ws:
+            if protocols:
+                assert ws.protocol == "realtime"
+            msg = await ws.receive_json()
+            assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+        assert msg["type"] == "error" and msg["error"]["code"] == "invalid_token", msg
+        assert ws.close_code == 4001
+    created = await mint(http, bridge, provider)
+    # the browser form: the token in the subprotocol, next to "realtime"
+    async with http.ws_connect(url, protocols=("realtime", "openai-insecure-api-key." + created["token"])) as ws:
+        assert ws.protocol == "realtime"
+        await ws.send_json({"type": "nonsense"})
+        answer = await ws.receive_json()
+        while answer["type"] != "error":
+            answer = await ws.receive_json()
+        assert answer["error"]["code"] == "invalid_value"  # from OpenAI itself on the fast path
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {created['token']}"}) as ws:
+        msg = await ws.receive_json()
+    assert msg["error"]["code"] == "token_used"
+    assert sim.handshakes == 1
+
+
+@pytest.mark.parametrize("provider", ["google"])
+async def test_what_a_provider_cannot_do_is_an_error_event_not_silence(http, compat_bridge, provider):
+    bridge, _ = compat_bridge
+    created = await mint(http, bridge, provider)
+    url = f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime"
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {created['token']}"}) as ws:
+        first = await ws.receive_json()
+        assert first["type"] == "session.created" and first["session"]["model"] == MODELS[provider]
+        asks = [
+            {"type": "session.update", "event_id": "e1", "session": {
+                "type": "realtime", "instructions": "Talk like a pirate.",
+                "audio": {"input": {"turn_detection": {"type": "server_vad"}}}}},
+            {"type": "input_audio_buffer.clear", "event_id": "e2"},
+            {"type": "conversation.item.create", "event_id": "e3",
+             "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}},
+            {"type": "input_audio_buffer.commit", "event_id": "e4"},
+            {"type": "input_audio_buffer.append", "event_id": "e5", "audio": "not base64!"},
+        ]
+        for ask in asks:
+            await ws.send_json(ask)
+        errors = {}
+        async with asyncio.timeout(5):
+            while len(errors) < len(asks):
+                msg = await ws.receive_json()
+                if msg["type"] == "error":
+                    errors[msg["error"]["event_id"]] = msg["error"]
+    assert errors["e1"]["code"] == "unsupported_for_provider"
+    assert "session.instructions" in errors["e1"]["message"]
+    assert "turn_detection" in errors["e1"]["message"]
+    assert errors["e2"]["code"] == errors["e3"]["code"] == "unsupported_for_provider"
+    assert errors["e4"]["code"] == "input_audio_buffer_commit_empty"
+    assert errors["e5"]["code"] == "invalid_value" and errors["e5"]["param"] == "audio"
+
+
+# --------------------------------------------------------------------------- Node
+
+
+def _node_client_dir(tmp_path_factory) -> Path:
+    """``npm install`` the Agents SDK's realtime package into a temp dir (once per run)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed: `make test` installs them with apt")
+    directory = tmp_path_factory.getbasetemp() / "node-agents-realtime"
+    if not (directory / "node_modules" / "@openai" / "agents-realtime").is_dir():
+        directory.mkdir(exist_ok=True)
+        (directory / "package.json").write_text('{"name": "speko-node-client", "private": true, "type": "module"}')
+        proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", AGENTS_REALTIME],
+                              cwd=directory, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return directory
+
+
+@pytest.fixture(scope="session")
+def node_client(tmp_path_factory) -> Path:
+    return _node_client_dir(tmp_path_factory)
+
+
+@pytest.mark.parametrize("provider", ["openai", "google", "xai"])
+async def test_node_agents_realtime_client_sends_audio_and_hears_audio_and_transcripts(
+        http, compat_bridge, provider, node_client):
+    bridge, _ = compat_bridge
+    created = await mint(http, bridge, provider)
+    pcm = node_client / f"in-{provider}.pcm"
+    pcm.write_bytes(tone(0.5, 24000))
+    script = node_client / NODE_CLIENT.name
+    shutil.copy(NODE_CLIENT, script)
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime", created["token"], str(pcm),
+        cwd=node_client, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NODE_NO_WARNINGS": "1"})
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (out.decode()[-2000:], err.decode()[-2000:])
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["audioBytes"] > 24000, result
+    assert result["transcript"].strip(), result
+    assert result["responseDone"] == 1 and result["errors"] == [], result
