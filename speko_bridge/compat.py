@@ -254,6 +254,10 @@ class CompatSession(BridgeSession):
                                 "as it arrives)")
 
     async def _on_response_create(self, event: dict) -> None:
+        overrides = event.get("response")
+        if isinstance(overrides, dict) and overrides:
+            await self._unsupported(event, "response.create parameters (" + ", ".join(sorted(overrides))
+                                    + "); the response uses the session's", param="response")
         if self._tool_continues:  # the provider already goes on after the tool result
             self._tool_continues = False
             return

@@ -50,6 +50,12 @@ the same code.
 4003 origin not allowed, 4004 revoked, 4008 ttl reached, 4009 protocol violation,
 4029 rate limited, 4500 provider failed, 4502 provider refused.
 
+**OpenAI-compatible socket.** `GET /v1/openai/realtime` serves the same sessions in OpenAI's
+GA Realtime protocol for existing OpenAI clients: the token as `Authorization: Bearer` or
+the `openai-insecure-api-key.<token>` subprotocol next to `realtime`; `?model=` ignored;
+24 kHz PCM16 in base64 events; what the provider cannot do is an `error` event
+`unsupported_for_provider` (README, "Existing OpenAI Realtime code").
+
 **Session length.** `ttlSeconds` (default {DEFAULT_TTL_SECONDS}, capped at {MAX_TTL_SECONDS})
 counts from the moment the socket opens.
 """

@@ -139,6 +139,7 @@ async def test_what_a_provider_cannot_do_is_an_error_event_not_silence(http, com
              "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}},
             {"type": "input_audio_buffer.commit", "event_id": "e4"},
             {"type": "input_audio_buffer.append", "event_id": "e5", "audio": "not base64!"},
+            {"type": "response.create", "event_id": "e6", "response": {"instructions": "Shout."}},
         ]
         for ask in asks:
             await ws.send_json(ask)
@@ -154,6 +155,7 @@ async def test_what_a_provider_cannot_do_is_an_error_event_not_silence(http, com
     assert errors["e2"]["code"] == errors["e3"]["code"] == "unsupported_for_provider"
     assert errors["e4"]["code"] == "input_audio_buffer_commit_empty"
     assert errors["e5"]["code"] == "invalid_value" and errors["e5"]["param"] == "audio"
+    assert errors["e6"]["code"] == "unsupported_for_provider" and "instructions" in errors["e6"]["message"]
 
 
 # --------------------------------------------------------------------------- Node
