@@ -162,27 +162,26 @@ async def serve_socket(ws: WebSocket, token: str | None, session_cls, refuse, no
     message)`` answers a socket that may not start (in the protocol of its endpoint)."""
     state = ws.app.state
     settings = state.settings
-    _refuse = refuse
     if settings.allowed_origins is not None:
         origin = ws.headers.get("origin")
         if origin not in settings.allowed_origins:
-            await _refuse(ws, CloseCode.ORIGIN_NOT_ALLOWED, ErrorCode.ORIGIN_NOT_ALLOWED,
+            await refuse(ws, CloseCode.ORIGIN_NOT_ALLOWED, ErrorCode.ORIGIN_NOT_ALLOWED,
                           f"origin {origin!r} not allowed")
             return
     if state.draining:
-        await _refuse(ws, CloseCode.GOING_AWAY, ErrorCode.INTERNAL_ERROR, "server is shutting down")
+        await refuse(ws, CloseCode.GOING_AWAY, ErrorCode.INTERNAL_ERROR, "server is shutting down")
         return
     if token is None:
-        await _refuse(ws, CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN, no_token)
+        await refuse(ws, CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN, no_token)
         return
     try:
         claims = verify_token(settings.signing, token, issuer=settings.issuer,
                               audience=settings.audience, now=time.time())
     except TokenError as exc:
-        await _refuse(ws, CloseCode.BAD_TOKEN, exc.code, exc.message)
+        await refuse(ws, CloseCode.BAD_TOKEN, exc.code, exc.message)
         return
     if len(state.registry) >= settings.max_sessions:
-        await _refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
+        await refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
                       "this server is at its session limit; retry shortly")
         return
     store = state.store
@@ -195,7 +194,7 @@ async def serve_socket(ws: WebSocket, token: str | None, session_cls, refuse, no
             if pending is not None:
                 if not await store.acquire_slot(pending.owner, claims.session_id,
                                                 settings.max_sessions_per_key, time.time()):
-                    await _refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
+                    await refuse(ws, CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
                                   "this API key is at its concurrent session limit; retry shortly")
                     return
                 slot_owner = pending.owner
@@ -203,12 +202,12 @@ async def serve_socket(ws: WebSocket, token: str | None, session_cls, refuse, no
     except StoreUnavailable as exc:
         log.warning("socket refused, store unavailable: %s", exc)
         await _release(store, slot_owner, claims.session_id)
-        await _refuse(ws, CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "session store unavailable")
+        await refuse(ws, CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "session store unavailable")
         return
     if result.outcome is not ConsumeOutcome.OK:
         await _release(store, slot_owner, claims.session_id)
         code, message = _CONSUME_ERRORS[result.outcome]
-        await _refuse(ws, CloseCode.BAD_TOKEN, code, message)
+        await refuse(ws, CloseCode.BAD_TOKEN, code, message)
         return
     try:
         await session_cls(ws, result.record, state).run()
@@ -223,6 +222,11 @@ async def _release(store, owner: str | None, session_id: str) -> None:
         await store.release_slot(owner, session_id)
     except StoreUnavailable as exc:  # the lease runs out by itself (SLOT_LEASE_SECONDS)
         log.warning("session slot not released: %s", exc, extra={"session_id": session_id})
+
+
+def utf8_len(text: str) -> int:
+    """Size of a text message on the wire (the limit is in bytes, not characters)."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _abort_transport(ws: WebSocket) -> None:
@@ -411,9 +415,7 @@ class BridgeSession:
             data = message.get("bytes")
             metrics.frames_in.inc()
             if data is not None:
-                metrics.bytes_in.inc(len(data))
-                if len(data) > MAX_CLIENT_MESSAGE_BYTES:
-                    self._too_big(len(data))
+                if self._over_limit(len(data)):
                     return
                 pcm = self.resample_in.process(data)
                 if pcm:
@@ -422,10 +424,7 @@ class BridgeSession:
             text = message.get("text")
             if text is None:
                 continue
-            size = len(text) if text.isascii() else len(text.encode())
-            metrics.bytes_in.inc(size)
-            if size > MAX_CLIENT_MESSAGE_BYTES:
-                self._too_big(size)
+            if self._over_limit(utf8_len(text)):
                 return
             try:
                 intent = decode_client_message(text)
@@ -448,9 +447,15 @@ class BridgeSession:
             self.reply_due = True
             self.last_upstream = time.monotonic()
 
-    def _too_big(self, size: int) -> None:
+    def _over_limit(self, size: int) -> bool:
+        """Count a client message's bytes; True (and the session ends with 4009) when it is
+        over ``MAX_CLIENT_MESSAGE_BYTES``."""
+        self.metrics.bytes_in.inc(size)
+        if size <= MAX_CLIENT_MESSAGE_BYTES:
+            return False
         self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
                  f"message of {size} bytes exceeds the {MAX_CLIENT_MESSAGE_BYTES} byte limit")
+        return True
 
     async def _interrupt(self) -> None:
         played_ms = int(self.played_bytes * 1000 / (2 * self.out_rate))
@@ -530,7 +535,7 @@ class BridgeSession:
         elapsed = time.monotonic() - started
         self.metrics.connect.observe(elapsed)
         log.debug("upstream connected", extra={**self.log_context, "upstream_ms": round(elapsed * 1000, 1)})
-        for m in self.codec.start():
+        for m in self._start_messages():
             await upstream.send_str(m) if isinstance(m, str) else await upstream.send_bytes(m)
         return upstream
 
@@ -575,6 +580,10 @@ class BridgeSession:
         if self.malformed_run >= MALFORMED_RUN_MAX:
             self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_ERROR,
                      f"provider sent {self.malformed_run} unreadable messages in a row")
+
+    def _start_messages(self) -> list[Outbound]:
+        """What opens the upstream session: the codec's config from the minted params."""
+        return self.codec.start()
 
     async def _flush_held(self) -> None:
         upstream = self.upstream

@@ -37,7 +37,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .bridge import MAX_CLIENT_MESSAGE_BYTES, BridgeSession, serve_socket
+from .bridge import BridgeSession, serve_socket, utf8_len
 from .frames import Error, ToolCall, Transcript, Usage
 from .params import SessionParams
 from .store import SessionRecord
@@ -138,25 +138,18 @@ class CompatSession(BridgeSession):
             "expires_at": int(time.time()) + self.record.ttl_seconds,
         }
 
-    async def _connect(self):
-        if self.passthrough:
-            return await self._connect_passthrough()
-        return await super()._connect()
-
-    async def _connect_passthrough(self):
+    def _start_messages(self) -> list:
+        if not self.passthrough:
+            return super()._start_messages()
         # The minted config, minus turn detection: OpenAI's default (server VAD) stays, as
         # the client expects of OpenAI; its own session.update may change it.
-        start = self.codec.start
-        def start_without_turn_detection() -> list:
-            out = []
-            for m in start():
-                event = _decode(m)
-                if event.get("type") == "session.update":
-                    event["session"].get("audio", {}).get("input", {}).pop("turn_detection", None)
-                out.append(_encode(event).decode())
-            return out
-        self.codec.start = start_without_turn_detection
-        return await super()._connect()
+        out = []
+        for m in super()._start_messages():
+            event = _decode(m)
+            if event.get("type") == "session.update":
+                event["session"].get("audio", {}).get("input", {}).pop("turn_detection", None)
+            out.append(_encode(event).decode())
+        return out
 
     # -- client -> bridge ----------------------------------------------------------------------
 
@@ -177,10 +170,7 @@ class CompatSession(BridgeSession):
                     await self._put(_error_event("invalid_json", "Binary frames are not supported: "
                                                  "send audio as input_audio_buffer.append."))
                 continue
-            size = len(text) if text.isascii() else len(text.encode())
-            metrics.bytes_in.inc(size)
-            if size > MAX_CLIENT_MESSAGE_BYTES:
-                self._too_big(size)
+            if self._over_limit(utf8_len(text)):
                 return
             if self.passthrough:
                 try:
