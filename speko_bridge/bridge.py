@@ -84,6 +84,10 @@ CLIENT_CLOSE_TIMEOUT = 2.0
 #: Unreadable upstream messages in a row after which the provider is deemed unusable.
 MALFORMED_RUN_MAX = 32
 
+#: Largest audio message made by joining queued chunks (client writer: assistant audio;
+#: client reader: user audio going upstream): 32 KiB is 0.68 s of 24 kHz PCM16.
+COALESCE_MAX_BYTES = 32 * 1024
+
 #: Interrupted item ids remembered to mute their late deltas; only recent ones matter.
 MUTED_ITEMS_MAX = 64
 
@@ -229,6 +233,17 @@ def utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+def _queued_messages(ws: WebSocket):
+    """A callable: how many client messages the server has read and queued for the app.
+    uvicorn's WebSocket protocols keep them in an ``asyncio.Queue`` on the protocol, whose
+    bound method the ASGI receive callable is; behind any other server this says 0 and
+    every client message goes upstream on its own."""
+    queue = getattr(getattr(ws._receive, "__self__", None), "queue", None)
+    if isinstance(queue, asyncio.Queue):
+        return queue.qsize
+    return lambda: 0
+
+
 def _abort_transport(ws: WebSocket) -> None:
     """Drop the client's TCP connection without a close handshake (it stopped reading, so
     the handshake cannot complete). The ASGI send callable of uvicorn's protocols is a
@@ -265,6 +280,7 @@ class BridgeSession:
         self.played_bytes = 0
         self.muted_items: set[str | None] = set()
         self.last_item: str | None = None
+        self.drops = 0  # times _drop_audio ran
         self.out_rate = self.params.output_sample_rate
         self._upstream_reason = ""
         # read timeout: armed while a reply is due, measured from the last upstream message
@@ -313,6 +329,7 @@ class BridgeSession:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._close_client()
             await self._close_upstream()
+            self.metrics.flush()
             await self._write_record()
             registry.remove(self)
             self.metrics.active.dec()
@@ -322,7 +339,9 @@ class BridgeSession:
 
     def _watchdog(self) -> None:
         """Every second: end the session if the provider owes a reply and has been silent
-        for longer than the read timeout (a stalled provider, or a dead TCP path)."""
+        for longer than the read timeout (a stalled provider, or a dead TCP path); add the
+        message counts to /metrics."""
+        self.metrics.flush()
         timeout = self.state.settings.upstream_read_timeout
         if self.reply_due and time.monotonic() - self.last_upstream > timeout:
             self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
@@ -404,8 +423,15 @@ class BridgeSession:
     # -- client -> upstream ----------------------------------------------------------------
 
     async def _client_reader(self) -> None:
+        """Client audio goes upstream as it comes; when more client messages are already
+        waiting (the bridge fell behind), their audio is joined into one provider message
+        (up to ``COALESCE_MAX_BYTES``): same samples, same order, fewer messages, so a busy
+        bridge catches up instead of building a backlog."""
         ws = self.ws
         metrics = self.metrics
+        waiting = _queued_messages(ws)
+        joined: list[bytes] = []  # resampled audio not sent yet (more messages were waiting)
+        joined_bytes = 0
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -413,14 +439,24 @@ class BridgeSession:
                 self.end(code, None, "client closed the connection")
                 return
             data = message.get("bytes")
-            metrics.frames_in.inc()
+            metrics.frames_in += 1
             if data is not None:
                 if self._over_limit(len(data)):
                     return
                 pcm = self.resample_in.process(data)
                 if pcm:
-                    await self._send_up(self.codec.audio(pcm))
+                    joined.append(pcm)
+                    joined_bytes += len(pcm)
+                    if joined_bytes < COALESCE_MAX_BYTES and waiting():
+                        continue
+                    await self._send_up(self.codec.audio(b"".join(joined) if len(joined) > 1 else pcm))
+                    joined.clear()
+                    joined_bytes = 0
                 continue
+            if joined:  # audio goes up before whatever this text message asks for
+                await self._send_up(self.codec.audio(b"".join(joined)))
+                joined.clear()
+                joined_bytes = 0
             text = message.get("text")
             if text is None:
                 continue
@@ -450,7 +486,7 @@ class BridgeSession:
     def _over_limit(self, size: int) -> bool:
         """Count a client message's bytes; True (and the session ends with 4009) when it is
         over ``MAX_CLIENT_MESSAGE_BYTES``."""
-        self.metrics.bytes_in.inc(size)
+        self.metrics.bytes_in += size
         if size <= MAX_CLIENT_MESSAGE_BYTES:
             return False
         self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
@@ -675,6 +711,7 @@ class BridgeSession:
     def _drop_audio(self) -> None:
         """Drop assistant audio not yet sent to the client, and mute late deltas of the
         same items (the provider may still be sending them when the cancel lands)."""
+        self.drops += 1
         muted = self.muted_items
         if len(muted) > MUTED_ITEMS_MAX:
             muted.clear()
@@ -712,24 +749,59 @@ class BridgeSession:
     # -- client writer ---------------------------------------------------------------------
 
     async def _client_writer(self) -> None:
+        """Send the outbox to the client. Audio chunks of one item already queued behind the
+        one in hand go out as one message (up to ``COALESCE_MAX_BYTES``): the bytes and
+        their order are the same, but a client or server that fell behind catches up with
+        fewer, larger messages instead of paying per-message costs for every 20 ms."""
         ws = self.ws
-        get = self.outbox.get
+        outbox = self.outbox
         send_audio = self._send_audio
-        frames, nbytes = self.metrics.frames_out, self.metrics.bytes_out
+        metrics = self.metrics
+        carried = None  # an item taken while coalescing that did not join; sent next
+        carried_at = 0  # self.drops when it was taken
         try:
             while True:
-                item = await get()
-                frames.inc()
-                if type(item) is str:
-                    nbytes.inc(len(item))
-                    await ws.send_text(item)
+                if carried is not None:
+                    item, carried = carried, None
+                    if type(item) is tuple and self.drops != carried_at:
+                        # interrupted while held here: dropped and muted like the queued ones
+                        metrics.dropped.inc(len(item[1]))
+                        if item[0] is not None:
+                            self.muted_items.add(item[0])
+                        continue
                 else:
-                    item_id, pcm = item[0], item[1]
-                    if item_id != self.playing_item:
-                        self.playing_item = item_id
-                        self.played_bytes = 0
-                    await send_audio(item)
-                    nbytes.inc(len(pcm))
-                    self.played_bytes += len(pcm)
+                    item = await outbox.get()
+                metrics.frames_out += 1
+                if type(item) is str:
+                    metrics.bytes_out += len(item)
+                    await ws.send_text(item)
+                    continue
+                if not outbox.empty():
+                    item, carried = _coalesce(item, outbox)
+                    carried_at = self.drops
+                item_id, pcm = item[0], item[1]
+                if item_id != self.playing_item:
+                    self.playing_item = item_id
+                    self.played_bytes = 0
+                await send_audio(item)
+                metrics.bytes_out += len(pcm)
+                self.played_bytes += len(pcm)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.end(CloseCode.NORMAL, None, "client connection lost")
+
+
+def _coalesce(item: tuple, outbox: asyncio.Queue) -> tuple[tuple, object]:
+    """Join the audio chunks queued right behind ``item`` that belong to the same item (same
+    id and, for the OpenAI-compatible endpoint, the same place in the response). Returns the
+    joined item and the first queued item that did not join (or None)."""
+    parts = [item[1]]
+    size = len(item[1])
+    head, rest = item[0], item[2:]
+    while not outbox.empty():
+        nxt = outbox.get_nowait()
+        if (type(nxt) is not tuple or nxt[0] != head or nxt[2:] != rest
+                or size + len(nxt[1]) > COALESCE_MAX_BYTES):
+            return (head, b"".join(parts), *rest), nxt
+        parts.append(nxt[1])
+        size += len(nxt[1])
+    return (head, b"".join(parts), *rest), None

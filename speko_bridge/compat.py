@@ -163,7 +163,7 @@ class CompatSession(BridgeSession):
             if message["type"] == "websocket.disconnect":
                 self.end(message.get("code") or 1000, None, "client closed the connection")
                 return
-            metrics.frames_in.inc()
+            metrics.frames_in += 1
             text = message.get("text")
             if text is None:
                 if message.get("bytes") is not None:

@@ -40,7 +40,9 @@ that leaves 256 outgoing messages unread for `SPEKO_CLIENT_SEND_TIMEOUT` (10 s).
 `SPEKO_UPSTREAM_READ_TIMEOUT` (20 s) while it owes a reply, too. The session record keeps
 the usage reached so far.
 
-**Server to client.** Binary: assistant audio, PCM16 LE mono at `outputSampleRate`. Text:
+**Server to client.** Binary: assistant audio, PCM16 LE mono at `outputSampleRate`, any
+chunk size (chunks already queued for a client that fell behind go out joined, up to
+32 KiB; samples and order are unchanged). Text:
 `transcript` (`role`, `text`, `final`), `tool_call` (`callId`, `name`, `arguments`), `usage`
 (`inputAudioTokens`, `outputAudioTokens`, per response), `error` (`code`, `message`), and
 `close` (`code`, `reason`) which is always the last message; the socket then closes with
