@@ -16,6 +16,9 @@ Bounds (memory per session stays fixed whatever the peers do):
 - client audio that arrives before the provider is ready is held up to
   ``HELD_AUDIO_MAX_BYTES``; past that the client reader waits for the provider;
 - one client message is at most ``MAX_CLIENT_MESSAGE_BYTES`` (else 4009);
+- audio already waiting when a pump gets to it (client messages uvicorn has queued, or
+  assistant chunks in the outbox) goes on joined, up to ``COALESCE_MAX_BYTES``: a bridge
+  that fell behind spends less per second of audio and catches up;
 - a client that leaves the outbox full for ``SPEKO_CLIENT_SEND_TIMEOUT`` (it stopped
   reading) is closed with 4009; the close handshake gets ``CLIENT_CLOSE_TIMEOUT``, then
   the TCP connection is aborted.
