@@ -450,13 +450,9 @@ class BridgeSession:
                 if pcm:
                     joined.append(pcm)
                     joined_bytes += len(pcm)
-                    if joined_bytes < COALESCE_MAX_BYTES and waiting():
-                        continue
-                    await self._send_up(self.codec.audio(b"".join(joined) if len(joined) > 1 else pcm))
-                    joined.clear()
-                    joined_bytes = 0
-                continue
-            if joined:  # audio goes up before whatever this text message asks for
+                if joined_bytes < COALESCE_MAX_BYTES and waiting():
+                    continue  # more messages are already here: their audio joins this
+            if joined:  # sent before whatever a text message asks for
                 await self._send_up(self.codec.audio(b"".join(joined)))
                 joined.clear()
                 joined_bytes = 0

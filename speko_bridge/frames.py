@@ -10,9 +10,8 @@ the tests agree on them.
 
 from __future__ import annotations
 
-import json
-
 import enum
+import json
 from typing import Literal, Union
 
 import msgspec

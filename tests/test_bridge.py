@@ -108,6 +108,35 @@ async def test_24k_client_audio_passes_through(http, bridge, sim):
     assert got.audio_messages < 10, got.audio_messages
 
 
+async def test_joined_audio_goes_up_without_waiting_for_another_message(http, bridge, sim):
+    # A burst whose last message is a lone odd byte (held for the next chunk, no audio of
+    # its own): the audio joined before it still goes upstream at once, not at the commit.
+    import base64
+
+    created = await mint(http, bridge)
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await ws.send_bytes(b"\0\0")  # first connection is open upstream: wait for it
+        for _ in range(50):
+            if sim.received and any(e["type"] == "input_audio_buffer.append" for e in sim.received[-1]):
+                break
+            await asyncio.sleep(0.02)
+        speech = tone(0.2, 24000)
+        for i in range(0, len(speech), 960):
+            await ws.send_bytes(speech[i : i + 960])
+        await ws.send_bytes(b"\x01")
+
+        def appended() -> bytes:
+            return b"".join(base64.b64decode(e["audio"]) for e in sim.received[-1]
+                            if e["type"] == "input_audio_buffer.append")
+
+        for _ in range(100):
+            if len(appended()) >= 2 + len(speech):
+                break
+            await asyncio.sleep(0.02)
+        assert appended() == b"\0\0" + speech
+        assert not any(e["type"] == "input_audio_buffer.commit" for e in sim.received[-1])
+
+
 async def test_invalid_messages_get_errors_and_session_goes_on(http, bridge, sim):
     created = await mint(http, bridge)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
