@@ -24,15 +24,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from . import api, devpage
-from .bridge import SessionRegistry, realtime_endpoint
-from .compat import openai_realtime_endpoint
 from .config import ProviderEndpoint, Settings
 from .frames import CloseCode
 from .metrics import Metrics
 from .providers import PROVIDERS
+from .session import SessionRegistry, openai_realtime_endpoint, realtime_endpoint
+from .session.asgi import ServerHandles
 from .store import SessionStore, SQLiteStore, StoreUnavailable
 from .store.base import SLOT_RENEW_SECONDS
 
@@ -90,7 +91,7 @@ async def _keep_leases(store: SessionStore, registry: SessionRegistry) -> None:
         await asyncio.sleep(SLOT_RENEW_SECONDS)
         sessions = registry.sessions()
         try:
-            await store.renew_slots([(s.record.owner, s.session_id) for s in sessions], time.time())
+            await store.renew_slots([(s.slot.owner, s.slot.member) for s in sessions if s.slot], time.time())
             for session_id in await store.revoked_among([s.session_id for s in sessions]):
                 registry.revoke(session_id)
         except StoreUnavailable as exc:
@@ -172,6 +173,7 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
             *devpage.routes(settings),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(ServerHandles)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.settings = settings

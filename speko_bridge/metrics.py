@@ -62,6 +62,9 @@ class Metrics:
         self.upstream_malformed = Counter(
             "speko_upstream_malformed", "Provider messages the codec could not read (skipped)",
             ["provider"], registry=r)
+        self.client_invalid = Counter(
+            "speko_client_messages_invalid", "Client messages that were not part of the protocol "
+            "(answered with an error; the session goes on)", ["provider"], registry=r)
         self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
 
     def for_session(self, provider: str) -> SessionMetrics:
@@ -82,7 +85,7 @@ class SessionMetrics:
     seconds at best."""
 
     __slots__ = ("frames_in", "bytes_in", "frames_out", "bytes_out", "_counters", "active",
-                 "connect", "tokens_in", "tokens_out", "dropped", "malformed", "_closed",
+                 "connect", "tokens_in", "tokens_out", "dropped", "malformed", "client_invalid", "_closed",
                  "_provider")
 
     def __init__(self, metrics: Metrics, provider: str) -> None:
@@ -99,6 +102,7 @@ class SessionMetrics:
         self.tokens_out = metrics.usage_tokens.labels(provider, "output_audio")
         self.dropped = metrics.audio_dropped.labels(provider, "interrupted")
         self.malformed = metrics.upstream_malformed.labels(provider)
+        self.client_invalid = metrics.client_invalid.labels(provider)
 
     def flush(self) -> None:
         """Add the message and byte counts since the last flush to the shared counters."""

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from speko_bridge.bridge import MAX_CLIENT_MESSAGE_BYTES
+from speko_bridge.session.client_to_provider import MAX_CLIENT_MESSAGE_BYTES
 
 from .conftest import auth, run_bridge
 from .wsclient import (

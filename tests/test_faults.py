@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from speko_bridge.bridge import OUTBOX_MAX
+from speko_bridge.session.outbox import OUTBOX_MAX_ITEMS as OUTBOX_MAX
 
 from .conftest import SIGNING_KEY, run_bridge
 from .wsclient import (
@@ -191,12 +191,12 @@ async def test_a_client_that_stops_reading_is_closed_with_4009_and_memory_stays_
                 live = b.app.state.registry.sessions()
                 if live:
                     session = live[0]
-                    peak = max(peak, session.outbox.qsize())
+                    peak = max(peak, len(session.outbox))
                 elif session is not None:
                     break
                 await asyncio.sleep(0.05)
             assert session is not None and not b.app.state.registry.sessions()
-            assert session.outcome[0] == 4009 and "not reading" in session.outcome[2]
+            assert session.outcome.code == 4009 and "not reading" in session.outcome.message
             assert 0 < peak <= OUTBOX_MAX
             rec = await wait_record(http, b, created["sessionId"], "ended")
             assert rec["closeCode"] == 4009

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from speko_bridge.bridge import MAX_CLIENT_MESSAGE_BYTES
+from speko_bridge.session.client_to_provider import MAX_CLIENT_MESSAGE_BYTES
 
 from .conftest import run_bridge
 from .strategies import json_values

@@ -133,3 +133,4 @@ class Codec(abc.ABC):
         (e.g. a ``response.create`` deferred until the active response is done). The
         bridge calls this after every :meth:`receive`."""
         return []
+

@@ -1,0 +1,202 @@
+"""OpenAI Realtime server events written from the bridge's frames: the response and item
+state machine of the OpenAI-compatible endpoint (when the provider behind it is not OpenAI).
+
+OpenAI's clients expect every response framed the same way, with stable ids:
+``response.created``; per audio item ``response.output_item.added``,
+``conversation.item.added``, ``response.content_part.added``, the audio and transcript deltas,
+then ``response.output_audio.done``, ``response.output_audio_transcript.done``,
+``response.content_part.done``, ``response.output_item.done``, ``conversation.item.done``; per
+tool call ``response.output_item.added``, ``response.function_call_arguments.done``,
+``response.output_item.done``; and ``response.done`` with usage last. Sans-IO: frames in,
+outbox items out.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+from collections.abc import Callable
+
+import msgspec
+
+from ..frames import Error, ToolCall, Transcript, Usage
+from .base import AudioChunk, OutboxItem, TextMessage
+
+_encode = msgspec.json.Encoder().encode
+
+
+def error_event(code: str, message: str, *, event_id: str, kind: str = "invalid_request_error",
+                param: str | None = None, client_event_id: str | None = None) -> str:
+    """An OpenAI ``error`` server event."""
+    return _encode({"type": "error", "event_id": event_id, "error": {
+        "type": kind, "code": code, "message": message, "param": param,
+        "event_id": client_event_id}}).decode()
+
+
+class Response(enum.Enum):
+    """Where the response being written to the client stands."""
+
+    NONE = "none"  # no response open: the next output opens one
+    OPEN = "open"  # response.created sent, not done
+    CANCELLED = "cancelled"  # open, and the client cancelled it: it ends as cancelled
+
+
+class ResponseWriter:
+    def __init__(self, new_id: Callable[[str], str]) -> None:
+        self._id = new_id
+        #: The conversation's last item, and the user's last committed audio item.
+        self.previous_item: str | None = None
+        self.user_item: str | None = None
+        self._state = Response.NONE
+        self._response_id = ""
+        self._output: list[dict] = []
+        self._audio_item: dict | None = None
+        self._audio_where: dict = {}
+        self._audio_prefix = ""
+        self._transcript: list[str] = []
+        self._final_transcript: str | None = None
+
+    @property
+    def state(self) -> Response:
+        return self._state
+
+    def cancel(self) -> None:
+        """The client cancelled: the open response (if any) ends as cancelled."""
+        if self._state is Response.OPEN:
+            self._state = Response.CANCELLED
+
+    def event(self, event: dict) -> TextMessage:
+        event["event_id"] = self._id("event")
+        return TextMessage(_encode(event).decode())
+
+    def error(self, code: str, message: str, *, kind: str = "invalid_request_error",
+              param: str | None = None, client_event_id: str | None = None) -> str:
+        return error_event(code, message, event_id=self._id("event_err"), kind=kind, param=param,
+                           client_event_id=client_event_id)
+
+    def _open_response(self) -> list[OutboxItem]:
+        if self._state is not Response.NONE:
+            return []
+        self._state = Response.OPEN
+        self._response_id = self._id("resp")
+        self._output = []
+        return [self.event({"type": "response.created", "response": {
+            "id": self._response_id, "object": "realtime.response", "status": "in_progress",
+            "output": [], "output_modalities": ["audio"]}})]
+
+    def _open_audio_item(self) -> list[OutboxItem]:
+        out = self._open_response()
+        if self._audio_item is not None:
+            return out
+        item_id = self._id("item")
+        index = len(self._output)
+        item = self._audio_item = {"id": item_id, "object": "realtime.item", "type": "message",
+                                   "role": "assistant", "status": "in_progress", "content": []}
+        self._output.append(item)
+        self._transcript, self._final_transcript = [], None
+        where = self._audio_where = {"response_id": self._response_id, "item_id": item_id,
+                                     "output_index": index, "content_index": 0}
+        out.append(self.event({"type": "response.output_item.added", "response_id": self._response_id,
+                                "output_index": index, "item": item}))
+        out.append(self.event({"type": "conversation.item.added",
+                                "previous_item_id": self.previous_item, "item": item}))
+        self.previous_item = item_id
+        out.append(self.event({"type": "response.content_part.added", **where,
+                                "part": {"type": "audio", "transcript": ""}}))
+        # every delta: this head + its own event id + the fixed ids + the base64 audio
+        self._audio_prefix = '",' + _encode(where)[1:-1].decode() + ',"delta":"'
+        return out
+
+    def audio(self, item_id: str | None, pcm: bytes) -> list[OutboxItem]:
+        out = self._open_audio_item()
+        out.append(AudioChunk(item_id, pcm, self._audio_prefix))
+        return out
+
+    def audio_message(self, chunk: AudioChunk) -> str:
+        return ('{"type":"response.output_audio.delta","event_id":"' + self._id("event") + chunk.place
+                + binascii.b2a_base64(chunk.pcm, newline=False).decode() + '"}')
+
+    def frame(self, frame) -> list[OutboxItem]:
+        kind = type(frame)
+        if kind is Transcript:
+            return self._user_transcript(frame) if frame.role == "user" else self._assistant_transcript(frame)
+        if kind is ToolCall:
+            return self._tool_call(frame)
+        if kind is Usage:
+            return self._response_done(frame)
+        if kind is Error:
+            return [TextMessage(self.error(frame.code, frame.message, kind="server_error"))]
+        return []
+
+    def _user_transcript(self, frame: Transcript) -> list[OutboxItem]:
+        item_id = self.user_item or self._id("item")
+        if frame.final:
+            return [self.event({"type": "conversation.item.input_audio_transcription.completed",
+                                 "item_id": item_id, "content_index": 0, "transcript": frame.text})]
+        return [self.event({"type": "conversation.item.input_audio_transcription.delta",
+                             "item_id": item_id, "content_index": 0, "delta": frame.text})]
+
+    def _assistant_transcript(self, frame: Transcript) -> list[OutboxItem]:
+        out = self._open_audio_item()
+        if frame.final:  # OpenAI sends transcript.done after audio.done: held until then
+            self._final_transcript = frame.text
+            return out
+        self._transcript.append(frame.text)
+        out.append(self.event({"type": "response.output_audio_transcript.delta", **self._audio_where,
+                                "delta": frame.text}))
+        return out
+
+    def _tool_call(self, frame: ToolCall) -> list[OutboxItem]:
+        out = self._open_response() + self._close_audio_item()
+        index = len(self._output)
+        item = {"id": self._id("item"), "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "call_id": frame.call_id, "name": frame.name, "arguments": ""}
+        self._output.append(item)
+        rid = self._response_id
+        out.append(self.event({"type": "response.output_item.added", "response_id": rid,
+                                "output_index": index, "item": dict(item)}))
+        out.append(self.event({"type": "response.function_call_arguments.done", "response_id": rid,
+                                "item_id": item["id"], "output_index": index, "call_id": frame.call_id,
+                                "name": frame.name, "arguments": frame.arguments}))
+        item.update(status="completed", arguments=frame.arguments)
+        out.append(self.event({"type": "response.output_item.done", "response_id": rid,
+                                "output_index": index, "item": item}))
+        return out
+
+    def _response_done(self, usage: Usage) -> list[OutboxItem]:
+        out = self._open_response() + self._close_audio_item()
+        cancelled = self._state is Response.CANCELLED
+        total_in, total_out = usage.input_audio_tokens, usage.output_audio_tokens
+        out.append(self.event({"type": "response.done", "response": {
+            "id": self._response_id, "object": "realtime.response",
+            "status": "cancelled" if cancelled else "completed",
+            "status_details": {"type": "cancelled", "reason": "client_cancelled"} if cancelled else None,
+            "output": self._output, "output_modalities": ["audio"],
+            "usage": {"total_tokens": total_in + total_out, "input_tokens": total_in,
+                      "output_tokens": total_out,
+                      "input_token_details": {"audio_tokens": total_in, "text_tokens": 0, "cached_tokens": 0},
+                      "output_token_details": {"audio_tokens": total_out, "text_tokens": 0}}}}))
+        self._state = Response.NONE
+        return out
+
+    def _close_audio_item(self) -> list[OutboxItem]:
+        item = self._audio_item
+        if item is None:
+            return []
+        where = self._audio_where
+        transcript = self._final_transcript
+        if transcript is None:
+            transcript = "".join(self._transcript)
+        item["content"] = [{"type": "output_audio", "transcript": transcript}]
+        out = [self.event({"type": "response.output_audio.done", **where}),
+               self.event({"type": "response.output_audio_transcript.done", **where,
+                            "transcript": transcript}),
+               self.event({"type": "response.content_part.done", **where,
+                            "part": {"type": "audio", "transcript": transcript}})]
+        item["status"] = "incomplete" if self._state is Response.CANCELLED else "completed"
+        out.append(self.event({"type": "response.output_item.done", "response_id": self._response_id,
+                                "output_index": where["output_index"], "item": item}))
+        out.append(self.event({"type": "conversation.item.done", "previous_item_id": None, "item": item}))
+        self._audio_item = None
+        return out
+

@@ -1,0 +1,64 @@
+"""The two things the session needs from the server below ASGI, and why.
+
+ASGI gives an app ``receive`` and ``send`` and nothing else. The session needs two facts
+ASGI does not carry:
+
+1. **How many client messages the server has already read and queued** (the client reader
+   joins their audio into one provider message when the bridge has fallen behind).
+2. **The TCP transport, to abort it** (a client that stopped reading cannot complete a
+   close handshake: after ``CLIENT_CLOSE_TIMEOUT`` the connection is dropped, or the socket
+   would stay ESTABLISHED with megabytes unsent until the kernel gives up).
+
+uvicorn's WebSocket protocols pass their own bound methods as ``receive``/``send``, so the
+protocol object (``send.__self__``) holds both. Starlette wraps ``send`` in closures further
+in, so the lookup must happen outermost: :class:`ServerHandles` is a pure ASGI middleware
+that records the protocol in the scope before Starlette's own layers wrap anything.
+
+Checked against uvicorn 0.54 (``websockets_impl``: legacy ``websockets`` protocol, queued
+messages in ``messages``, a ``collections.deque``; ``websockets_sansio_impl`` and
+``wsproto_impl``: ``queue``, an ``asyncio.Queue``; all three: ``transport``) and Starlette 1.10.
+Behind any other server both facts are simply unknown: nothing is joined (every message goes
+upstream on its own) and the connection is left to that server's own timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+SCOPE_KEY = "speko.server_protocol"
+
+
+class ServerHandles:
+    """ASGI middleware: remember the server's protocol object of each WebSocket."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            scope[SCOPE_KEY] = getattr(send, "__self__", None)
+        await self.app(scope, receive, send)
+
+
+def queued_messages(scope) -> Callable[[], int]:
+    """A callable: how many client messages the server holds for the app right now."""
+    protocol = scope.get(SCOPE_KEY)
+    queue = getattr(protocol, "queue", None)
+    if isinstance(queue, asyncio.Queue):
+        return queue.qsize
+    messages = getattr(protocol, "messages", None)
+    if isinstance(messages, collections.deque):
+        return messages.__len__
+    return lambda: 0
+
+
+def abort_transport(scope) -> bool:
+    """Drop the client's TCP connection without a close handshake; False when the server
+    does not expose its transport."""
+    transport = getattr(scope.get(SCOPE_KEY), "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    return True

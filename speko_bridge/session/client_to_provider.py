@@ -1,0 +1,148 @@
+"""The client reader: client messages -> client codec -> intents -> provider codec -> upstream.
+
+Audio goes upstream as it comes; when more client messages are already waiting (the bridge
+fell behind), their audio is joined into one provider message (up to
+``COALESCE_MAX_BYTES``): same samples, same order, fewer messages, so a busy bridge catches
+up instead of building a backlog. Anything that is not audio first sends what was joined.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..audio import Resampler
+from ..clientproto.base import (
+    Cancel,
+    FlushAudio,
+    Forward,
+    Invalid,
+    Reply,
+    Respond,
+    SendAudio,
+    TextMessage,
+    ToolOutput,
+)
+from ..frames import CloseCode, ErrorCode
+from .asgi import queued_messages
+from .outbox import COALESCE_MAX_BYTES
+
+if TYPE_CHECKING:
+    from .runner import Session
+
+#: Largest client message. 256 KiB is over 5 s of 24 kHz PCM16 in one chunk: far more than
+#: any sane client sends (browsers send 20-100 ms), small enough to bound a burst.
+MAX_CLIENT_MESSAGE_BYTES = 256 * 1024
+
+
+def utf8_len(text: str) -> int:
+    """Size of a text message on the wire (the limit is in bytes, not characters)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+class ClientToProvider:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        provider = session.provider
+        in_rate = session.client.input_rate
+        self.resample_in = Resampler(in_rate, provider.input_rate if provider else in_rate)
+        self._joined: list[bytes] = []  # resampled client audio not sent yet (more is queued)
+        self._joined_bytes = 0
+
+    async def run(self) -> None:
+        session = self.session
+        receive = session.ws.receive
+        client = session.client
+        metrics = session.metrics
+        waiting = queued_messages(session.ws.scope)
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                session.end(message.get("code") or CloseCode.NORMAL, None, "client closed the connection")
+                return
+            metrics.frames_in += 1
+            data = message.get("bytes")
+            if data is not None:
+                if self._over_limit(len(data)):
+                    return
+                intents = client.receive_bytes(data)
+            else:
+                text = message.get("text")
+                if text is None:
+                    continue
+                if self._over_limit(utf8_len(text)):
+                    return
+                intents = client.receive_text(text)
+            await self._apply(intents)
+            if self._joined and not (self._joined_bytes < COALESCE_MAX_BYTES and waiting()):
+                await self._send_joined()
+
+    def _over_limit(self, size: int) -> bool:
+        """Count a client message's bytes; True (and the session ends with 4009) when it is
+        over ``MAX_CLIENT_MESSAGE_BYTES``."""
+        self.session.metrics.bytes_in += size
+        if size <= MAX_CLIENT_MESSAGE_BYTES:
+            return False
+        self.session.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
+                         f"message of {size} bytes exceeds the {MAX_CLIENT_MESSAGE_BYTES} byte limit")
+        return True
+
+    async def _apply(self, intents: list) -> None:
+        session = self.session
+        upstream, provider = session.upstream, session.provider
+        for intent in intents:
+            kind = type(intent)
+            if kind is SendAudio:
+                pcm = self.resample_in.process(intent.pcm)
+                if pcm:
+                    self._joined.append(pcm)
+                    self._joined_bytes += len(pcm)
+                continue
+            if self._joined:  # audio goes before whatever comes after it
+                await self._send_joined()
+            if kind is Reply:
+                await session.put(TextMessage(intent.message))
+            elif kind is Invalid:
+                session.metrics.client_invalid.inc()
+                await session.put(TextMessage(intent.answer))
+            elif provider is None:
+                continue  # no provider on this server: the session is ending
+            elif kind is FlushAudio:
+                tail = self.resample_in.flush()
+                if tail:
+                    await upstream.send(provider.audio(tail))
+            elif kind is Respond:
+                self._expect_reply()
+                await upstream.send(provider.commit())
+            elif kind is Cancel:
+                await self._interrupt()
+            elif kind is ToolOutput:
+                self._expect_reply()
+                await upstream.send(provider.tool_result(intent.call_id, intent.output))
+            elif kind is Forward:
+                if intent.reply_due:
+                    self._expect_reply()
+                await upstream.send([intent.message])
+
+    async def _send_joined(self) -> None:
+        joined = self._joined
+        pcm = b"".join(joined) if len(joined) > 1 else joined[0]
+        joined.clear()
+        self._joined_bytes = 0
+        if self.session.provider is not None:
+            await self.session.upstream.send(self.session.provider.audio(pcm))
+
+    def _expect_reply(self) -> None:
+        """The provider owes a reply from now: the read timeout is armed."""
+        session = self.session
+        if not session.reply_due:
+            session.reply_due = True
+            session.last_upstream = time.monotonic()
+
+    async def _interrupt(self) -> None:
+        session = self.session
+        played_ms = int(session.outbox.played_bytes * 1000 / (2 * session.client.output_rate))
+        session.toward_client.drop_audio()
+        for item in session.client.cancelled():
+            await session.put(item)
+        await session.upstream.send(session.provider.interrupt(played_ms))

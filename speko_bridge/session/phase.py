@@ -1,0 +1,22 @@
+"""Where a session stands, and how it ended."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class Phase(enum.Enum):
+    CONNECTING = "connecting"  # the provider socket is opening; client messages are held
+    READY = "ready"  # both sides open; messages flow
+    RECONNECTING = "reconnecting"  # the provider asked us to move (goAway); messages are held
+    ENDING = "ending"  # the outcome is decided; tasks stop, finals are sent, the record written
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """How a session ends: the close code, the error code sent before it (if any), why."""
+
+    code: int
+    error_code: str | None
+    message: str

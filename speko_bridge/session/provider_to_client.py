@@ -1,0 +1,175 @@
+"""The upstream reader: provider messages -> provider codec -> frames -> client codec -> outbox.
+
+It opens the provider socket (and a new one when the provider announces it will drop this
+one), reads until it closes, resamples assistant audio to the client's rate, and keeps the
+malformed-message guard: single unreadable messages are skipped and counted,
+``MALFORMED_RUN_MAX`` in a row end the session with 4500 ``provider_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from ..audio import Resampler
+from ..frames import CloseCode, Error, ErrorCode, ToolCall, Transcript, Usage
+from ..providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Malformed, Ready, Reconnect
+from ..store import UsageTotals
+from . import record
+from .phase import Phase
+from .upstream import UpstreamFailed
+
+if TYPE_CHECKING:
+    from .runner import Session
+
+log = logging.getLogger("speko_bridge.session")
+
+#: Unreadable upstream messages in a row after which the provider is deemed unusable.
+MALFORMED_RUN_MAX = 32
+
+
+class ProviderToClient:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.resample_out: Resampler | None = None  # made on the first audio (rate from provider)
+        self.last_item: str | None = None  # the provider item of the latest assistant audio
+        self.malformed_run = 0
+
+    async def run(self) -> None:
+        session = self.session
+        if session.provider is None:
+            session.end(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR,
+                        f"provider {session.record.provider!r} is not available on this server")
+            return
+        socket = await self._connect()
+        while socket is not None:
+            reconnect = await self._pump(socket)
+            if session.outcome is not None:
+                return
+            if reconnect is None:
+                fatal = session.provider.upstream_closed(socket.close_code, session.upstream.close_reason)
+                session.end(fatal.close_code, fatal.error_code, fatal.message)
+                return
+            # The provider is about to drop this connection: hold client audio, resume on a
+            # new one, and let the old one go. The client sees no break.
+            log.info("upstream reconnect: %s", reconnect.reason, extra=session.log_context)
+            session.phase = Phase.RECONNECTING
+            old = socket
+            socket = await self._connect()
+            session.spawn(session.upstream.close(old))
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
+        try:
+            return await self.session.upstream.connect(self._start_messages)
+        except UpstreamFailed as exc:
+            fatal = exc.fatal
+            self.session.end(fatal.close_code, fatal.error_code, fatal.message)
+            return None
+
+    def _start_messages(self) -> list:
+        return self.session.client.upstream_start(self.session.provider.start())
+
+    async def _pump(self, socket: aiohttp.ClientWebSocketResponse) -> Reconnect | None:
+        """Read one upstream socket until it closes (None) or the codec asks to reconnect."""
+        session = self.session
+        receive = socket.receive
+        provider = session.provider
+        forward = session.client.raw_forwarder()
+        monotonic = time.monotonic
+        TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        while True:
+            msg = await receive()
+            if msg.type is TEXT or msg.type is BINARY:
+                session.last_upstream = monotonic()
+                if forward is not None:
+                    await session.put(forward(msg.data))
+                reconnect = await self._handle(provider.receive(msg.data))
+                drained = provider.drain_outbound()
+                if drained:
+                    await session.upstream.send(drained)
+                if session.outcome is not None or reconnect is not None:
+                    return reconnect
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                session.upstream.close_reason = msg.extra or ""
+                return None
+            elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.ERROR):
+                return None
+
+    async def _handle(self, events: list) -> Reconnect | None:
+        session = self.session
+        client = session.client
+        put_all = session.put_all
+        reconnect = None
+        malformed = False
+        for ev in events:
+            kind = type(ev)
+            if kind is AudioOut:
+                if ev.item_id in session.outbox.muted:
+                    session.metrics.dropped.inc(len(ev.pcm))
+                    continue
+                if self.resample_out is None or self.resample_out.in_rate != ev.sample_rate:
+                    self.resample_out = Resampler(ev.sample_rate, client.output_rate)
+                pcm = self.resample_out.process(ev.pcm)
+                if pcm:
+                    await put_all(client.audio(ev.item_id, pcm))
+                self.last_item = ev.item_id
+            elif kind is Transcript or kind is ToolCall:
+                await put_all(client.frame(ev))
+            elif kind is Error:
+                session.reply_due = False  # a refused request gets no reply to wait for
+                await put_all(client.frame(ev))
+            elif kind is AudioDone:
+                tail = self.resample_out.flush() if self.resample_out is not None else b""
+                if tail:
+                    await put_all(client.audio(self.last_item, tail))
+            elif kind is Usage:
+                self._count_usage(ev)
+                await put_all(client.frame(ev))
+            elif kind is Ready:
+                if session.phase is Phase.CONNECTING or session.phase is Phase.RECONNECTING:
+                    await session.upstream.flush_held()
+                    session.phase = Phase.READY
+            elif kind is ClearAudio:
+                self.drop_audio()
+            elif kind is Reconnect:
+                reconnect = ev
+            elif kind is Malformed:
+                malformed = True
+                self._malformed()
+                if session.outcome is not None:
+                    return None
+            elif kind is Fatal:
+                session.end(ev.close_code, ev.error_code, ev.message)
+                return None
+        if not malformed:
+            self.malformed_run = 0
+        return reconnect
+
+    def _count_usage(self, usage: Usage) -> None:
+        session = self.session
+        session.reply_due = False
+        delta = UsageTotals(usage.input_audio_tokens, usage.output_audio_tokens)
+        session.usage.input_audio_tokens += delta.input_audio_tokens
+        session.usage.output_audio_tokens += delta.output_audio_tokens
+        session.metrics.tokens_in.inc(delta.input_audio_tokens)
+        session.metrics.tokens_out.inc(delta.output_audio_tokens)
+        session.spawn(record.add_usage(session.state.store, session.session_id, delta, session.log_context))
+
+    def _malformed(self) -> None:
+        self.session.metrics.malformed.inc()
+        self.malformed_run += 1
+        if self.malformed_run >= MALFORMED_RUN_MAX:
+            self.session.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_ERROR,
+                             f"provider sent {self.malformed_run} unreadable messages in a row")
+
+    def drop_audio(self) -> None:
+        """Drop assistant audio not yet sent (interrupt, or the provider cut its reply)."""
+        dropped = self.session.outbox.drop_audio()
+        if dropped:
+            self.session.metrics.dropped.inc(dropped)
+        if self.resample_out is not None:
+            self.resample_out.reset()

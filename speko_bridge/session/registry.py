@@ -1,0 +1,47 @@
+"""The sessions live in this process, by id: revocation, lease renewal and drain reach them here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from ..frames import CloseCode, ErrorCode
+
+if TYPE_CHECKING:
+    from .runner import Session
+
+
+class SessionRegistry:
+    def __init__(self) -> None:
+        self._live: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def sessions(self) -> list[Session]:
+        return list(self._live.values())
+
+    def add(self, session: Session) -> None:
+        self._live[session.session_id] = session
+
+    def remove(self, session: Session) -> None:
+        if self._live.get(session.session_id) is session:
+            del self._live[session.session_id]
+
+    def revoke(self, session_id: str) -> bool:
+        session = self._live.get(session_id)
+        if session is None:
+            return False
+        session.end(CloseCode.REVOKED, ErrorCode.SESSION_REVOKED, "session revoked")
+        return True
+
+    def close_all(self, code: int, error_code: str | None, message: str) -> None:
+        for session in list(self._live.values()):
+            session.end(code, error_code, message)
+
+    async def wait_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._live and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self._live

@@ -1,0 +1,217 @@
+"""The session runner: one client codec and one provider codec, composed, with all the IO.
+
+One :class:`Session` per admitted socket, three tasks::
+
+    client reader  : client WS -> client codec -> intents -> Resampler(in) -> provider codec -> upstream
+    upstream reader: upstream WS -> provider codec -> frames -> Resampler(out) -> client codec -> outbox
+    client writer  : outbox (bounded) -> client WS
+
+The runner never asks which endpoint or which provider it serves: everything protocol-specific
+is in the two codecs. Every way a session ends goes through :meth:`Session.end`, first caller
+wins; the runner then sends the client codec's final messages, closes the socket with the
+same code, closes upstream and writes the record. Nothing else closes anything.
+
+Bounds (memory per session stays fixed whatever the peers do): the outbox
+(``session/outbox.py``), client messages held while the provider is not ready
+(``session/upstream.py``), one client message at most ``MAX_CLIENT_MESSAGE_BYTES`` (else
+4009); a client that leaves the outbox full for ``SPEKO_CLIENT_SEND_TIMEOUT`` (it stopped
+reading) is closed with 4009, and its close handshake gets ``CLIENT_CLOSE_TIMEOUT`` before
+the TCP connection is aborted. Audio already waiting when the client reader gets to it
+(messages the server has queued) goes upstream joined, up to ``COALESCE_MAX_BYTES``.
+
+Faults of the provider, each ending the session with a mapped code (never a hang):
+- no message for ``SPEKO_UPSTREAM_READ_TIMEOUT`` while a reply is due (from a request for a
+  response or a tool result until that reply's usage) -> 4500 ``provider_unavailable``;
+- ``MALFORMED_RUN_MAX`` unreadable messages in a row -> 4500 ``provider_error`` (single
+  ones are skipped and counted);
+- a message over ``UPSTREAM_MAX_MESSAGE_BYTES``, a dropped connection -> 4500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..clientproto.base import ClientCodec
+from ..frames import CloseCode, ErrorCode
+from ..providers import get_provider
+from ..store import UsageTotals
+from . import record
+from .admission import Admission
+from .asgi import abort_transport
+from .client_to_provider import ClientToProvider
+from .outbox import Outbox
+from .phase import Outcome, Phase
+from .provider_to_client import ProviderToClient
+from .upstream import Upstream
+
+log = logging.getLogger("speko_bridge.session")
+
+#: How long the close handshake with the client may take before the connection is aborted.
+CLIENT_CLOSE_TIMEOUT = 2.0
+
+
+class Session:
+    def __init__(self, ws: WebSocket, admission: Admission, state, client_codec: type[ClientCodec]) -> None:
+        record_ = admission.record
+        self.ws = ws
+        self.record = record_
+        self.slot = admission.slot
+        self.session_id = record_.session_id
+        self.state = state
+        self.phase = Phase.CONNECTING
+        self.outcome: Outcome | None = None
+        self.done = asyncio.Event()
+        self.client = client_codec(record_.params, self.session_id, record_.provider,
+                                   int(time.time()) + record_.ttl_seconds)
+        # The provider hears the client's rates (they decide, e.g., what xAI is asked for).
+        params = msgspec.structs.replace(record_.params, input_sample_rate=self.client.input_rate,
+                                         output_sample_rate=self.client.output_rate)
+        self.spec = get_provider(record_.provider)
+        self.provider = self.spec.codec(params) if self.spec else None
+        self.outbox = Outbox()
+        self.metrics = state.metrics.for_session(record_.provider)
+        self.log_context = {"session_id": self.session_id, "provider": record_.provider}
+        self.upstream = self._upstream_link() if self.spec else None
+        self.usage = UsageTotals()
+        self.background: set[asyncio.Task] = set()  # usage writes, old upstream closes
+        # read timeout: armed while a reply is due, measured from the last upstream message
+        self.reply_due = False
+        self.last_upstream = time.monotonic()
+        self.toward_provider = ClientToProvider(self)
+        self.toward_client = ProviderToClient(self)
+
+    def _upstream_link(self) -> Upstream:
+        endpoint = self.state.endpoints[self.spec.name]
+        return Upstream(self.state.http, self.spec.url(endpoint.url, self.provider.params),
+                        self.spec.headers(endpoint.api_key or ""),
+                        self.state.settings.upstream_connect_timeout, self.metrics, self.log_context)
+
+    def end(self, code: int, error_code: str | None, message: str) -> None:
+        """Ask the session to end with ``code``; the first caller decides."""
+        if self.outcome is None:
+            self.outcome = Outcome(int(code), error_code, message)
+            self.phase = Phase.ENDING
+            self.done.set()
+
+    # -- main ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        registry = self.state.registry
+        registry.add(self)
+        self.metrics.active.inc()
+        loop = asyncio.get_running_loop()
+        ttl = loop.call_later(
+            self.record.ttl_seconds, self.end, CloseCode.TTL_REACHED, ErrorCode.SESSION_EXPIRED,
+            f"session reached its ttl of {self.record.ttl_seconds} s",
+        )
+        for item in self.client.opening():
+            self.outbox.put_nowait(item)
+        ws = self.ws
+        tasks = [
+            asyncio.create_task(self.toward_provider.run(), name="client-reader"),
+            asyncio.create_task(self.toward_client.run(), name="upstream"),
+            asyncio.create_task(self._client_writer(), name="client-writer"),
+        ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
+        self._watchdog_handle = loop.call_later(self._watch_interval(), self._watchdog)
+        try:
+            await self.done.wait()
+        finally:
+            ttl.cancel()
+            self._watchdog_handle.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close_client(ws)
+            if self.upstream is not None:
+                await self.upstream.close()
+            self.metrics.flush()
+            if self.background:
+                await asyncio.gather(*self.background, return_exceptions=True)
+            outcome = self.outcome
+            await record.write_final(self.state, self.session_id, outcome.code, outcome.message,
+                                     self.usage, self.log_context)
+            self.metrics.closed(outcome.code)
+            log.info("session ended", extra={**self.log_context, "close_code": outcome.code})
+            registry.remove(self)
+            self.metrics.active.dec()
+
+    def _watch_interval(self) -> float:
+        return min(1.0, self.state.settings.upstream_read_timeout / 4)
+
+    def _watchdog(self) -> None:
+        """Every second: end the session if the provider owes a reply and has been silent
+        for longer than the read timeout (a stalled provider, or a dead TCP path); add the
+        message counts to /metrics."""
+        self.metrics.flush()
+        timeout = self.state.settings.upstream_read_timeout
+        if self.reply_due and time.monotonic() - self.last_upstream > timeout:
+            self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE,
+                     f"provider sent nothing for {timeout:g} s while a reply was due")
+            return
+        self._watchdog_handle = asyncio.get_running_loop().call_later(self._watch_interval(), self._watchdog)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A task that dies of anything but cancellation ends the session, never hangs it."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):
+            self.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE, "provider connection lost")
+            return
+        log.error("session task %s failed", task.get_name(), exc_info=exc, extra=self.log_context)
+        self.end(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "internal error")
+
+    async def _close_client(self, ws: WebSocket) -> None:
+        outcome = self.outcome
+        if ws.client_state is not WebSocketState.CONNECTED:
+            return
+        try:
+            async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT):
+                for text in self.client.final(outcome.code, outcome.error_code, outcome.message):
+                    await ws.send_text(text)
+                await ws.close(outcome.code, outcome.message[:120])
+        except TimeoutError:
+            abort_transport(ws.scope)  # a client that does not read cannot hold us
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the client is already gone
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def put(self, item) -> None:
+        """Queue for the client; a client that leaves the outbox full past the send timeout
+        is not reading and ends the session (memory stays bounded meanwhile: the upstream
+        reader waits here, and TCP pushes back on the provider)."""
+        if self.outbox.put_nowait(item):
+            return
+        timeout = self.state.settings.client_send_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.outbox.put(item)
+        except TimeoutError:
+            self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
+                     f"client is not reading: nothing it was sent was taken for {timeout:g} s")
+            await asyncio.Event().wait()  # the session is over; the runner cancels us
+
+    async def put_all(self, items: list) -> None:
+        for item in items:
+            await self.put(item)
+
+    async def _client_writer(self) -> None:
+        ws = self.ws
+        try:
+            await self.outbox.pump(ws.send_text, ws.send_bytes, self.client.audio_message, self.metrics)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.end(CloseCode.NORMAL, None, "client connection lost")
