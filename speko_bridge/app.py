@@ -30,7 +30,7 @@ from . import api, devpage
 from .bridge import SessionRegistry, realtime_endpoint
 from .compat import openai_realtime_endpoint
 from .config import ProviderEndpoint, Settings
-from .frames import CloseCode
+from .codes import ApiErrorCode, CloseCode
 from .metrics import Metrics
 from .providers import PROVIDERS
 from .store import SessionStore, SQLiteStore, StoreUnavailable
@@ -155,12 +155,14 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
                 await asyncio.gather(*background, return_exceptions=True)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: ApiErrorCode.NOT_FOUND, 405: ApiErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ApiErrorCode.HTTP_ERROR
+        )
         return api.error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return api.error_response(500, "internal_error", "internal error")
+        return api.error_response(500, ApiErrorCode.INTERNAL_ERROR, "internal error")
 
     metrics = Metrics()
     app = Starlette(

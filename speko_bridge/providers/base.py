@@ -15,6 +15,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
+from ..codes import CloseCode, ErrorCode
 from ..frames import Error, ToolCall, Transcript, Usage
 from ..params import SessionParams
 
@@ -53,8 +54,8 @@ class ClearAudio:
 class Fatal:
     """The upstream is unusable: send ``error`` then ``close`` with these codes and end."""
 
-    close_code: int
-    error_code: str
+    close_code: CloseCode
+    error_code: ErrorCode
     message: str
 
 
@@ -126,7 +127,7 @@ class Codec(abc.ABC):
         """The upstream socket closed (or broke) while the session was live: how to end.
         Providers that signal errors only as close codes (Gemini) override this."""
         detail = f" (code {code}{': ' + reason if reason else ''})" if code is not None else ""
-        return Fatal(4500, "provider_unavailable", f"provider closed the connection{detail}")
+        return Fatal(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE, f"provider closed the connection{detail}")
 
     def drain_outbound(self) -> list[Outbound]:
         """Messages the codec wants sent upstream as a consequence of received events

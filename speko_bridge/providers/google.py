@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from ..codes import CloseCode, ErrorCode
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
 from .base import (
@@ -63,13 +64,15 @@ DEFAULT_VOICE = "Puck"
 TOOL_OUTPUT_KEY = "output"
 MAX_REMEMBERED_CALLS = 4096
 
-#: Gemini close code -> (bridge close code, error code). 1007: bad key or invalid setup;
-#: 1008: unknown model or policy; 1011: server error. Anything else: provider went away.
-CLOSE_CODES = {
-    1007: (4502, "provider_error"),
-    1008: (4502, "provider_error"),
-    1011: (4500, "provider_unavailable"),
+#: Gemini's own close code (standard WebSocket codes, not ours) -> (bridge close code, error
+#: code). 1007: bad key or invalid setup; 1008: unknown model or policy; 1011: server error.
+#: Anything else: provider went away.
+CLOSE_CODES: dict[int, tuple[CloseCode, ErrorCode]] = {
+    1007: (CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR),
+    1008: (CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR),
+    1011: (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE),
 }
+_GONE = (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE)
 
 _ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
 _ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
@@ -409,9 +412,9 @@ class GoogleCodec(Codec):
         self._responding = False  # the model waits for the client's tool_result
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:
-        close, error = CLOSE_CODES.get(code or 0, (4500, "provider_unavailable"))
+        close, error = CLOSE_CODES.get(code or 0, _GONE)
         if code in (1007, 1008) and "api key" in reason.lower():
-            error = "provider_auth_failed"
+            error = ErrorCode.PROVIDER_AUTH_FAILED
         detail = f"provider closed the connection (code {code}{': ' + reason if reason else ''})"
         return Fatal(close, error, detail)
 

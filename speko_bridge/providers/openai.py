@@ -40,6 +40,7 @@ from typing import Any
 
 import msgspec
 
+from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
@@ -351,7 +352,7 @@ class OpenAICodec(Codec):
 
     def _on_user_failed(self, ev: _Event) -> list[CodecEvent]:
         message = ev.error.message if ev.error and ev.error.message else "transcription failed"
-        return [ErrorFrame("provider_error", f"user transcription failed: {message}")]
+        return [ErrorFrame(ErrorCode.PROVIDER_ERROR, f"user transcription failed: {message}")]
 
     def _tool_call(self, call_id: str | None, name: str | None, arguments: str | None) -> list[CodecEvent]:
         if not call_id or name is None or call_id in self._calls_sent:
@@ -384,10 +385,10 @@ class OpenAICodec(Codec):
                 err = details.error if details and details.error else _Err()
                 message = err.message or "the provider failed the response"
                 if err.code in REFUSED_ERRORS or err.code in AUTH_ERRORS:
-                    code = "provider_auth_failed" if err.code in AUTH_ERRORS else "provider_error"
-                    out.append(Fatal(4502, code, message))
+                    code = ErrorCode.PROVIDER_AUTH_FAILED if err.code in AUTH_ERRORS else ErrorCode.PROVIDER_ERROR
+                    out.append(Fatal(CloseCode.PROVIDER_REFUSED, code, message))
                     return out
-                out.append(ErrorFrame("provider_error", message))
+                out.append(ErrorFrame(ErrorCode.PROVIDER_ERROR, message))
         if self._create_deferred:
             self._create_deferred = False
             self._response_active = True
@@ -414,9 +415,9 @@ class OpenAICodec(Codec):
             self.stats.counts["benign_error"] = self.stats.counts.get("benign_error", 0) + 1
             return []
         if code in AUTH_ERRORS:
-            return [Fatal(4502, "provider_auth_failed", message)]
+            return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_AUTH_FAILED, message)]
         if code in REFUSED_ERRORS:
-            return [Fatal(4502, "provider_error", message)]
+            return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR, message)]
         if code in ENDED_ERRORS:
-            return [Fatal(4500, "provider_unavailable", message)]
-        return [ErrorFrame("provider_error", message)]
+            return [Fatal(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE, message)]
+        return [ErrorFrame(ErrorCode.PROVIDER_ERROR, message)]
