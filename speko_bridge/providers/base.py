@@ -60,6 +60,18 @@ class Fatal:
 
 
 @dataclass(slots=True)
+class Malformed:
+    """An upstream message the codec could not read (not JSON, nested too deep, a field of
+    the wrong type, an audio payload that is not base64, ...): it, or the unreadable part of
+    it, was skipped. At most one per :meth:`Codec.receive` call, so counting these events
+    counts messages (the ``speko_upstream_malformed`` metric and the run of unreadable
+    messages that ends a session). ``reason`` is short, for logs and tests; it never carries
+    the message itself."""
+
+    reason: str
+
+
+@dataclass(slots=True)
 class Reconnect:
     """The provider announced it will drop this connection (Gemini ``goAway``): open a new
     upstream socket and send :meth:`Codec.start` again (which then carries the resumption
@@ -69,8 +81,15 @@ class Reconnect:
 
 
 CodecEvent = Union[
-    Ready, AudioOut, AudioDone, ClearAudio, Fatal, Reconnect, Transcript, ToolCall, Usage, Error
+    Ready, AudioOut, AudioDone, ClearAudio, Fatal, Malformed, Reconnect, Transcript, ToolCall,
+    Usage, Error,
 ]
+
+#: What decoding an upstream message may raise besides ``msgspec.DecodeError`` (of which
+#: ``ValidationError`` is a subclass): bytes that are not UTF-8, and nesting deeper than
+#: msgspec's recursion limit (a hostile upstream can send 100,000 nested arrays in a field
+#: the codec does not even read; msgspec still has to walk it to skip it).
+UNREADABLE = (UnicodeDecodeError, RecursionError)
 
 
 @dataclass(slots=True)
@@ -92,6 +111,17 @@ class Codec(abc.ABC):
     def __init__(self, params: SessionParams) -> None:
         self.params = params
         self.stats = CodecStats()
+
+    def _malformed(self, reason: str, out: list[CodecEvent] | None = None) -> list[CodecEvent]:
+        """Count an unreadable message (or part of one) in :attr:`stats` and report it as a
+        :class:`Malformed` event appended to ``out`` (a new list if None), unless ``out``
+        already holds one: one event per message, however many of its parts were bad."""
+        self.stats.malformed_events += 1
+        if out is None:
+            return [Malformed(reason)]
+        if not any(type(event) is Malformed for event in out):
+            out.append(Malformed(reason))
+        return out
 
     @property
     @abc.abstractmethod
@@ -120,8 +150,9 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def receive(self, data: str | bytes) -> list[CodecEvent]:
-        """Translate one upstream message. Never raises: malformed input is counted and
-        skipped, and an unusable upstream yields :class:`Fatal`."""
+        """Translate one upstream message. Never raises: unreadable input is counted in
+        :attr:`stats`, skipped and reported as :class:`Malformed`; an unusable upstream
+        yields :class:`Fatal`."""
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:
         """The upstream socket closed (or broke) while the session was live: how to end.

@@ -45,6 +45,7 @@ from ..codes import CloseCode, ErrorCode
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
 from .base import (
+    UNREADABLE,
     AudioDone,
     AudioOut,
     ClearAudio,
@@ -280,7 +281,7 @@ class GoogleCodec(Codec):
             return []
         try:
             value = _any_decoder.decode(output)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to read
             value = None
         response = value if isinstance(value, dict) else {TOOL_OUTPUT_KEY: output}
         reply = {"id": call_id, "name": self._calls.get(call_id, ""), "response": response}
@@ -292,9 +293,10 @@ class GoogleCodec(Codec):
     def receive(self, data: str | bytes) -> list[CodecEvent]:
         try:
             msg = _decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            self.stats.malformed_events += 1
-            return []
+        except msgspec.DecodeError:  # ValidationError is a DecodeError
+            return self._malformed("not a JSON message of the expected shape")
+        except UNREADABLE as exc:
+            return self._malformed(f"unreadable message: {type(exc).__name__}")
         self.stats.events += 1
         out: list[CodecEvent] = []
         known = False
@@ -360,7 +362,7 @@ class GoogleCodec(Codec):
                 try:
                     pcm = binascii.a2b_base64(inline.data)
                 except (binascii.Error, ValueError):
-                    self.stats.malformed_events += 1
+                    self._malformed("modelTurn audio is not base64", out)
                     continue
                 self._close_user_turn(out)
                 self._responding = True
@@ -396,7 +398,7 @@ class GoogleCodec(Codec):
         self._close_user_turn(out)
         for fc in call.functionCalls or ():
             if not fc.name:
-                self.stats.malformed_events += 1
+                self._malformed("functionCall without name", out)
                 continue
             call_id = fc.id
             if not call_id:
@@ -404,10 +406,14 @@ class GoogleCodec(Codec):
                 call_id = f"call_{self._call_seq}"
             if call_id in self._calls or call_id in self._cancelled:
                 continue  # one tool_call per id
+            try:
+                args = bytes(fc.args).decode()  # the object as sent, no re-encoding
+            except UnicodeDecodeError:  # msgspec checks strings, not a Raw's bytes
+                self._malformed("functionCall args are not UTF-8", out)
+                continue
             if len(self._calls) >= MAX_REMEMBERED_CALLS:
                 self._calls.clear()
             self._calls[call_id] = fc.name
-            args = bytes(fc.args).decode()  # the object as sent, no re-encoding
             out.append(ToolCall(call_id, fc.name, args if args.lstrip().startswith("{") else "{}"))
         self._responding = False  # the model waits for the client's tool_result
 

@@ -44,7 +44,17 @@ from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
-from .base import AudioDone, AudioOut, ClearAudio, Codec, CodecEvent, Fatal, Outbound, Ready
+from .base import (
+    UNREADABLE,
+    AudioDone,
+    AudioOut,
+    ClearAudio,
+    Codec,
+    CodecEvent,
+    Fatal,
+    Outbound,
+    Ready,
+)
 
 OPENAI_RATE = 24000
 DEFAULT_VOICE = "marin"
@@ -278,9 +288,10 @@ class OpenAICodec(Codec):
     def receive(self, data: str | bytes) -> list[CodecEvent]:
         try:
             event = _decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
-            self.stats.malformed_events += 1
-            return []
+        except msgspec.DecodeError:  # ValidationError is a DecodeError
+            return self._malformed("not a JSON event of the expected shape")
+        except UNREADABLE as exc:
+            return self._malformed(f"unreadable event: {type(exc).__name__}")
         stats = self.stats
         stats.events += 1
         kind = event.type
@@ -305,13 +316,11 @@ class OpenAICodec(Codec):
 
     def _on_audio_delta(self, ev: _Event) -> list[CodecEvent]:
         if ev.delta is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without delta")
         try:
             pcm = binascii.a2b_base64(ev.delta)
         except (binascii.Error, ValueError):
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} delta is not base64")
         if ev.item_id != self._audio_item:
             self._audio_item = ev.item_id
             self._audio_item_bytes = 0
@@ -327,27 +336,23 @@ class OpenAICodec(Codec):
 
     def _on_assistant_delta(self, ev: _Event) -> list[CodecEvent]:
         if ev.delta is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without delta")
         return [Transcript("assistant", ev.delta, False)]
 
     def _on_assistant_done(self, ev: _Event) -> list[CodecEvent]:
         text = ev.transcript if ev.transcript is not None else ev.text
         if text is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without text")
         return [Transcript("assistant", text, True)]
 
     def _on_user_delta(self, ev: _Event) -> list[CodecEvent]:
         if ev.delta is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without delta")
         return [Transcript("user", ev.delta, False)]
 
     def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
         if ev.transcript is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without transcript")
         return [Transcript("user", ev.transcript, True)]
 
     def _on_user_failed(self, ev: _Event) -> list[CodecEvent]:
