@@ -19,55 +19,15 @@ from starlette.routing import Route
 from . import openapi
 from .codes import ApiErrorCode
 from .params import ParamsError, SessionParams, check_params
-from .store import SessionRecord, StoreUnavailable, UsageTotals
+from .store import SessionRecord, StoreUnavailable
 from .tokens import mint_token, new_id
+from .wire import ErrorBody, ErrorDetail, Health, SessionCreated, SessionView
 
 log = logging.getLogger("speko_bridge.api")
 
 #: Largest accepted mint body. The biggest legal body (32 KiB prompt + 16 KiB metadata +
 #: tool schemas) fits; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
-
-
-class ErrorDetail(msgspec.Struct):
-    code: str
-    message: str
-
-
-class ErrorBody(msgspec.Struct):
-    error: ErrorDetail
-
-
-class SessionCreated(msgspec.Struct, rename="camel"):
-    """``201`` answer to ``POST /v1/sessions``."""
-
-    session_id: str
-    token: str
-    expires_at: str  # ISO-8601 UTC: the socket must be opened before this
-    url: str
-    ttl_seconds: int
-
-
-class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
-    """A session record as its owner sees it."""
-
-    session_id: str
-    provider: str
-    model: str
-    status: str
-    created_at: str
-    expires_at: str
-    ttl_seconds: int
-    started_at: str | None
-    ended_at: str | None
-    close_code: int | None
-    close_reason: str | None
-    usage: UsageTotals
-    metadata: dict | None
-
-
-class Health(msgspec.Struct):
-    status: str
 
 
 _encoder = msgspec.json.Encoder()

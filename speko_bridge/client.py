@@ -41,10 +41,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from .api import SessionCreated, SessionView
 from .codes import ApiErrorCode, CloseCode
 from .frames import Audio, Close, RealtimeFrame, decode_frame
 from .params import SessionParams, ToolSpec
+from .wire import SessionCreated, SessionView
 
 log = logging.getLogger("speko_bridge.client")
 

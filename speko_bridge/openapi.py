@@ -15,7 +15,8 @@ import yaml
 
 from . import __version__
 from .codes import ApiErrorCode
-from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
+from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SessionParams
+from .wire import ErrorBody, Health, SessionCreated, SessionView
 
 WEBSOCKET_PROSE = f"""\
 ## Realtime WebSocket: `GET /v1/realtime`
@@ -92,9 +93,6 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 @functools.cache
 def document() -> dict[str, Any]:
-    from .api import ErrorBody, Health, SessionCreated, SessionView
-    from .params import SessionParams
-
     _, components = msgspec.json.schema_components(
         [SessionParams, SessionCreated, SessionView, ErrorBody, Health],
         ref_template="#/components/schemas/{name}",
