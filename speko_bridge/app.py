@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from . import api, devpage
+from .audio import configure_soxr
 from .bridge import SessionRegistry, realtime_endpoint
 from .compat import openai_realtime_endpoint
 from .config import ProviderEndpoint, Settings
@@ -127,6 +128,7 @@ async def drain(app: Starlette) -> None:
 
 
 def create_app(settings: Settings, *, store: SessionStore | None = None) -> Starlette:
+    configure_soxr()  # before the first session's resamplers (speko_bridge/audio.py)
     store = store or make_store(settings)
 
     @contextlib.asynccontextmanager
