@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from speko_bridge.audio import Resampler
+from speko_bridge.audio import Resampler, configure_soxr
 from speko_bridge.params import SessionParams
 from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.providers.openai import OpenAICodec
@@ -70,6 +70,7 @@ def rows() -> list[tuple[str, float]]:
     rng = np.random.default_rng(0)
     frame16 = rng.integers(-8000, 8000, 320, dtype=np.int16).tobytes()  # 20 ms at 16 kHz
     frame24 = rng.integers(-8000, 8000, 480, dtype=np.int16).tobytes()  # 20 ms at 24 kHz
+    configure_soxr()  # the resamplers as a started server makes them
     up, down = Resampler(16000, 24000), Resampler(24000, 16000)
     out = [
         ("resample 20 ms 16k->24k", per_call_us(lambda: up.process(frame16))),

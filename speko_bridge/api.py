@@ -17,56 +17,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import openapi
+from .codes import ApiErrorCode
 from .params import ParamsError, SessionParams, check_params
-from .store import SessionRecord, StoreUnavailable, UsageTotals
+from .store import SessionRecord, StoreUnavailable
 from .tokens import mint_token, new_id
+from .wire import ErrorBody, ErrorDetail, Health, SessionCreated, SessionView
 
 log = logging.getLogger("speko_bridge.api")
 
 #: Largest accepted mint body. The biggest legal body (32 KiB prompt + 16 KiB metadata +
 #: tool schemas) fits; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
-
-
-class ErrorDetail(msgspec.Struct):
-    code: str
-    message: str
-
-
-class ErrorBody(msgspec.Struct):
-    error: ErrorDetail
-
-
-class SessionCreated(msgspec.Struct, rename="camel"):
-    """``201`` answer to ``POST /v1/sessions``."""
-
-    session_id: str
-    token: str
-    expires_at: str  # ISO-8601 UTC: the socket must be opened before this
-    url: str
-    ttl_seconds: int
-
-
-class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
-    """A session record as its owner sees it."""
-
-    session_id: str
-    provider: str
-    model: str
-    status: str
-    created_at: str
-    expires_at: str
-    ttl_seconds: int
-    started_at: str | None
-    ended_at: str | None
-    close_code: int | None
-    close_reason: str | None
-    usage: UsageTotals
-    metadata: dict | None
-
-
-class Health(msgspec.Struct):
-    status: str
 
 
 _encoder = msgspec.json.Encoder()
@@ -83,7 +44,7 @@ def json_response(body: msgspec.Struct, status: int = 200, headers: dict | None 
     return Response(_encoder.encode(body), status, headers, media_type="application/json")
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+def error_response(status: int, code: ApiErrorCode, message: str, headers: dict | None = None) -> Response:
     return json_response(ErrorBody(ErrorDetail(code, message)), status, headers)
 
 
@@ -111,27 +72,27 @@ def authenticate(request: Request) -> str | Response:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return error_response(
-            401, "invalid_api_key", "missing Authorization: Bearer <api key>",
+            401, ApiErrorCode.INVALID_API_KEY, "missing Authorization: Bearer <api key>",
             {"WWW-Authenticate": "Bearer"},
         )
     key_id = request.app.state.settings.api_keys.identify(key.strip())
     if key_id is None:
-        return error_response(401, "invalid_api_key", "API key not recognised", {"WWW-Authenticate": "Bearer"})
+        return error_response(401, ApiErrorCode.INVALID_API_KEY, "API key not recognised", {"WWW-Authenticate": "Bearer"})
     return key_id
 
 
 async def read_json_body(request: Request) -> bytes | Response:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";", 1)[0].strip().lower() != "application/json":
-        return error_response(415, "unsupported_media_type", "Content-Type must be application/json")
+        return error_response(415, ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return error_response(413, "payload_too_large", f"body must be at most {MAX_BODY_BYTES} bytes")
+        return error_response(413, ApiErrorCode.PAYLOAD_TOO_LARGE, f"body must be at most {MAX_BODY_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            return error_response(413, "payload_too_large", f"body must be at most {MAX_BODY_BYTES} bytes")
+            return error_response(413, ApiErrorCode.PAYLOAD_TOO_LARGE, f"body must be at most {MAX_BODY_BYTES} bytes")
     return bytes(body)
 
 
@@ -169,13 +130,13 @@ def decode_params(body: bytes) -> SessionParams | Response:
         except msgspec.ValidationError as second:  # names the field still wrong
             error, params = second, None
         if params is None:
-            return error_response(422, "invalid_request", str(error))
+            return error_response(422, ApiErrorCode.INVALID_REQUEST, str(error))
     except msgspec.DecodeError as exc:
-        return error_response(400, "invalid_json", f"body is not valid JSON: {exc}")
+        return error_response(400, ApiErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
     try:
         return check_params(params)
     except ParamsError as exc:
-        return error_response(422, "invalid_request", str(exc))
+        return error_response(422, ApiErrorCode.INVALID_REQUEST, str(exc))
 
 
 async def create_session(request: Request) -> Response:
@@ -186,7 +147,7 @@ async def create_session(request: Request) -> Response:
 
 
 def store_unavailable() -> Response:
-    return error_response(503, "store_unavailable", "session store unavailable; retry later",
+    return error_response(503, ApiErrorCode.STORE_UNAVAILABLE, "session store unavailable; retry later",
                           {"Retry-After": "1"})
 
 
@@ -202,13 +163,13 @@ async def mint_allowed(request: Request, owner: str) -> Response | None:
         )
     except StoreUnavailable as exc:
         log.warning("mint refused, store unavailable: %s", exc)
-        request.app.state.metrics.mints_refused.labels("store_unavailable").inc()
+        request.app.state.metrics.mints_refused.labels(ApiErrorCode.STORE_UNAVAILABLE).inc()
         return store_unavailable()
     if wait <= 0:
         return None
-    request.app.state.metrics.mints_refused.labels("rate_limited").inc()
+    request.app.state.metrics.mints_refused.labels(ApiErrorCode.RATE_LIMITED).inc()
     return error_response(
-        429, "rate_limited",
+        429, ApiErrorCode.RATE_LIMITED,
         f"mint rate limit of {settings.mint_rate_per_minute} per minute reached for this API key",
         {"Retry-After": str(max(1, math.ceil(wait)))},
     )
@@ -230,7 +191,7 @@ async def mint_for(request: Request, owner: str) -> Response:
     endpoint = request.app.state.endpoints.get(params.provider)
     if params.provider not in request.app.state.providers or endpoint is None or not endpoint.api_key:
         return error_response(
-            422, "invalid_request",
+            422, ApiErrorCode.INVALID_REQUEST,
             f"provider {params.provider!r} is not configured on this server - at `$.provider`",
         )
     now = int(time.time())
@@ -259,7 +220,7 @@ async def mint_for(request: Request, owner: str) -> Response:
         await request.app.state.store.create(record)
     except StoreUnavailable as exc:
         log.warning("mint refused, store unavailable: %s", exc)
-        request.app.state.metrics.mints_refused.labels("store_unavailable").inc()
+        request.app.state.metrics.mints_refused.labels(ApiErrorCode.STORE_UNAVAILABLE).inc()
         return store_unavailable()
     request.app.state.metrics.sessions_minted.labels(params.provider).inc()
     log.info("session minted", extra={"session_id": session_id, "provider": params.provider, "key_id": owner})
@@ -282,7 +243,7 @@ async def get_session(request: Request) -> Response:
     except StoreUnavailable:
         return store_unavailable()
     if record is None:
-        return error_response(404, "not_found", "no such session")
+        return error_response(404, ApiErrorCode.NOT_FOUND, "no such session")
     return json_response(view(record))
 
 
@@ -296,7 +257,7 @@ async def revoke_session(request: Request) -> Response:
     except StoreUnavailable:
         return store_unavailable()
     if record is None:
-        return error_response(404, "not_found", "no such session")
+        return error_response(404, ApiErrorCode.NOT_FOUND, "no such session")
     if record.status == "revoked":
         request.app.state.registry.revoke(session_id)
     return json_response(view(record))
@@ -319,7 +280,7 @@ async def readyz(request: Request) -> Response:
     try:
         await request.app.state.store.ping()
     except StoreUnavailable:
-        return json_response(Health("store_unavailable"), 503)
+        return json_response(Health(ApiErrorCode.STORE_UNAVAILABLE), 503)
     return json_response(Health("ok"))
 
 

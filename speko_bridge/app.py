@@ -22,14 +22,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from . import api, devpage
+from .audio import configure_soxr
+from .codes import ApiErrorCode, CloseCode
 from .config import ProviderEndpoint, Settings
-from .frames import CloseCode
 from .metrics import Metrics
 from .providers import PROVIDERS
 from .session import SessionRegistry, openai_realtime_endpoint, realtime_endpoint
@@ -128,6 +129,7 @@ async def drain(app: Starlette) -> None:
 
 
 def create_app(settings: Settings, *, store: SessionStore | None = None) -> Starlette:
+    configure_soxr()  # before the first session's resamplers (speko_bridge/audio.py)
     store = store or make_store(settings)
 
     @contextlib.asynccontextmanager
@@ -156,12 +158,14 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
                 await asyncio.gather(*background, return_exceptions=True)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: ApiErrorCode.NOT_FOUND, 405: ApiErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ApiErrorCode.HTTP_ERROR
+        )
         return api.error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return api.error_response(500, "internal_error", "internal error")
+        return api.error_response(500, ApiErrorCode.INTERNAL_ERROR, "internal error")
 
     metrics = Metrics()
     app = Starlette(

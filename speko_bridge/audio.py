@@ -18,7 +18,9 @@ on average and 37 ms at worst, per direction, and releases it in bursts. For liv
 we ask soxr for its 16-bit recipe (``SOXR_MQ``: PCM16 has 16 bits; stop-band still below
 -115 dB measured) with minimum phase (the filter's energy comes first; inaudible on
 speech), and cap the large DFT at 2^8 points through libsoxr's runtime setting
-``SOXR_LARGE_DFT_SIZE`` (read by ``soxr_create``). Held-back audio drops to 6.0 ms on
+``SOXR_LARGE_DFT_SIZE`` (read by ``soxr_create``; :func:`configure_soxr` sets it when a server
+starts, not this module's import: importing a module must not change the environment of
+the process that imports it). Held-back audio drops to 6.0 ms on
 average, 11.5 ms at worst, per direction. The price is filter design at stream creation
 (~0.6 ms, once per direction per session and after each turn's flush); the 20-bit recipe
 with minimum phase would save 1.3 ms more latency for 1.5 ms of CPU per creation, and
@@ -39,14 +41,25 @@ SOXR_MQ = 2
 SOXR_MINIMUM_PHASE = 0x30
 QUALITY = SOXR_MQ | SOXR_MINIMUM_PHASE
 #: log2 of the largest DFT libsoxr may use per block (its default is 17): smaller blocks
-#: mean audio leaves the filter as soon as it can. An operator's own setting wins.
-os.environ.setdefault("SOXR_LARGE_DFT_SIZE", "8")
+#: mean audio leaves the filter as soon as it can. Applied by :func:`configure_soxr`.
+LARGE_DFT_SIZE_LOG2 = "8"
+LARGE_DFT_SIZE_VARIABLE = "SOXR_LARGE_DFT_SIZE"
 _FLOAT32 = soxr_ext.soxr_datatype_t.SOXR_FLOAT32_I
 #: PCM16 limits as float32 scalars (numpy's ufuncs are 3x faster with typed scalars than
 #: with Python ints or ``np.clip``, which matters at 50 frames a second per session).
 _HI = np.float32(32767)
 _LO = np.float32(-32768)
 _EMPTY_F32 = np.zeros((0, 1), dtype=np.float32)
+
+
+def configure_soxr() -> None:
+    """Ask libsoxr for small DFT blocks (the module docstring says why), unless the operator
+    set ``SOXR_LARGE_DFT_SIZE`` themselves: their setting wins. libsoxr reads the variable
+    each time a stream is created, so this applies to every :class:`Resampler` made after
+    it. Called when a server starts (``app.create_app``, which ``speko-bridge serve`` and
+    the bench harness go through); a program that uses :class:`Resampler` alone and wants
+    the same latency calls it first (``bench/micro.py`` does)."""
+    os.environ.setdefault(LARGE_DFT_SIZE_VARIABLE, LARGE_DFT_SIZE_LOG2)
 
 
 def pcm_ms(nbytes: int, rate: int) -> float:

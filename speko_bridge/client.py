@@ -41,9 +41,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from .api import SessionCreated, SessionView
+from .codes import ApiErrorCode, CloseCode
 from .frames import Audio, Close, RealtimeFrame, decode_frame
 from .params import SessionParams, ToolSpec
+from .wire import SessionCreated, SessionView
 
 log = logging.getLogger("speko_bridge.client")
 
@@ -131,7 +132,7 @@ class SpekoClient:
             try:
                 params = msgspec.convert({k: v for k, v in fields.items() if v is not None}, SessionParams)
             except msgspec.ValidationError as exc:
-                raise SpekoError(0, "invalid_request", str(exc)) from None
+                raise SpekoError(0, ApiErrorCode.INVALID_REQUEST, str(exc)) from None
         data = await self._request("POST", "/v1/sessions", msgspec.json.encode(params))
         created = msgspec.json.decode(data, type=SessionCreated)
         return Session(session_id=created.session_id, token=created.token, url=created.url,
@@ -163,7 +164,7 @@ def _error(status: int, data: bytes) -> SpekoError:
         err = json.loads(data)["error"]
         return SpekoError(status, str(err["code"]), str(err["message"]))
     except (ValueError, KeyError, TypeError):
-        return SpekoError(status, "http_error", data[:200].decode(errors="replace"))
+        return SpekoError(status, ApiErrorCode.HTTP_ERROR, data[:200].decode(errors="replace"))
 
 
 class RealtimeConnection:
@@ -211,7 +212,7 @@ class RealtimeConnection:
             raise SpekoError(0, "connection_failed", f"{type(exc).__name__}: {exc}") from None
         self._reader = asyncio.create_task(self._read())
 
-    async def close(self, code: int = 1000) -> None:
+    async def close(self, code: int = CloseCode.NORMAL) -> None:
         """Close (idempotent); returns after the close handshake and the last frame."""
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close(code))

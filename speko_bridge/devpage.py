@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import api
+from .codes import ApiErrorCode
 from .config import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -32,7 +33,7 @@ async def demo_page(request: Request) -> Response:
 async def dev_mint(request: Request) -> Response:
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
-        return api.error_response(403, "forbidden", "the dev mint answers its own page only")
+        return api.error_response(403, ApiErrorCode.FORBIDDEN, "the dev mint answers its own page only")
     settings = request.app.state.settings
     owner = settings.api_keys.identify(settings.dev_api_key) if settings.dev_api_key else None
     return await api.mint_for(request, owner or DEV_OWNER)

@@ -4,50 +4,18 @@ Everything a client sends as text and everything the bridge sends back as text i
 msgspec tagged Struct here, so that decoding *is* validation and encoding is one call.
 Audio never becomes a Struct: it travels as raw binary WebSocket messages (PCM16 LE mono).
 
-Close codes and error codes live here too, in one place, so that the bridge, the SDK and
-the tests agree on them.
+Close codes and error codes live in :mod:`speko_bridge.codes`; they are re-exported here
+so ``from speko_bridge.frames import CloseCode, ErrorCode`` keeps working.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from typing import Literal, Union
 
 import msgspec
 
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes of PROTOCOL.md section 4."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server drain
-    INTERNAL_ERROR = 1011
-    BAD_TOKEN = 4001
-    ORIGIN_NOT_ALLOWED = 4003
-    REVOKED = 4004
-    TTL_REACHED = 4008
-    PROTOCOL_VIOLATION = 4009
-    RATE_LIMITED = 4029
-    PROVIDER_FAILED = 4500
-    PROVIDER_REFUSED = 4502
-
-
-class ErrorCode(enum.StrEnum):
-    """The ``code`` of an ``error`` frame (PROTOCOL.md section 4)."""
-
-    INVALID_TOKEN = "invalid_token"
-    TOKEN_EXPIRED = "token_expired"
-    TOKEN_USED = "token_used"
-    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
-    INVALID_MESSAGE = "invalid_message"
-    RATE_LIMITED = "rate_limited"
-    SESSION_EXPIRED = "session_expired"
-    SESSION_REVOKED = "session_revoked"
-    PROVIDER_ERROR = "provider_error"
-    PROVIDER_UNAVAILABLE = "provider_unavailable"
-    PROVIDER_AUTH_FAILED = "provider_auth_failed"
-    INTERNAL_ERROR = "internal_error"
+from .codes import CloseCode, ErrorCode  # noqa: F401  (re-exported: existing imports)
 
 
 # --------------------------------------------------------------------------- client -> server

@@ -14,7 +14,9 @@ import msgspec
 import yaml
 
 from . import __version__
-from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
+from .codes import ApiErrorCode
+from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SessionParams
+from .wire import ErrorBody, Health, SessionCreated, SessionView
 
 WEBSOCKET_PROSE = f"""\
 ## Realtime WebSocket: `GET /v1/realtime`
@@ -63,14 +65,14 @@ counts from the moment the socket opens.
 """
 
 ERROR_CODES = {
-    "400": ("invalid_json", "The body is not JSON."),
-    "401": ("invalid_api_key", "Missing or unknown API key."),
-    "404": ("not_found", "No such session for this API key (also for another key's session)."),
-    "413": ("payload_too_large", "Body over 64 KiB."),
-    "415": ("unsupported_media_type", "Content-Type is not application/json."),
-    "422": ("invalid_request", "The body breaks a rule; the message names the field as `$.field`."),
-    "429": ("rate_limited", "Too many requests for this API key."),
-    "503": ("store_unavailable", "The session store is unreachable; no token was issued."),
+    "400": (ApiErrorCode.INVALID_JSON, "The body is not JSON."),
+    "401": (ApiErrorCode.INVALID_API_KEY, "Missing or unknown API key."),
+    "404": (ApiErrorCode.NOT_FOUND, "No such session for this API key (also for another key's session)."),
+    "413": (ApiErrorCode.PAYLOAD_TOO_LARGE, "Body over 64 KiB."),
+    "415": (ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, "Content-Type is not application/json."),
+    "422": (ApiErrorCode.INVALID_REQUEST, "The body breaks a rule; the message names the field as `$.field`."),
+    "429": (ApiErrorCode.RATE_LIMITED, "Too many requests for this API key."),
+    "503": (ApiErrorCode.STORE_UNAVAILABLE, "The session store is unreachable; no token was issued."),
 }
 
 
@@ -91,9 +93,6 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 @functools.cache
 def document() -> dict[str, Any]:
-    from .api import ErrorBody, Health, SessionCreated, SessionView
-    from .params import SessionParams
-
     _, components = msgspec.json.schema_components(
         [SessionParams, SessionCreated, SessionView, ErrorBody, Health],
         ref_template="#/components/schemas/{name}",

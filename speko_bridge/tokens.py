@@ -21,7 +21,7 @@ import jwt
 import msgspec
 from jwt.algorithms import HMACAlgorithm
 
-from .frames import ErrorCode
+from .codes import ErrorCode
 
 ALGORITHM = "HS256"
 #: The verifier accepts exactly this list: never "none", never an asymmetric algorithm

@@ -3,13 +3,30 @@ is lost or duplicated, and the signal survives."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
+import aiohttp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speko_bridge.audio import Resampler, pcm_ms
+from speko_bridge.audio import Resampler, configure_soxr, pcm_ms
+
+from .conftest import base_env, run_bridge
 
 RATES = [(16000, 24000), (24000, 16000), (24000, 24000), (16000, 16000)]
+SOXR_VARIABLE = "SOXR_LARGE_DFT_SIZE"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def resamplers_as_a_server_makes_them():
+    """A started server applies configure_soxr() before its first session; so do these tests
+    (the latency bound below depends on it)."""
+    configure_soxr()
 
 
 def pcm(samples: int, seed: int) -> bytes:
@@ -122,3 +139,39 @@ def test_live_audio_is_never_held_back_more_than_12_ms(rates, frame_ms, seed):
         produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
         expected = (k + 1) * n * out_rate // in_rate
         assert expected - produced <= out_rate * 12 // 1000, (k, expected, produced)
+
+
+def worst_held_back_ms(in_rate: int = 16000, out_rate: int = 24000, frame_ms: int = 20) -> float:
+    r = Resampler(in_rate, out_rate)
+    n = in_rate * frame_ms // 1000
+    data = pcm(n * 60, 1)
+    produced, worst = 0, 0
+    for k in range(60):
+        produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
+        worst = max(worst, (k + 1) * n * out_rate // in_rate - produced)
+    return worst * 1000 / out_rate
+
+
+def test_importing_the_audio_module_or_the_server_leaves_the_environment_alone():
+    code = ("import os, json; before = dict(os.environ); import speko_bridge.audio, speko_bridge.app; "
+            "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))")
+    env = {k: v for k, v in os.environ.items() if k != SOXR_VARIABLE}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {}
+
+
+async def test_a_started_server_sets_the_soxr_block_size(tmp_path, monkeypatch):
+    monkeypatch.delenv(SOXR_VARIABLE, raising=False)
+    async with run_bridge(base_env(tmp_path)) as bridge:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(bridge.base + "/healthz") as r:
+                assert r.status == 200
+        assert os.environ.get(SOXR_VARIABLE) == "8"
+        assert worst_held_back_ms() <= 12  # soxr's own default holds back 32 ms here
+
+
+async def test_an_operators_own_soxr_setting_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv(SOXR_VARIABLE, "17")  # libsoxr's default block size, set explicitly
+    async with run_bridge(base_env(tmp_path)):
+        assert os.environ[SOXR_VARIABLE] == "17"
+        assert worst_held_back_ms() > 12

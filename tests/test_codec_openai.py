@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from speko_bridge.frames import Error as ErrorFrame
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
-from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Ready
+from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Malformed, Ready
 from speko_bridge.providers.openai import OpenAICodec
 from speko_bridge.simulator.openai import client_event_checker
 
@@ -199,13 +199,40 @@ garbage = st.one_of(
 )
 
 
+@pytest.mark.parametrize("message, reason", [
+    ("{not json", "not a JSON event of the expected shape"),
+    ('{"type": "response.output_audio.delta", "delta": 5}', "not a JSON event of the expected shape"),
+    ('{"type": "response.output_audio.delta", "item_id": "i"}', "response.output_audio.delta without delta"),
+    ('{"type": "response.output_audio.delta", "delta": "A"}', "response.output_audio.delta delta is not base64"),
+    ('{"type": "response.output_audio_transcript.delta"}', "response.output_audio_transcript.delta without delta"),
+    ('{"type": "response.output_audio_transcript.done"}', "response.output_audio_transcript.done without text"),
+    ('{"type": "conversation.item.input_audio_transcription.delta"}',
+     "conversation.item.input_audio_transcription.delta without delta"),
+    ('{"type": "conversation.item.input_audio_transcription.completed"}',
+     "conversation.item.input_audio_transcription.completed without transcript"),
+    (b'{"type": "response.output_audio_transcript.delta", "delta": "\xff"}',  # not UTF-8
+     "not a JSON event of the expected shape"),
+])
+def test_unreadable_events_become_one_malformed_event_and_are_counted(message, reason):
+    c = codec()
+    assert c.receive(message) == [Malformed(reason)]
+    assert c.stats.malformed_events == 1
+    # and the codec goes on: the next good event is read as usual
+    assert feed(c, {"type": "session.updated", "session": {}}) == [Ready()]
+    assert c.stats.malformed_events == 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(good_events.map(json.dumps), garbage), max_size=30))
 def test_receive_never_raises_and_invariants_hold(messages):
     c = codec()
     events = []
     for m in messages:
-        events += c.receive(m)
+        counted = c.stats.malformed_events
+        got = c.receive(m)
+        # an unreadable message is counted and reported, once; a readable one is neither
+        assert sum(type(e) is Malformed for e in got) == (c.stats.malformed_events > counted)
+        events += got
     calls = [e.call_id for e in events if isinstance(e, ToolCall)]
     assert len(calls) == len(set(calls))  # one tool_call per call id
     # audio out is exactly the decodable deltas, in order: nothing dropped or duplicated

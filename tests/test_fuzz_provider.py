@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from speko_bridge.params import SessionParams
 from speko_bridge.providers import get_provider
-from speko_bridge.providers.base import AudioOut
+from speko_bridge.providers.base import AudioOut, Malformed
 
 from .strategies import json_values
 from .wsclient import MODELS
@@ -108,10 +108,54 @@ def test_hostile_upstream_never_raises_and_keeps_every_decodable_audio_byte(prov
     messages = data.draw(st.lists(hostile(provider), max_size=12))
     out = []
     for message, _ in messages:
-        out += c.receive(message)
+        counted = c.stats.malformed_events
+        got = c.receive(message)
+        # an unreadable message is reported as one Malformed event (and counted); no other is
+        assert sum(type(e) is Malformed for e in got) == (c.stats.malformed_events > counted)
+        out += got
     heard = b"".join(e.pcm for e in out if isinstance(e, AudioOut))
     expected = b"".join(pcm for _, pcm in messages if pcm is not None)
     # odd audio bytes are held by the resampler, not the codec: the codec keeps them all
     assert heard == expected
     # every message is either read or counted as malformed (the metric operators watch)
     assert c.stats.malformed_events + c.stats.events >= len(messages)
+
+
+#: Deep enough to pass any recursion limit (issue 24, finding 9: it used to raise out of
+#: ``receive()`` and end the session 1011).
+DEEP = 100_000
+DEEP_VALUES = {"arrays": "[" * DEEP + "]" * DEEP, "objects": '{"a":' * DEEP + "1" + "}" * DEEP}
+
+
+def _with_deep_field(provider: str, event: dict, key: str, deep: str) -> str | bytes:
+    text = json.dumps({**event, key: "__DEEP__"}).replace('"__DEEP__"', deep)
+    return text.encode() if provider == "google" else text
+
+
+@pytest.mark.parametrize("shape", sorted(DEEP_VALUES))
+@pytest.mark.parametrize("provider", ["openai", "google", "xai"])
+def test_deeply_nested_upstream_input_is_malformed_not_an_exception(provider, shape):
+    deep = DEEP_VALUES[shape]
+    for event in REPLY[provider]:
+        # in a field no codec reads, and in place of each field it does read
+        for key in ["zz_unknown", *event]:
+            c = codec(provider)
+            events = c.receive(_with_deep_field(provider, event, key, deep))
+            assert [type(e) for e in events] == [Malformed], (event, key)
+            if key == "zz_unknown":  # where a known field is, its wrong type may be seen first
+                assert "RecursionError" in events[0].reason
+            assert c.stats.malformed_events == 1
+            # the codec is still usable: the next audio is heard
+            heard = [e.pcm for e in c.receive(AUDIO_EVENT[provider](_b64(b"\1\2"))) if isinstance(e, AudioOut)]
+            assert heard == [b"\1\2"]
+
+
+def test_deeply_nested_tool_output_from_the_client_does_not_raise():
+    """Gemini wants a tool's output as an object, so its codec parses the client's text:
+    text nested too deep to parse is sent wrapped, like any output that is not an object."""
+    c = codec("google")
+    c.receive(json.dumps({"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {}}]}}).encode())
+    deep = DEEP_VALUES["arrays"]
+    [sent] = c.tool_result("c1", deep)
+    reply = json.loads(sent)["toolResponse"]["functionResponses"][0]
+    assert reply["id"] == "c1" and reply["response"] == {"output": deep}

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
-from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Ready, Reconnect
+from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Malformed, Ready, Reconnect
 from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.simulator.google import live_message_checker
 
@@ -259,13 +259,38 @@ garbage = st.one_of(
 )
 
 
+
+def test_unreadable_messages_and_parts_become_one_malformed_event():
+    c = codec(tools=TOOLS)
+    assert c.receive(b"{not json") == [Malformed("not a JSON message of the expected shape")]
+    assert c.receive(b'{"serverContent": {"turnComplete": "yes"}}') == [
+        Malformed("not a JSON message of the expected shape")]
+    # two unreadable audio parts around a good one: the good audio goes on, one event
+    parts = [{"inlineData": {"data": "A"}}, {"inlineData": {"data": b64(b"ok")}}, {"inlineData": {"data": "B"}}]
+    assert feed(c, {"serverContent": {"modelTurn": {"parts": parts}}}) == [
+        Malformed("modelTurn audio is not base64"), AudioOut(b"ok", 24000)]
+    assert c.stats.malformed_events == 4
+    out = feed(c, {"toolCall": {"functionCalls": [{"id": "a", "args": {}}, {"id": "b", "name": "get_weather"}]}})
+    assert out == [Malformed("functionCall without name"), ToolCall("b", "get_weather", "{}")]
+    # args that are not UTF-8 (msgspec checks strings, not the raw object it hands over)
+    bad = b'{"toolCall": {"functionCalls": [{"id": "c", "name": "get_weather", "args": {"city": "\xff"}}]}}'
+    assert c.receive(bad) == [Malformed("functionCall args are not UTF-8")]
+    # the call was not remembered: a readable retry with the same id goes through
+    assert feed(c, {"toolCall": {"functionCalls": [{"id": "c", "name": "get_weather", "args": {"city": "x"}}]}}) == [
+        ToolCall("c", "get_weather", '{"city": "x"}')]  # as sent (json.dumps spacing)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(good.map(lambda m: json.dumps(m).encode()), garbage), max_size=30))
 def test_receive_never_raises_and_invariants_hold(messages):
     c = codec(tools=TOOLS)
     events = []
     for m in messages:
-        events += c.receive(m)
+        counted = c.stats.malformed_events
+        got = c.receive(m)
+        # an unreadable message (or part) is counted and reported once per message
+        assert sum(type(e) is Malformed for e in got) == (c.stats.malformed_events > counted)
+        events += got
     calls = [e.call_id for e in events if isinstance(e, ToolCall)]
     assert len(calls) == len(set(calls))  # exactly one tool_call per call id
     assert all(json.loads(e.arguments).__class__ is dict for e in events if isinstance(e, ToolCall))
@@ -277,7 +302,9 @@ def test_receive_never_raises_and_invariants_hold(messages):
             data = parts[0]["inlineData"]["data"]
         except (ValueError, KeyError, TypeError, IndexError):
             continue
-        if not c.receive(m):  # a message the typed decoder refuses as a whole
+        read = c.stats.events
+        c.receive(m)
+        if c.stats.events == read:  # a message the typed decoder refuses as a whole
             continue
         try:
             expected += binascii.a2b_base64(data)

@@ -11,7 +11,7 @@ import msgspec
 import yaml
 
 from speko_bridge import openapi
-from speko_bridge.api import ErrorBody, SessionCreated, SessionView
+from speko_bridge.wire import ErrorBody, SessionCreated, SessionView
 from speko_bridge.params import SessionParams
 
 from .conftest import API_KEY, run_bridge

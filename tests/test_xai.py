@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
-from speko_bridge.providers.base import AudioOut
+from speko_bridge.providers.base import AudioOut, Malformed
 from speko_bridge.providers.xai import XAICodec
 from speko_bridge.simulator.xai import XAISimConfig, XAISimulator, xai_event_checker
 
@@ -117,6 +117,16 @@ def test_duplicates_pings_and_usage_placement():
     assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == []
 
 
+@pytest.mark.parametrize("kind", ["updated", "completed"])
+def test_user_transcript_without_text_is_one_malformed_event(kind):
+    c = codec()
+    assert feed(c, {"type": "conversation.item.input_audio_transcription.updated", "item_id": "u",
+                    "transcript": "I said "}) == [Transcript("user", "I said ", False)]
+    event = f"conversation.item.input_audio_transcription.{kind}"
+    assert feed(c, {"type": event, "item_id": "u"}) == [Malformed(f"{event} without transcript")]
+    assert c.stats.malformed_events == 1
+
+
 def test_xai_cancel_race_is_benign():
     c = codec()
     out = feed(c, {"type": "error", "error": {"type": "invalid_request_error",
@@ -164,7 +174,10 @@ def test_receive_never_raises_and_calls_are_unique(messages):
     c = codec()
     out = []
     for m in messages:
-        out += c.receive(m)
+        counted = c.stats.malformed_events
+        got = c.receive(m)
+        assert sum(type(e) is Malformed for e in got) == (c.stats.malformed_events > counted)
+        out += got
     calls = [e.call_id for e in out if isinstance(e, ToolCall)]
     assert len(calls) == len(set(calls))  # exactly one tool_call per call id
     assert all(isinstance(e.text, str) for e in out if isinstance(e, Transcript))

@@ -18,7 +18,7 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
-from ..frames import CloseCode, ErrorCode
+from ..codes import CloseCode, ErrorCode
 from ..params import SessionParams
 
 # ------------------------------------------------------------------ client -> runner intents

@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from ..codes import CloseCode, ErrorCode
 from ..providers.openai import OPENAI_RATE, function_tool
 from .base import (
     AudioChunk,
@@ -173,7 +174,7 @@ class OpenAICompatCodec(ClientCodec):
 
     def _unsupported(self, event: dict, what: str, param: str | None = None) -> list[Intent]:
         return [Reply(self._error(
-            "unsupported_for_provider",
+            ErrorCode.UNSUPPORTED_FOR_PROVIDER,
             f"{what} is not supported through the bridge for provider '{self.provider}'.",
             param=param, event=event))]
 
@@ -318,7 +319,8 @@ class OpenAICompatCodec(ClientCodec):
         if error_code is None:
             return []
         return [self._error(error_code, message,
-                            kind="server_error" if code >= 4500 or code == 1011 else "invalid_request_error")]
+                            kind="server_error" if code >= CloseCode.PROVIDER_FAILED or code == CloseCode.INTERNAL_ERROR
+                            else "invalid_request_error")]
 
 
 def _refused_session_fields(session: dict, current: dict) -> list[str]:

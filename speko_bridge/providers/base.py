@@ -15,6 +15,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
+from ..codes import CloseCode, ErrorCode
 from ..frames import Error, ToolCall, Transcript, Usage
 from ..params import SessionParams
 
@@ -53,9 +54,21 @@ class ClearAudio:
 class Fatal:
     """The upstream is unusable: send ``error`` then ``close`` with these codes and end."""
 
-    close_code: int
-    error_code: str
+    close_code: CloseCode
+    error_code: ErrorCode
     message: str
+
+
+@dataclass(slots=True)
+class Malformed:
+    """An upstream message the codec could not read (not JSON, nested too deep, a field of
+    the wrong type, an audio payload that is not base64, ...): it, or the unreadable part of
+    it, was skipped. At most one per :meth:`Codec.receive` call, so counting these events
+    counts messages (the ``speko_upstream_malformed`` metric and the run of unreadable
+    messages that ends a session). ``reason`` is short, for logs and tests; it never carries
+    the message itself."""
+
+    reason: str
 
 
 @dataclass(slots=True)
@@ -68,8 +81,15 @@ class Reconnect:
 
 
 CodecEvent = Union[
-    Ready, AudioOut, AudioDone, ClearAudio, Fatal, Reconnect, Transcript, ToolCall, Usage, Error
+    Ready, AudioOut, AudioDone, ClearAudio, Fatal, Malformed, Reconnect, Transcript, ToolCall,
+    Usage, Error,
 ]
+
+#: What decoding an upstream message may raise besides ``msgspec.DecodeError`` (of which
+#: ``ValidationError`` is a subclass): bytes that are not UTF-8, and nesting deeper than
+#: msgspec's recursion limit (a hostile upstream can send 100,000 nested arrays in a field
+#: the codec does not even read; msgspec still has to walk it to skip it).
+UNREADABLE = (UnicodeDecodeError, RecursionError)
 
 
 @dataclass(slots=True)
@@ -91,6 +111,17 @@ class Codec(abc.ABC):
     def __init__(self, params: SessionParams) -> None:
         self.params = params
         self.stats = CodecStats()
+
+    def _malformed(self, reason: str, out: list[CodecEvent] | None = None) -> list[CodecEvent]:
+        """Count an unreadable message (or part of one) in :attr:`stats` and report it as a
+        :class:`Malformed` event appended to ``out`` (a new list if None), unless ``out``
+        already holds one: one event per message, however many of its parts were bad."""
+        self.stats.malformed_events += 1
+        if out is None:
+            return [Malformed(reason)]
+        if not any(type(event) is Malformed for event in out):
+            out.append(Malformed(reason))
+        return out
 
     @property
     @abc.abstractmethod
@@ -119,14 +150,15 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def receive(self, data: str | bytes) -> list[CodecEvent]:
-        """Translate one upstream message. Never raises: malformed input is counted and
-        skipped, and an unusable upstream yields :class:`Fatal`."""
+        """Translate one upstream message. Never raises: unreadable input is counted in
+        :attr:`stats`, skipped and reported as :class:`Malformed`; an unusable upstream
+        yields :class:`Fatal`."""
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:
         """The upstream socket closed (or broke) while the session was live: how to end.
         Providers that signal errors only as close codes (Gemini) override this."""
         detail = f" (code {code}{': ' + reason if reason else ''})" if code is not None else ""
-        return Fatal(4500, "provider_unavailable", f"provider closed the connection{detail}")
+        return Fatal(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE, f"provider closed the connection{detail}")
 
     def drain_outbound(self) -> list[Outbound]:
         """Messages the codec wants sent upstream as a consequence of received events

@@ -41,9 +41,11 @@ from typing import Any
 
 import msgspec
 
+from ..codes import CloseCode, ErrorCode
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
 from .base import (
+    UNREADABLE,
     AudioDone,
     AudioOut,
     ClearAudio,
@@ -63,13 +65,15 @@ DEFAULT_VOICE = "Puck"
 TOOL_OUTPUT_KEY = "output"
 MAX_REMEMBERED_CALLS = 4096
 
-#: Gemini close code -> (bridge close code, error code). 1007: bad key or invalid setup;
-#: 1008: unknown model or policy; 1011: server error. Anything else: provider went away.
-CLOSE_CODES = {
-    1007: (4502, "provider_error"),
-    1008: (4502, "provider_error"),
-    1011: (4500, "provider_unavailable"),
+#: Gemini's own close code (standard WebSocket codes, not ours) -> (bridge close code, error
+#: code). 1007: bad key or invalid setup; 1008: unknown model or policy; 1011: server error.
+#: Anything else: provider went away.
+CLOSE_CODES: dict[int, tuple[CloseCode, ErrorCode]] = {
+    1007: (CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR),
+    1008: (CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR),
+    1011: (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE),
 }
+_GONE = (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE)
 
 _ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
 _ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
@@ -277,7 +281,7 @@ class GoogleCodec(Codec):
             return []
         try:
             value = _any_decoder.decode(output)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to read
             value = None
         response = value if isinstance(value, dict) else {TOOL_OUTPUT_KEY: output}
         reply = {"id": call_id, "name": self._calls.get(call_id, ""), "response": response}
@@ -289,9 +293,10 @@ class GoogleCodec(Codec):
     def receive(self, data: str | bytes) -> list[CodecEvent]:
         try:
             msg = _decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            self.stats.malformed_events += 1
-            return []
+        except msgspec.DecodeError:  # ValidationError is a DecodeError
+            return self._malformed("not a JSON message of the expected shape")
+        except UNREADABLE as exc:
+            return self._malformed(f"unreadable message: {type(exc).__name__}")
         self.stats.events += 1
         out: list[CodecEvent] = []
         known = False
@@ -357,7 +362,7 @@ class GoogleCodec(Codec):
                 try:
                     pcm = binascii.a2b_base64(inline.data)
                 except (binascii.Error, ValueError):
-                    self.stats.malformed_events += 1
+                    self._malformed("modelTurn audio is not base64", out)
                     continue
                 self._close_user_turn(out)
                 self._responding = True
@@ -393,7 +398,7 @@ class GoogleCodec(Codec):
         self._close_user_turn(out)
         for fc in call.functionCalls or ():
             if not fc.name:
-                self.stats.malformed_events += 1
+                self._malformed("functionCall without name", out)
                 continue
             call_id = fc.id
             if not call_id:
@@ -401,17 +406,21 @@ class GoogleCodec(Codec):
                 call_id = f"call_{self._call_seq}"
             if call_id in self._calls or call_id in self._cancelled:
                 continue  # one tool_call per id
+            try:
+                args = bytes(fc.args).decode()  # the object as sent, no re-encoding
+            except UnicodeDecodeError:  # msgspec checks strings, not a Raw's bytes
+                self._malformed("functionCall args are not UTF-8", out)
+                continue
             if len(self._calls) >= MAX_REMEMBERED_CALLS:
                 self._calls.clear()
             self._calls[call_id] = fc.name
-            args = bytes(fc.args).decode()  # the object as sent, no re-encoding
             out.append(ToolCall(call_id, fc.name, args if args.lstrip().startswith("{") else "{}"))
         self._responding = False  # the model waits for the client's tool_result
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:
-        close, error = CLOSE_CODES.get(code or 0, (4500, "provider_unavailable"))
+        close, error = CLOSE_CODES.get(code or 0, _GONE)
         if code in (1007, 1008) and "api key" in reason.lower():
-            error = "provider_auth_failed"
+            error = ErrorCode.PROVIDER_AUTH_FAILED
         detail = f"provider closed the connection (code {code}{': ' + reason if reason else ''})"
         return Fatal(close, error, detail)
 

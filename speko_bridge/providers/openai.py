@@ -40,10 +40,21 @@ from typing import Any
 
 import msgspec
 
+from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
-from .base import AudioDone, AudioOut, ClearAudio, Codec, CodecEvent, Fatal, Outbound, Ready
+from .base import (
+    UNREADABLE,
+    AudioDone,
+    AudioOut,
+    ClearAudio,
+    Codec,
+    CodecEvent,
+    Fatal,
+    Outbound,
+    Ready,
+)
 
 OPENAI_RATE = 24000
 DEFAULT_VOICE = "marin"
@@ -277,9 +288,10 @@ class OpenAICodec(Codec):
     def receive(self, data: str | bytes) -> list[CodecEvent]:
         try:
             event = _decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
-            self.stats.malformed_events += 1
-            return []
+        except msgspec.DecodeError:  # ValidationError is a DecodeError
+            return self._malformed("not a JSON event of the expected shape")
+        except UNREADABLE as exc:
+            return self._malformed(f"unreadable event: {type(exc).__name__}")
         stats = self.stats
         stats.events += 1
         kind = event.type
@@ -304,13 +316,11 @@ class OpenAICodec(Codec):
 
     def _on_audio_delta(self, ev: _Event) -> list[CodecEvent]:
         if ev.delta is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without delta")
         try:
             pcm = binascii.a2b_base64(ev.delta)
         except (binascii.Error, ValueError):
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} delta is not base64")
         if ev.item_id != self._audio_item:
             self._audio_item = ev.item_id
             self._audio_item_bytes = 0
@@ -326,32 +336,28 @@ class OpenAICodec(Codec):
 
     def _on_assistant_delta(self, ev: _Event) -> list[CodecEvent]:
         if ev.delta is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without delta")
         return [Transcript("assistant", ev.delta, False)]
 
     def _on_assistant_done(self, ev: _Event) -> list[CodecEvent]:
         text = ev.transcript if ev.transcript is not None else ev.text
         if text is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without text")
         return [Transcript("assistant", text, True)]
 
     def _on_user_delta(self, ev: _Event) -> list[CodecEvent]:
         if ev.delta is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without delta")
         return [Transcript("user", ev.delta, False)]
 
     def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
         if ev.transcript is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without transcript")
         return [Transcript("user", ev.transcript, True)]
 
     def _on_user_failed(self, ev: _Event) -> list[CodecEvent]:
         message = ev.error.message if ev.error and ev.error.message else "transcription failed"
-        return [ErrorFrame("provider_error", f"user transcription failed: {message}")]
+        return [ErrorFrame(ErrorCode.PROVIDER_ERROR, f"user transcription failed: {message}")]
 
     def _tool_call(self, call_id: str | None, name: str | None, arguments: str | None) -> list[CodecEvent]:
         if not call_id or name is None or call_id in self._calls_sent:
@@ -384,10 +390,10 @@ class OpenAICodec(Codec):
                 err = details.error if details and details.error else _Err()
                 message = err.message or "the provider failed the response"
                 if err.code in REFUSED_ERRORS or err.code in AUTH_ERRORS:
-                    code = "provider_auth_failed" if err.code in AUTH_ERRORS else "provider_error"
-                    out.append(Fatal(4502, code, message))
+                    code = ErrorCode.PROVIDER_AUTH_FAILED if err.code in AUTH_ERRORS else ErrorCode.PROVIDER_ERROR
+                    out.append(Fatal(CloseCode.PROVIDER_REFUSED, code, message))
                     return out
-                out.append(ErrorFrame("provider_error", message))
+                out.append(ErrorFrame(ErrorCode.PROVIDER_ERROR, message))
         if self._create_deferred:
             self._create_deferred = False
             self._response_active = True
@@ -414,9 +420,9 @@ class OpenAICodec(Codec):
             self.stats.counts["benign_error"] = self.stats.counts.get("benign_error", 0) + 1
             return []
         if code in AUTH_ERRORS:
-            return [Fatal(4502, "provider_auth_failed", message)]
+            return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_AUTH_FAILED, message)]
         if code in REFUSED_ERRORS:
-            return [Fatal(4502, "provider_error", message)]
+            return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR, message)]
         if code in ENDED_ERRORS:
-            return [Fatal(4500, "provider_unavailable", message)]
-        return [ErrorFrame("provider_error", message)]
+            return [Fatal(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE, message)]
+        return [ErrorFrame(ErrorCode.PROVIDER_ERROR, message)]

@@ -89,8 +89,7 @@ class XAICodec(OpenAICodec):
     def _on_user_updated(self, ev: _Event) -> list[CodecEvent]:
         text = ev.transcript
         if text is None:
-            self.stats.malformed_events += 1
-            return []
+            return self._malformed(f"{ev.type} without transcript")
         sent = self._user_text
         if ev.item_id not in sent and len(sent) >= MAX_TRACKED_ITEMS:
             sent.clear()
@@ -111,7 +110,9 @@ class XAICodec(OpenAICodec):
     def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
         emitted = self._user_text.pop(ev.item_id, "")
         final = super()._on_user_done(ev)
-        if final and emitted is not None and ev.transcript.startswith(emitted) and ev.transcript != emitted:
+        if ev.transcript is None:
+            return final  # Malformed
+        if emitted is not None and ev.transcript.startswith(emitted) and ev.transcript != emitted:
             # the held-back tail, so the deltas join to the final text
             return [Transcript("user", ev.transcript[len(emitted):], False), *final]
         return final

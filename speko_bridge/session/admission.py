@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..frames import CloseCode, ErrorCode
+from ..codes import CloseCode, ErrorCode
 from ..store import ConsumeOutcome, SessionRecord, StoreUnavailable
 from ..tokens import TokenError, verify_token
 

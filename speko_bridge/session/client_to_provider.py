@@ -23,7 +23,7 @@ from ..clientproto.base import (
     TextMessage,
     ToolOutput,
 )
-from ..frames import CloseCode, ErrorCode
+from ..codes import CloseCode, ErrorCode
 from .asgi import queued_messages
 from .outbox import COALESCE_MAX_BYTES
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from ..frames import CloseCode
+from ..codes import CloseCode
 from ..store import StoreUnavailable, UsageTotals
 
 log = logging.getLogger("speko_bridge.session")

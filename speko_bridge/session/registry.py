@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from ..frames import CloseCode, ErrorCode
+from ..codes import CloseCode, ErrorCode
 
 if TYPE_CHECKING:
     from .runner import Session

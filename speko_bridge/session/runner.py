@@ -38,7 +38,7 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..clientproto.base import ClientCodec
-from ..frames import CloseCode, ErrorCode
+from ..codes import CloseCode, ErrorCode
 from ..providers import get_provider
 from ..store import UsageTotals
 from . import record

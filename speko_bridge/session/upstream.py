@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from ..frames import CloseCode, ErrorCode
+from ..codes import CloseCode, ErrorCode
 from ..providers.base import Fatal, Outbound
 
 log = logging.getLogger("speko_bridge.session")

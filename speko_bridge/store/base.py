@@ -14,13 +14,9 @@ from typing import Any, Literal
 import msgspec
 
 from ..params import SessionParams
+from ..wire import UsageTotals
 
 Status = Literal["pending", "active", "ended", "expired", "revoked"]
-
-
-class UsageTotals(msgspec.Struct, rename="camel"):
-    input_audio_tokens: int = 0
-    output_audio_tokens: int = 0
 
 
 class SessionRecord(msgspec.Struct, rename="camel", omit_defaults=False):
