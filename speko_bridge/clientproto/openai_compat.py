@@ -86,6 +86,7 @@ class OpenAICompatCodec(ClientCodec):
         self._same_protocol = provider == "openai"
         self._ids = itertools.count(1)
         self._pending_audio = False  # audio appended since the last commit
+        self._pending_bytes = 0  # how much: the user item's duration, for its transcription usage
         self._tool_continues = False  # the provider goes on after a tool result by itself
         self._out = ResponseWriter(self._id)
         self._handlers = {
@@ -230,6 +231,7 @@ class OpenAICompatCodec(ClientCodec):
             return self._invalid("invalid_value", "`audio` must be base64-encoded PCM16.",
                                  param="audio", event=event)
         self._pending_audio = self._pending_audio or bool(pcm)
+        self._pending_bytes += len(pcm)
         return [SendAudio(pcm)]
 
     def _on_commit(self, event: dict) -> list[Intent]:
@@ -237,6 +239,8 @@ class OpenAICompatCodec(ClientCodec):
             return self._invalid("input_audio_buffer_commit_empty",
                                  "Error committing input audio buffer: buffer too small.", event=event)
         self._pending_audio = False
+        self._out.user_seconds = self._pending_bytes / (2 * OPENAI_RATE)
+        self._pending_bytes = 0
         item_id = self._id("item")
         out = self._out
         previous, out.previous_item, out.user_item = out.previous_item, item_id, item_id
@@ -285,10 +289,14 @@ class OpenAICompatCodec(ClientCodec):
             ToolOutput(call_id, output)]
 
     def _on_truncate(self, event: dict) -> list[Intent]:
+        item_id, index, end_ms = event.get("item_id"), event.get("content_index", 0), event.get("audio_end_ms")
+        if not isinstance(item_id, str) or type(index) is not int or type(end_ms) is not int or end_ms < 0:
+            return self._invalid("invalid_value", "conversation.item.truncate needs a string `item_id`, "
+                                 "an integer `content_index` and a non-negative integer `audio_end_ms`.",
+                                 param="item_id", event=event)
         # The bridge already truncated at the audio it delivered when the response was cancelled.
-        return self._replies({"type": "conversation.item.truncated", "item_id": event.get("item_id"),
-                              "content_index": event.get("content_index", 0),
-                              "audio_end_ms": event.get("audio_end_ms", 0)})
+        return self._replies({"type": "conversation.item.truncated", "item_id": item_id,
+                              "content_index": index, "audio_end_ms": end_ms})
 
     def _on_session_update(self, event: dict) -> list[Intent]:
         session = event.get("session")

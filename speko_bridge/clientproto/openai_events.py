@@ -47,6 +47,9 @@ class ResponseWriter:
         #: The conversation's last item, and the user's last committed audio item.
         self.previous_item: str | None = None
         self.user_item: str | None = None
+        #: Duration of the user's last committed audio: the ``usage`` OpenAI's transcription
+        #: events carry (the openai types require it; the Agents SDK drops events without it).
+        self.user_seconds = 0.0
         self._state = Response.NONE
         self._response_id = ""
         self._output: list[dict] = []
@@ -132,7 +135,8 @@ class ResponseWriter:
         item_id = self.user_item or self._id("item")
         if frame.final:
             return [self.event({"type": "conversation.item.input_audio_transcription.completed",
-                                 "item_id": item_id, "content_index": 0, "transcript": frame.text})]
+                                "item_id": item_id, "content_index": 0, "transcript": frame.text,
+                                "usage": {"type": "duration", "seconds": round(self.user_seconds, 3)}})]
         return [self.event({"type": "conversation.item.input_audio_transcription.delta",
                              "item_id": item_id, "content_index": 0, "delta": frame.text})]
 
