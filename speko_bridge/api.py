@@ -1,7 +1,8 @@
 """REST routes: ``/v1/sessions`` (mint, read, revoke), health, and the OpenAPI document.
 
-Every error body is ``{"error": {"code", "message"}}`` (:func:`error_response`); no route
-ever answers with a stack trace (see the exception handlers in ``app.py``).
+Every error body is ``{"error": {"code", "message"}}`` (:func:`error_response`, codes from
+:class:`~speko_bridge.codes.ApiErrorCode`); no route ever answers with a stack trace (see the
+exception handlers in ``app.py``). The bodies themselves are the Structs of ``wire.py``.
 """
 
 from __future__ import annotations

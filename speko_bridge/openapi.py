@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document, built from the msgspec types so it cannot drift from them.
+"""The OpenAPI 3.1 document, built from the msgspec types (``wire.py``, ``params.py``) so it
+cannot drift from them.
 
 ``openapi.yaml`` at the repository top level is this module's output
 (``python -m speko_bridge.openapi > openapi.yaml``, or ``make openapi``); a test fails when

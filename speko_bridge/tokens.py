@@ -81,7 +81,6 @@ class SigningKeys:
 class MintedToken:
     token: str
     jti: str
-    issued_at: int
     expires_at: int
 
 
@@ -118,7 +117,7 @@ def mint_token(
         "nbf": now,
         "exp": now + window,
     }
-    return MintedToken(keys.sign(claims), jti, now, now + window)
+    return MintedToken(keys.sign(claims), jti, now + window)
 
 
 def verify_token(

@@ -159,3 +159,15 @@ def test_deeply_nested_tool_output_from_the_client_does_not_raise():
     [sent] = c.tool_result("c1", deep)
     reply = json.loads(sent)["toolResponse"]["functionResponses"][0]
     assert reply["id"] == "c1" and reply["response"] == {"output": deep}
+
+
+@pytest.mark.parametrize("provider", ["openai", "google", "xai"])
+def test_an_upstream_inventing_event_types_does_not_grow_the_codec(provider):
+    """A codec's memory is bounded whatever the upstream sends: 5,000 distinct unknown
+    event types are counted as unknown, not remembered one by one."""
+    c = codec(provider)
+    for i in range(5000):
+        message = {"type": f"invented.{i}"} if provider != "google" else {f"invented{i}": {}}
+        assert c.receive(encode(provider, message)) == []
+    assert c.stats.unknown_events == 5000
+    assert c.stats.counts == {}

@@ -2,6 +2,7 @@
 
 The bridge never branches on a provider's name: everything provider-specific is either
 in the codec (sans-IO translation) or in its :class:`ProviderSpec` (how to connect).
+Each codec owns its defaults (e.g. ``DEFAULT_VOICE`` when the mint names no voice).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..params import SessionParams
 from .base import Codec
-from .google import DEFAULT_VOICE as GOOGLE_DEFAULT_VOICE
 from .google import GoogleCodec, google_headers, google_url
 from .openai import OpenAICodec
 from .xai import XAICodec
@@ -22,8 +22,6 @@ from .xai import XAICodec
 class ProviderSpec:
     name: str
     codec: Callable[[SessionParams], Codec]
-    #: Default voice when the mint does not name one (documented in the README).
-    default_voice: str
     #: Upstream URL for a session, from the configured base URL.
     url: Callable[[str, SessionParams], str]
     #: Handshake headers carrying the provider key.
@@ -45,21 +43,18 @@ PROVIDERS: dict[str, ProviderSpec] = {
     "openai": ProviderSpec(
         name="openai",
         codec=OpenAICodec,
-        default_voice="marin",
         url=lambda base, params: _with_query(base, model=params.model),
         headers=_bearer,
     ),
     "google": ProviderSpec(
         name="google",
         codec=GoogleCodec,
-        default_voice=GOOGLE_DEFAULT_VOICE,
         url=google_url,
         headers=google_headers,
     ),
     "xai": ProviderSpec(
         name="xai",
         codec=XAICodec,
-        default_voice="eve",
         url=lambda base, params: _with_query(base, model=params.model),
         headers=_bearer,
     ),

@@ -99,6 +99,7 @@ class CodecStats:
     unknown_events: int = 0
     malformed_events: int = 0
     events: int = 0
+    #: Per event type the codec knows (bounded: unknown types only add to ``unknown_events``).
     counts: dict[str, int] = field(default_factory=dict)
 
 

@@ -98,7 +98,6 @@ class _ModelTurn(msgspec.Struct):
 
 class _Transcription(msgspec.Struct):
     text: str | None = None
-    finished: bool | None = None
 
 
 class _ServerContent(msgspec.Struct):

@@ -295,13 +295,13 @@ class OpenAICodec(Codec):
         stats = self.stats
         stats.events += 1
         kind = event.type
-        stats.counts[kind] = stats.counts.get(kind, 0) + 1
         handler = self._handlers.get(kind)
-        if handler is None:
-            if kind not in self._known_quiet:
-                stats.unknown_events += 1
+        if handler is None and kind not in self._known_quiet:
+            # counted, but not by name: an upstream could invent types without end
+            stats.unknown_events += 1
             return []
-        return handler(event)
+        stats.counts[kind] = stats.counts.get(kind, 0) + 1
+        return handler(event) if handler is not None else []
 
     def _on_session_updated(self, ev: _Event) -> list[CodecEvent]:
         if self._ready:
