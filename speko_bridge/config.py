@@ -59,6 +59,8 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 20.0  # silence allowed while a reply is due
     client_send_timeout: float = 10.0  # how long a client may leave the outbox full
+    audio_burst_seconds: float = 10.0  # how far ahead of real time a client's audio may be read
+    client_messages_per_second: float = 500.0  # client messages read per second, at most
     record_retry_seconds: float = 30.0  # how long a session's final record write is retried
     max_sessions: int = 10_000
     db_busy_timeout_ms: int = 5000
@@ -228,6 +230,8 @@ def load_settings(
         upstream_connect_timeout=_float(env, "SPEKO_UPSTREAM_CONNECT_TIMEOUT", 10.0, 0.1, 120.0),
         upstream_read_timeout=_float(env, "SPEKO_UPSTREAM_READ_TIMEOUT", 20.0, 0.1, 600.0),
         client_send_timeout=_float(env, "SPEKO_CLIENT_SEND_TIMEOUT", 10.0, 0.1, 600.0),
+        audio_burst_seconds=_float(env, "SPEKO_AUDIO_BURST_SECONDS", 10.0, 0.0, 3600.0),
+        client_messages_per_second=_float(env, "SPEKO_CLIENT_MESSAGES_PER_SECOND", 500.0, 1.0, 1_000_000.0),
         record_retry_seconds=_float(env, "SPEKO_RECORD_RETRY_SECONDS", 30.0, 0.0, 3600.0),
         max_sessions=_int(env, "SPEKO_MAX_SESSIONS", 10_000, 1, 1_000_000),
         db_busy_timeout_ms=_int(env, "SPEKO_DB_BUSY_TIMEOUT_MS", 5000, 1, 600_000),

@@ -8,6 +8,7 @@ words of its client protocol. Nothing here knows which protocol that is.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,12 @@ class Refused(Exception):
 
 @dataclass(slots=True)
 class Slot:
-    """A claim on an API key's concurrent-session limit: ``(owner, member)`` in the store."""
+    """A claim on an API key's concurrent-session limit: ``(owner, member)`` in the store.
+
+    The member is the session id plus a nonce of this socket's own, so a slot is released
+    only by the socket that took it: a replayed token that gets as far as taking a slot
+    (two sockets racing with one fresh token) takes its own, and giving it back never frees
+    the slot of the session that is live."""
 
     owner: str
     member: str
@@ -41,6 +47,14 @@ class Admission:
     record: SessionRecord
     slot: Slot | None
 
+
+#: A record that is no longer pending: its token was used, or can no longer be.
+_STATUS_REFUSALS = {
+    "active": (ErrorCode.TOKEN_USED, "token already used"),
+    "ended": (ErrorCode.TOKEN_USED, "token already used"),
+    "expired": (ErrorCode.TOKEN_EXPIRED, "token expired"),
+    "revoked": (ErrorCode.SESSION_REVOKED, "session revoked"),
+}
 
 _CONSUME_REFUSALS = {
     ConsumeOutcome.NOT_FOUND: (ErrorCode.INVALID_TOKEN, "token does not match any session"),
@@ -64,22 +78,36 @@ async def admit(state, token: str | None, origin: str | None, no_token: str) -> 
                               audience=settings.audience, now=time.time())
     except TokenError as exc:
         raise Refused(CloseCode.BAD_TOKEN, exc.code, exc.message) from None
-    if len(state.registry) >= settings.max_sessions:
+    # Counted and reserved before any await, so concurrent opens cannot all pass the check.
+    if not state.registry.reserve(settings.max_sessions):
         raise Refused(CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
                       "this server is at its session limit; retry shortly")
+    try:
+        return await _consume(state, claims)
+    except BaseException:
+        state.registry.cancel_reservation()
+        raise
+
+
+async def _consume(state, claims) -> Admission:
+    settings = state.settings
     store = state.store
     slot = None
     try:
         if settings.max_sessions_per_key:
             # The slot is taken before the token is consumed, so a refusal leaves the token
-            # usable for a retry once another session of the same key has ended.
+            # usable for a retry once another session of the same key has ended. A token
+            # whose session is no longer pending is refused before it can take anything.
             pending = await store.get(claims.session_id)
             if pending is not None:
-                if not await store.acquire_slot(pending.owner, claims.session_id,
+                if pending.status in _STATUS_REFUSALS:
+                    raise Refused(CloseCode.BAD_TOKEN, *_STATUS_REFUSALS[pending.status])
+                member = f"{claims.session_id}.{secrets.token_hex(6)}"
+                if not await store.acquire_slot(pending.owner, member,
                                                 settings.max_sessions_per_key, time.time()):
                     raise Refused(CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
                                   "this API key is at its concurrent session limit; retry shortly")
-                slot = Slot(pending.owner, claims.session_id)
+                slot = Slot(pending.owner, member)
         result = await store.consume(claims.session_id, claims.jti, time.time())
     except StoreUnavailable as exc:
         log.warning("socket refused, store unavailable: %s", exc)

@@ -8,6 +8,7 @@ up instead of building a backlog. Anything that is not audio first sends what wa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from ..clientproto.base import (
 from ..codes import CloseCode, ErrorCode
 from .asgi import queued_messages
 from .outbox import COALESCE_MAX_BYTES
+from .pacing import Pacer
 
 if TYPE_CHECKING:
     from .runner import Session
@@ -40,6 +42,23 @@ def utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+#: Close codes a client may leave in the record as they are: a normal end, a page going away,
+#: and a connection lost with no close frame (what the server itself saw). Any other code a
+#: client sends (4004, 4500, 3xxx, ...) is the client's word, not the server's: recorded as a
+#: normal end whose reason quotes it, so no client can mark its record revoked or count as a
+#: provider failure in the record and in ``speko_sessions_closed_total``.
+CLIENT_CLOSE_CODES_KEPT = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.ABNORMAL})
+
+
+def client_close(code: int | None) -> tuple[int, None, str]:
+    """How a session that the client closed ends: (close code, no error, reason)."""
+    if code in CLIENT_CLOSE_CODES_KEPT:
+        return int(code), None, "client closed the connection"
+    if code is None or code == 1005:  # 1005: a close frame with no code
+        return CloseCode.NORMAL, None, "client closed the connection"
+    return CloseCode.NORMAL, None, f"client closed the connection with code {int(code)}"
+
+
 class ClientToProvider:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -48,6 +67,7 @@ class ClientToProvider:
         self.resample_in = Resampler(in_rate, provider.input_rate if provider else in_rate)
         self._joined: list[bytes] = []  # resampled client audio not sent yet (more is queued)
         self._joined_bytes = 0
+        self._audio_read = 0  # client audio bytes in the message being applied (for pacing)
 
     async def run(self) -> None:
         session = self.session
@@ -55,10 +75,14 @@ class ClientToProvider:
         client = session.client
         metrics = session.metrics
         waiting = queued_messages(session.ws.scope)
+        settings = session.state.settings
+        monotonic = time.monotonic
+        pacer = Pacer(client.input_rate, settings.audio_burst_seconds,
+                      settings.client_messages_per_second, monotonic())
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
-                session.end(message.get("code") or CloseCode.NORMAL, None, "client closed the connection")
+                session.end(*client_close(message.get("code")))
                 return
             metrics.frames_in += 1
             data = message.get("bytes")
@@ -73,9 +97,15 @@ class ClientToProvider:
                 if self._over_limit(utf8_len(text)):
                     return
                 intents = client.receive_text(text)
+            self._audio_read = 0
             await self._apply(intents)
             if self._joined and not (self._joined_bytes < COALESCE_MAX_BYTES and waiting()):
                 await self._send_joined()
+            pause = pacer.wait(monotonic(), self._audio_read)
+            if pause > 0:
+                if self._joined:
+                    await self._send_joined()
+                await asyncio.sleep(pause)  # read nothing meanwhile: TCP pushes back on the client
 
     def _over_limit(self, size: int) -> bool:
         """Count a client message's bytes; True (and the session ends with 4009) when it is
@@ -93,6 +123,7 @@ class ClientToProvider:
         for intent in intents:
             kind = type(intent)
             if kind is SendAudio:
+                self._audio_read += len(intent.pcm)
                 pcm = self.resample_in.process(intent.pcm)
                 if pcm:
                     self._joined.append(pcm)

@@ -22,7 +22,12 @@ async def serve(ws: WebSocket, codec: type[ClientCodec]) -> None:
         await _refuse(ws, codec, refusal)
         return
     try:
-        await Session(ws, admission, state, codec).run()
+        try:
+            session = Session(ws, admission, state, codec)
+        except BaseException:
+            state.registry.cancel_reservation()
+            raise
+        await session.run()  # the reservation becomes the live session
     finally:
         await release(state.store, admission.slot)
 

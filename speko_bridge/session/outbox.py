@@ -21,10 +21,11 @@ from ..clientproto.base import AudioChunk, OutboxItem, TextMessage
 #: Outbox depth in messages. Providers send ~50-100 ms of audio per delta, so 256 messages
 #: is tens of seconds of audio: a client that is this far behind is not listening any more.
 OUTBOX_MAX_ITEMS = 256
-#: Outbox size in bytes (characters for text): 1 MiB is ~11 s of 24 kHz PCM16, far more
-#: than a listening client is ever behind, and bounds the session's memory however large
-#: the messages are (a count alone let 256 messages of 4 MiB each pile up).
-OUTBOX_MAX_BYTES = 1024 * 1024
+#: Outbox size in bytes (characters for text): 256 KiB is 2.7 s of 24 kHz PCM16 waiting
+#: for the client's socket (browsers take audio as it comes and buffer it themselves), and
+#: bounds the session's memory however large the messages are (a count alone let 256
+#: messages of 4 MiB each pile up).
+OUTBOX_MAX_BYTES = 256 * 1024
 #: Largest audio message made by joining queued chunks: 32 KiB is 0.68 s of 24 kHz PCM16.
 COALESCE_MAX_BYTES = 32 * 1024
 #: Interrupted item ids remembered to mute their late deltas; only recent ones matter.

@@ -15,14 +15,28 @@ if TYPE_CHECKING:
 class SessionRegistry:
     def __init__(self) -> None:
         self._live: dict[str, Session] = {}
+        self._reserved = 0  # admitted sockets whose session has not started yet
 
     def __len__(self) -> int:
         return len(self._live)
+
+    def reserve(self, limit: int) -> bool:
+        """Take a place for a session about to start, unless ``limit`` are live or reserved.
+        Synchronous on purpose: no await between the check and the count."""
+        if len(self._live) + self._reserved >= limit:
+            return False
+        self._reserved += 1
+        return True
+
+    def cancel_reservation(self) -> None:
+        self._reserved -= 1
 
     def sessions(self) -> list[Session]:
         return list(self._live.values())
 
     def add(self, session: Session) -> None:
+        """A reserved place becomes a live session."""
+        self._reserved -= 1
         self._live[session.session_id] = session
 
     def remove(self, session: Session) -> None:

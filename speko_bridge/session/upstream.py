@@ -16,12 +16,15 @@ from ..providers.base import Fatal, Outbound
 
 log = logging.getLogger("speko_bridge.session")
 
-#: Client messages held while the provider session is being set up: 10 s of 24 kHz PCM16
+#: Client messages held while the provider session is being set up: 5 s of 24 kHz PCM16
 #: (as base64 JSON, ~4/3 of that). A normal setup takes well under a second; past this the
 #: client reader waits for the provider (backpressure on the client's TCP connection).
-HELD_MAX_BYTES = 10 * 48_000 * 4 // 3
-#: Largest upstream message accepted (OpenAI allows 15 MiB appends; replies are smaller).
-UPSTREAM_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+HELD_MAX_BYTES = 5 * 48_000 * 4 // 3
+#: Largest provider message accepted. What providers send is audio deltas of a few KiB and
+#: echoes of the session config (instructions and tools: ~300 KiB at most, even for a client
+#: of the OpenAI-compatible endpoint that sends its own); a larger message ends the session
+#: with 4500 instead of growing it.
+UPSTREAM_MAX_MESSAGE_BYTES = 1024 * 1024
 #: How long to wait for the provider's close handshake when we end a session.
 UPSTREAM_CLOSE_TIMEOUT = 2.0
 
