@@ -247,6 +247,22 @@ def _queued_messages(ws: WebSocket):
     return lambda: 0
 
 
+def _writable(ws: WebSocket):
+    """A coroutine function that returns once the client's socket takes writes without
+    waiting. uvicorn's WebSocket protocols hold an ``asyncio.Event`` ``writable`` (clear
+    while the transport's buffer is over its high-water mark) on the protocol whose bound
+    method the ASGI receive callable is (the send callable reaches us wrapped by
+    Starlette's exception middleware); behind any other server there is nothing to wait on."""
+    event = getattr(getattr(ws._receive, "__self__", None), "writable", None)
+    if isinstance(event, asyncio.Event):
+        return event.wait
+    return _no_wait
+
+
+async def _no_wait() -> None:
+    return None
+
+
 def _abort_transport(ws: WebSocket) -> None:
     """Drop the client's TCP connection without a close handshake (it stopped reading, so
     the handshake cannot complete). The ASGI send callable of uvicorn's protocols is a
@@ -751,8 +767,14 @@ class BridgeSession:
         """Send the outbox to the client. Audio chunks of one item already queued behind the
         one in hand go out as one message (up to ``COALESCE_MAX_BYTES``): the bytes and
         their order are the same, but a client or server that fell behind catches up with
-        fewer, larger messages instead of paying per-message costs for every 20 ms."""
+        fewer, larger messages instead of paying per-message costs for every 20 ms.
+
+        It waits until the socket takes writes *before* it takes the next item: an item is
+        never held while the client is behind, so an interrupt drops every chunk not yet
+        written (only a chunk taken while joining can be held; it is dropped when taken
+        back), and what was written is what the client gets and the truncation counts."""
         ws = self.ws
+        writable = _writable(ws)
         outbox = self.outbox
         send_audio = self._send_audio
         metrics = self.metrics
@@ -760,6 +782,7 @@ class BridgeSession:
         carried_at = 0  # self.drops when it was taken
         try:
             while True:
+                await writable()
                 if carried is not None:
                     item, carried = carried, None
                     if type(item) is tuple and self.drops != carried_at:

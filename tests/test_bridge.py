@@ -14,6 +14,7 @@ import pytest
 from .conftest import auth, run_bridge
 from .wsclient import (
     WEATHER_TOOL,
+    RawClient,
     Received,
     assert_clean_close,
     closed,
@@ -333,6 +334,86 @@ async def test_interrupt_drops_queued_audio_and_truncates_at_what_was_heard(http
     assert "response.cancel" in types
     truncate = next(e for e in sent if e["type"] == "conversation.item.truncate")
     assert 250 <= truncate["audio_end_ms"] <= heard * 1000 // (24000 * 2)
+    assert sim.violations == []
+
+
+#: A long reply, sent by the simulator as fast as TCP allows: far more than the client's
+#: socket buffers hold, so most of it waits in the bridge when the listener falls behind.
+LONG_REPLY_MS = 20_000
+PCM_BYTES_PER_MS = 48  # 24 kHz PCM16
+ETHERNET_MSS = 1460
+
+
+def reply_signal(ms: int) -> bytes:
+    """The simulator's reply audio (the same signal for every reply), to match against."""
+    from speko_bridge.simulator.openai import _tone
+
+    return _tone(ms)
+
+
+async def fall_behind_and_interrupt(client: RawClient, got: Received) -> int:
+    """Ask for a long reply, stop reading while the bridge queues it, read a few messages
+    slowly (the client writer keeps joining queued chunks and waiting on the socket),
+    interrupt, then read everything up to the cancelled reply's usage. Returns the audio
+    bytes received of that reply."""
+    before, messages, usages = len(got.audio), got.audio_messages, len(got.of("usage"))
+    client.send(tone(0.2, 24000))
+    client.send('{"type":"commit"}')
+    await asyncio.sleep(0.3)
+    await client.read(got, lambda r: r.audio_messages >= messages + 4, pause=0.03)
+    client.send('{"type":"interrupt"}')
+    await client.read(got, lambda r: len(r.of("usage")) > usages or closed(r))
+    assert len(got.of("usage")) == usages + 1 and not closed(got), got.frames[-3:]
+    return len(got.audio) - before
+
+
+def assert_heard_exactly_what_was_truncated(sim, heard: int) -> None:
+    """What the listener received of the interrupted reply is an unbroken start of it, all
+    that the bridge tells the model was heard, and no more: a stale chunk sent after the
+    interrupt would make it longer than the truncation, a gap would break the signal."""
+    reply = reply_signal(LONG_REPLY_MS)
+    truncate = [e for e in sim.received[-1] if e["type"] == "conversation.item.truncate"][-1]
+    end_ms = truncate["audio_end_ms"]
+    assert 0 <= heard - end_ms * PCM_BYTES_PER_MS < PCM_BYTES_PER_MS, (heard, end_ms)
+    assert heard < len(reply) // 2, "the listener was not behind: nothing was queued to drop"
+
+
+async def test_interrupt_while_the_listener_is_behind_sends_no_stale_audio(http, env, openai_sims):
+    sim = await openai_sims(reply_ms=LONG_REPLY_MS)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}) as b:
+        created = await mint(http, b)
+        client = await RawClient.connect(b.port, "/v1/realtime", [created["token"]], mss=ETHERNET_MSS)
+        try:
+            got = Received()
+            heard = await fall_behind_and_interrupt(client, got)
+        finally:
+            client.close()
+        dropped = b.app.state.metrics.registry.get_sample_value(
+            "speko_audio_dropped_bytes_total", {"provider": "openai", "reason": "interrupted"})
+    assert bytes(got.audio) == reply_signal(LONG_REPLY_MS)[:heard]
+    assert_heard_exactly_what_was_truncated(sim, heard)
+    assert dropped and dropped >= len(reply_signal(LONG_REPLY_MS)) // 2  # the queue went, unsent
+    assert sim.violations == []
+
+
+async def test_interrupting_a_later_reply_truncates_at_what_was_heard_of_that_reply(http, env, openai_sims):
+    # The first reply is heard whole; the second is interrupted part way: the truncation
+    # counts the second reply's audio only, not everything heard since the session began.
+    sim = await openai_sims(reply_ms=1000)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}) as b:
+        created = await mint(http, b)
+        client = await RawClient.connect(b.port, "/v1/realtime", [created["token"]], mss=ETHERNET_MSS)
+        try:
+            client.send(tone(0.2, 24000))
+            client.send('{"type":"commit"}')
+            got = await client.read(Received(), lambda r: r.of("usage"))
+            assert len(got.audio) == 1000 * PCM_BYTES_PER_MS
+            sim.config.reply_ms = LONG_REPLY_MS
+            heard = await fall_behind_and_interrupt(client, got)
+        finally:
+            client.close()
+    assert bytes(got.audio[1000 * PCM_BYTES_PER_MS:]) == reply_signal(LONG_REPLY_MS)[:heard]
+    assert_heard_exactly_what_was_truncated(sim, heard)
     assert sim.violations == []
 
 

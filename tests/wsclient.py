@@ -141,9 +141,16 @@ class RawClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int, path: str, protocols: list[str], rcvbuf: int = 4096) -> RawClient:
+    async def connect(cls, port: int, path: str, protocols: list[str], rcvbuf: int = 4096,
+                      mss: int | None = None) -> RawClient:
+        """``mss``: the segment size to announce, as a client on a real network path does
+        (1460 on Ethernet). Loopback's 64 KiB segments make the server's kernel size its
+        send buffer in megabytes, which would absorb seconds of audio before the bridge
+        notices a slow reader."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if mss is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
@@ -169,6 +176,51 @@ class RawClient:
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
         self.writer.write(head + mask + masked)
+
+    async def receive(self) -> tuple[int, bytes]:
+        """The next server message: (opcode, payload), fragments joined; 0x8 is the close
+        frame. Pings are skipped (the tests using this client are far shorter than
+        uvicorn's ping timeout)."""
+        opcode, parts = 0, []
+        while True:
+            b0, b1 = await self.reader.readexactly(2)
+            size = b1 & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            payload = await self.reader.readexactly(size)  # server frames are not masked
+            op = b0 & 0x0F
+            if op == 0x8:
+                return op, payload
+            if op >= 0x8:
+                continue
+            opcode = op or opcode
+            parts.append(payload)
+            if b0 & 0x80:
+                return opcode, b"".join(parts)
+
+    async def read(self, into: Received, until, timeout: float = 10.0, pause: float = 0.0) -> Received:
+        """As :func:`read`, over this client; ``pause`` seconds between messages makes it a
+        listener that reads slower than the bridge sends."""
+        async with asyncio.timeout(timeout):
+            while not until(into):
+                try:
+                    opcode, payload = await self.receive()
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    into.close_code = 1006
+                    break
+                if opcode == 0x2:
+                    into.audio += payload
+                    into.audio_messages += 1
+                elif opcode == 0x1:
+                    into.frames.append(json.loads(payload))
+                else:
+                    into.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    break
+                if pause:
+                    await asyncio.sleep(pause)
+        return into
 
     async def read_to_end(self) -> int:
         """Read until the server closes the TCP connection (EOF or reset); bytes read."""
