@@ -654,6 +654,7 @@ class BridgeSession:
         except asyncio.QueueFull:
             pass
         timeout = self.state.settings.client_send_timeout
+        drops = self.drops
         try:
             async with asyncio.timeout(timeout):
                 await self.outbox.put(item)
@@ -661,6 +662,10 @@ class BridgeSession:
             self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
                      f"client is not reading: nothing it was sent was taken for {timeout:g} s")
             await asyncio.Event().wait()  # the session is over; the runner cancels us
+        if self.drops != drops and type(item) is tuple:
+            # interrupted while this chunk waited for room (the drop made the room): it is
+            # as stale as the chunks that were queued, and goes the same way
+            self._drop_audio()
 
     # -- what the client hears: the RealtimeFrame protocol (CompatSession overrides these) --
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from speko_bridge.simulator.openai import _tone
+
 from .conftest import auth
 
 WEATHER_TOOL = {
@@ -234,3 +236,31 @@ class RawClient:
 
     def close(self) -> None:
         self.writer.transport.abort()
+
+
+#: A long reply, sent by the simulator as fast as TCP allows: far more than the client's
+#: socket buffers hold, so most of it waits in the bridge when the listener falls behind.
+LONG_REPLY_MS = 40_000
+PCM_BYTES_PER_MS = 48  # 24 kHz PCM16
+ETHERNET_MSS = 1460
+
+
+def reply_signal(ms: int) -> bytes:
+    """The simulator's reply audio (the same signal for every reply), to match against."""
+    return _tone(ms)
+
+
+async def fall_behind_and_interrupt(client: RawClient, got: Received) -> int:
+    """Ask for a long reply, stop reading while the bridge queues it, read a few messages
+    slowly (the client writer keeps joining queued chunks and waiting on the socket),
+    interrupt, then read everything up to the cancelled reply's usage. Returns the audio
+    bytes received of that reply."""
+    before, messages, usages = len(got.audio), got.audio_messages, len(got.of("usage"))
+    client.send(tone(0.2, 24000))
+    client.send('{"type":"commit"}')
+    await asyncio.sleep(0.3)
+    await client.read(got, lambda r: r.audio_messages >= messages + 4, pause=0.03)
+    client.send('{"type":"interrupt"}')
+    await client.read(got, lambda r: len(r.of("usage")) > usages or closed(r))
+    assert len(got.of("usage")) == usages + 1 and not closed(got), got.frames[-3:]
+    return len(got.audio) - before
