@@ -239,7 +239,9 @@ class RawClient:
 
 
 #: A long reply, sent by the simulator as fast as TCP allows: far more than the client's
-#: socket buffers hold, so most of it waits in the bridge when the listener falls behind.
+#: socket buffers hold (a few seconds of audio), and more than the bridge's outbox holds
+#: (256 deltas of 100 ms), so when the listener falls behind, most of the reply waits in
+#: the bridge and some of it behind a full outbox, in the upstream reader's hands.
 LONG_REPLY_MS = 40_000
 PCM_BYTES_PER_MS = 48  # 24 kHz PCM16
 ETHERNET_MSS = 1460
