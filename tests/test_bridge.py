@@ -271,7 +271,7 @@ async def test_refused_tokens_do_not_use_up_the_per_key_session_slot(http, env, 
 
 # --------------------------------------------------------------------------- lifecycle
 
-#: The contract's limit on one client message (PROTOCOL.md, README "Limits"): 256 KiB.
+#: The documented limit on one client message (README and openapi.yaml): 256 KiB.
 #: Stated here, not imported, so a changed limit in the code fails this test.
 CLIENT_MESSAGE_LIMIT = 262144
 
