@@ -17,7 +17,6 @@ import msgspec
 
 from .codes import CloseCode, ErrorCode  # noqa: F401  (re-exported: existing imports)
 
-
 # --------------------------------------------------------------------------- client -> server
 
 

@@ -29,7 +29,11 @@ async def mint(http, bridge, body=None, key=API_KEY):
 
 
 async def test_mint_returns_a_token_whose_claims_decode_as_documented(http, bridge):
-    status, body = await mint(http, bridge, {**BODY, "ttlSeconds": 5000, "metadata": {"user": 7}})
+    async with http.post(f"{bridge.base}/v1/sessions", headers=auth(),
+                         json={**BODY, "ttlSeconds": 5000, "metadata": {"user": 7}}) as r:
+        status, body = r.status, await r.json()
+        # the answer carries a bearer token: no browser, proxy or CDN may keep a copy
+        assert r.headers.get("Cache-Control") == "no-store"
     assert status == 201
     assert set(body) == {"sessionId", "token", "expiresAt", "url", "ttlSeconds"}
     assert body["url"] == "wss://voice.example.com/v1/realtime"
@@ -56,6 +60,9 @@ async def test_get_and_revoke_are_owner_only(http, bridge):
         async with http.request(method, url, headers=auth(OTHER_KEY)) as r:
             assert r.status == 404  # same answer as a missing id: ids cannot be probed
             assert (await r.json())["error"]["code"] == "not_found"
+    # and the foreign DELETE changed nothing: the owner's session is still waiting for its socket
+    async with http.get(url, headers=auth()) as r:
+        assert (await r.json())["status"] == "pending"
     for _ in range(2):  # repeat revokes are fine
         async with http.delete(url, headers=auth()) as r:
             assert r.status == 200 and (await r.json())["status"] == "revoked"

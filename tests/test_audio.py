@@ -175,3 +175,22 @@ async def test_an_operators_own_soxr_setting_wins(tmp_path, monkeypatch):
     async with run_bridge(base_env(tmp_path)):
         assert os.environ[SOXR_VARIABLE] == "17"
         assert worst_held_back_ms() > 12
+
+
+def square(freq: int, rate: int, seconds: float) -> np.ndarray:
+    """A full-scale square wave: every sample at +32767 or -32768."""
+    t = np.arange(int(rate * seconds))
+    return np.where((t * freq // rate) % 2 == 0, 32767, -32768).astype("<i2")
+
+
+def test_full_scale_audio_is_clipped_after_resampling_not_wrapped():
+    """A full-scale square wave rings past full scale in the filter (to about +-50,000 at
+    16 <-> 24 kHz). Those samples must come out at the rails: wrapped to int16 instead, a
+    peak turns into a full-scale sample of the other sign, a loud click."""
+    for in_rate, out_rate in RATES[:2]:
+        src = square(200, in_rate, 0.5)
+        edges = np.count_nonzero(np.diff(np.sign(src)))
+        out = np.frombuffer(stream(Resampler(in_rate, out_rate), [src.tobytes()]), dtype="<i2")
+        assert out.max() == 32767 and out.min() == -32768  # held at the rails, not scaled down
+        signs = np.sign(out[out != 0])
+        assert np.count_nonzero(np.diff(signs)) == edges, (in_rate, out_rate)  # no sign flips but the edges

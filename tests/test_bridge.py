@@ -5,23 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 
 import pytest
 
-from speko_bridge.session.client_to_provider import MAX_CLIENT_MESSAGE_BYTES
-
 from .conftest import auth, run_bridge
 from .wsclient import (
+    ETHERNET_MSS,
+    LONG_REPLY_MS,
+    PCM_BYTES_PER_MS,
     WEATHER_TOOL,
+    RawClient,
     Received,
     assert_clean_close,
     closed,
     expect_refusal,
+    fall_behind_and_interrupt,
     interrupt_mid_answer,
     mint,
     odd_chunks,
     read,
     record,
+    reply_signal,
     tone,
     wait_record,
 )
@@ -199,13 +205,85 @@ async def test_origin_check(http, env, sim):
             await read(ws, Received(), lambda r: r.of("usage"))
 
 
+LOOK_ALIKE_ORIGINS = [
+    "https://app.example.com.evil.net",  # the allowed origin as the start of another host
+    "https://evilapp.example.com",
+    "https://app.example.co",  # a prefix of the allowed origin
+    "https://APP.EXAMPLE.COM",  # browsers send origins in lower case: anything else is forged
+    "https://App.example.com",
+    "http://app.example.com",  # another scheme is another origin
+    "https://app.example.com:8443",  # and so is another port
+    "null",  # sandboxed frames and file:// pages
+]
+
+
+async def test_only_the_exact_allowed_origin_gets_in(http, env, sim):
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+           "SPEKO_ALLOWED_ORIGINS": "https://other.example.org, https://app.example.com"}
+    async with run_bridge(env) as b:
+        created = await mint(http, b)
+        for origin in LOOK_ALIKE_ORIGINS:
+            try:
+                await expect_refusal(b.ws_url, [created["token"]], 4003, "origin_not_allowed", origin=origin)
+            except (AssertionError, TimeoutError) as exc:
+                raise AssertionError(f"origin {origin!r} was let in: {exc!r}") from None
+        assert sim.handshakes == 0
+        async with http.ws_connect(b.ws_url, protocols=[created["token"]],
+                                   origin="https://app.example.com") as ws:
+            await ws.send_str('{"type":"commit"}')
+            assert (await read(ws, Received(), lambda r: r.of("usage") or closed(r))).of("usage")
+
+
+async def test_refused_tokens_do_not_use_up_the_per_key_session_slot(http, env, sim):
+    # One concurrent session per API key. A token refused for being used, revoked or
+    # expired must give back the slot it was checked against, or the key is locked out.
+    env = {**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim", "SPEKO_MAX_SESSIONS_PER_KEY": "1"}
+
+    async def holds_a_turn(created) -> bool:
+        async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+            await ws.send_str('{"type":"commit"}')
+            got = await read(ws, Received(), lambda r: r.of("usage") or closed(r))
+        await wait_record(http, b, created["sessionId"], "ended")  # its slot is given back
+        return bool(got.of("usage"))
+
+    async with run_bridge(env) as b:
+        used, revoked, expired, fresh = [await mint(http, b) for _ in range(4)]
+        async with http.ws_connect(used["url"], protocols=[used["token"]]) as ws:
+            await ws.send_str('{"type":"commit"}')
+            await read(ws, Received(), lambda r: r.of("usage"))
+            # the limit is live: a second session of the key is refused meanwhile
+            await expect_refusal(b.ws_url, [fresh["token"]], 4029, "rate_limited")
+        await wait_record(http, b, used["sessionId"], "ended")
+        async with http.delete(f"{b.base}/v1/sessions/{revoked['sessionId']}", headers=auth()) as r:
+            assert r.status == 200
+        # past its window in the store, while the token itself has not expired yet
+        conn = sqlite3.connect(env["SPEKO_DB_PATH"])
+        conn.execute("UPDATE sessions SET token_expires_at = ? WHERE session_id = ?",
+                     (time.time() - 1, expired["sessionId"]))
+        conn.commit()
+        conn.close()
+        for created, error in [(used, "token_used"), (revoked, "session_revoked"), (expired, "token_expired")]:
+            for _ in range(2):  # a retry of the same token must not take a slot either
+                await expect_refusal(b.ws_url, [created["token"]], 4001, error)
+            assert await holds_a_turn(await mint(http, b)), f"a {error} refusal kept the key's slot"
+        assert await holds_a_turn(fresh)  # the token refused with 4029 earlier was not burnt
+
+
 # --------------------------------------------------------------------------- lifecycle
 
+#: The documented limit on one client message (README and openapi.yaml): 256 KiB.
+#: Stated here, not imported, so a changed limit in the code fails this test.
+CLIENT_MESSAGE_LIMIT = 262144
 
-async def test_message_too_large_closes_with_4009(http, bridge, sim):
+
+async def test_message_of_exactly_256_kib_is_taken_and_one_byte_more_closes_with_4009(http, bridge, sim):
     created = await mint(http, bridge)
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
-        await ws.send_bytes(b"\0" * (MAX_CLIENT_MESSAGE_BYTES + 2))
+        await ws.send_bytes(b"\0" * CLIENT_MESSAGE_LIMIT)  # 5.46 s of 24 kHz audio: at the limit
+        await ws.send_str('{"type":"commit"}')
+        got = await read(ws, Received(), lambda r: r.of("usage") or closed(r))
+        assert got.of("usage") and not got.of("error"), got.frames[-3:]
+        await ws.send_bytes(b"\0" * (CLIENT_MESSAGE_LIMIT + 1))
         got = await read(ws, Received(), closed)
     assert got.of("error")[0]["code"] == "invalid_message"
     assert_clean_close(got, 4009)
@@ -260,6 +338,56 @@ async def test_interrupt_drops_queued_audio_and_truncates_at_what_was_heard(http
     assert "response.cancel" in types
     truncate = next(e for e in sent if e["type"] == "conversation.item.truncate")
     assert 250 <= truncate["audio_end_ms"] <= heard * 1000 // (24000 * 2)
+    assert sim.violations == []
+
+
+def assert_heard_exactly_what_was_truncated(sim, heard: int) -> None:
+    """What the listener received of the interrupted reply is an unbroken start of it, all
+    that the bridge tells the model was heard, and no more: a stale chunk sent after the
+    interrupt would make it longer than the truncation, a gap would break the signal."""
+    reply = reply_signal(LONG_REPLY_MS)
+    truncate = [e for e in sim.received[-1] if e["type"] == "conversation.item.truncate"][-1]
+    end_ms = truncate["audio_end_ms"]
+    assert 0 <= heard - end_ms * PCM_BYTES_PER_MS < PCM_BYTES_PER_MS, (heard, end_ms)
+    assert heard < len(reply) // 2, "the listener was not behind: nothing was queued to drop"
+
+
+async def test_interrupt_while_the_listener_is_behind_sends_no_stale_audio(http, env, openai_sims):
+    sim = await openai_sims(reply_ms=LONG_REPLY_MS)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}) as b:
+        created = await mint(http, b)
+        client = await RawClient.connect(b.port, "/v1/realtime", [created["token"]], mss=ETHERNET_MSS)
+        try:
+            got = Received()
+            heard = await fall_behind_and_interrupt(client, got)
+        finally:
+            client.close()
+        dropped = b.app.state.metrics.registry.get_sample_value(
+            "speko_audio_dropped_bytes_total", {"provider": "openai", "reason": "interrupted"})
+    assert bytes(got.audio) == reply_signal(LONG_REPLY_MS)[:heard]
+    assert_heard_exactly_what_was_truncated(sim, heard)
+    assert dropped and dropped >= len(reply_signal(LONG_REPLY_MS)) // 2  # the queue went, unsent
+    assert sim.violations == []
+
+
+async def test_interrupting_a_later_reply_truncates_at_what_was_heard_of_that_reply(http, env, openai_sims):
+    # The first reply is heard whole; the second is interrupted part way: the truncation
+    # counts the second reply's audio only, not everything heard since the session began.
+    sim = await openai_sims(reply_ms=1000)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}) as b:
+        created = await mint(http, b)
+        client = await RawClient.connect(b.port, "/v1/realtime", [created["token"]], mss=ETHERNET_MSS)
+        try:
+            client.send(tone(0.2, 24000))
+            client.send('{"type":"commit"}')
+            got = await client.read(Received(), lambda r: r.of("usage"))
+            assert len(got.audio) == 1000 * PCM_BYTES_PER_MS
+            sim.config.reply_ms = LONG_REPLY_MS
+            heard = await fall_behind_and_interrupt(client, got)
+        finally:
+            client.close()
+    assert bytes(got.audio[1000 * PCM_BYTES_PER_MS:]) == reply_signal(LONG_REPLY_MS)[:heard]
+    assert_heard_exactly_what_was_truncated(sim, heard)
     assert sim.violations == []
 
 

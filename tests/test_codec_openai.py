@@ -87,6 +87,27 @@ def test_client_intents_are_valid_events():
     assert item[0]["item"] == {"type": "function_call_output", "call_id": "call_1", "output": '{"ok":true}'}
 
 
+def test_a_refused_response_create_does_not_hold_up_the_next_turn():
+    c = codec()
+    feed(c, {"type": "session.updated", "session": {}})
+    c.audio(b"\0\0" * 2400)
+    create = valid(c.commit())[-1]
+    assert create["type"] == "response.create" and create["event_id"]
+    # an error about something else leaves the request standing: the next turn waits for it
+    assert feed(c, {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
+                                               "message": "other", "event_id": "evt_other"}})
+    c.audio(b"\0\0")
+    assert [e["type"] for e in valid(c.commit())] == ["input_audio_buffer.commit"]
+    # the service refuses the request itself: no response is coming, the deferred turn goes now
+    out = feed(c, {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
+                                              "message": "refused", "event_id": create["event_id"]}})
+    assert out == [ErrorFrame("provider_error", "refused")]
+    (again,) = valid(c.drain_outbound())
+    assert again["type"] == "response.create" and again["event_id"] != create["event_id"]
+    feed(c, {"type": "error", "error": {"code": "invalid_value", "message": "no", "event_id": again["event_id"]}})
+    assert [e["type"] for e in valid(c.commit())] == ["response.create"]  # and a later turn asks again
+
+
 def test_tool_call_turn_from_providers_md():
     c = codec(tools=TOOLS)
     seq = [

@@ -17,14 +17,19 @@ from speko_bridge.simulator.xai import XAISimConfig, XAISimulator
 
 from .conftest import auth, run_bridge
 from .wsclient import (
+    ETHERNET_MSS,
+    LONG_REPLY_MS,
     WEATHER_TOOL,
+    RawClient,
     Received,
     assert_clean_close,
     closed,
+    fall_behind_and_interrupt,
     interrupt_mid_answer,
     mint,
     odd_chunks,
     read,
+    reply_signal,
     tone,
     wait_record,
 )
@@ -156,6 +161,30 @@ async def test_interrupt_mid_answer_then_next_turn(http, bridge, sim, provider):
     assert abs((len(got.audio) - before) // 2 - 12000) <= 2
     assert got.of("error") == [] and got.of("close") == []
     assert shape(got)[-3:] == ["assistant", "assistant.final", "usage"]
+    assert sim.violations == []
+
+
+async def test_interrupt_while_the_listener_is_behind_then_next_turn(http, bridge, sim, provider):
+    # The listener reads slower than the reply comes (a phone on a weak network) and
+    # interrupts: it gets an unbroken start of the reply and nothing after it, not the
+    # queued rest nor late chunks, then the next turn in full.
+    sim.config.reply_ms = LONG_REPLY_MS
+    created = await mint(http, bridge, provider)
+    client = await RawClient.connect(bridge.port, "/v1/realtime", [created["token"]], mss=ETHERNET_MSS)
+    try:
+        got = Received()
+        heard = await fall_behind_and_interrupt(client, got)
+        sim.config.reply_ms = 500
+        client.send(tone(0.5, 24000))
+        client.send('{"type":"commit"}')
+        await client.read(got, lambda r: len(r.of("usage")) == 2 or closed(r))
+    finally:
+        client.close()
+    reply = reply_signal(LONG_REPLY_MS)
+    assert bytes(got.audio[:heard]) == reply[:heard]
+    assert heard < len(reply) // 2, "the listener was not behind: nothing was queued to drop"
+    assert abs((len(got.audio) - heard) // 2 - 12000) <= 2
+    assert got.of("error") == [] and got.of("close") == []
     assert sim.violations == []
 
 

@@ -142,6 +142,30 @@ async def test_silence_while_no_reply_is_due_is_not_a_stall(http, bridge, sim):
     assert again.of("usage") and not closed(again)
 
 
+async def test_a_provider_error_then_silence_is_not_a_stall(http, env, openai_sims):
+    # The provider refuses the turn with an error event and sends nothing more; the client
+    # sends nothing more either. No reply is due: the session stays open past the read
+    # timeout, and the next turn is answered.
+    sim = await openai_sims(reply_ms=300, refuse_responses=True)
+    read_timeout = 0.4
+    async with run_bridge(fault_env(env, sim.url, SPEKO_UPSTREAM_READ_TIMEOUT=str(read_timeout))) as b:
+        created = await mint(http, b)
+        async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+            await ws.send_bytes(tone(0.2, 24000))
+            await ws.send_str('{"type":"commit"}')
+            got = await read(ws, Received(), lambda r: r.of("error") or closed(r))
+            assert got.of("error")[0]["code"] == "provider_error" and not closed(got)
+            with pytest.raises(TimeoutError):  # silence, well past the read timeout
+                await read(ws, got, closed, timeout=read_timeout * 3)
+            assert got.of("close") == [] and len(b.app.state.registry) == 1
+            sim.config.refuse_responses = False
+            again = await turn(ws)
+        assert again.of("usage") and not closed(again), again.frames[-3:]
+        assert again.text("assistant")[1] == ["You spoke for 0.2 seconds."]
+        rec = await wait_record(http, b, created["sessionId"], "ended")
+        assert rec["closeCode"] == 1000
+
+
 # --------------------------------------------------------------------------- handshake
 
 HANDSHAKE = [

@@ -25,6 +25,7 @@ from .wsclient import (
     Received,
     assert_clean_close,
     closed,
+    interrupt_mid_answer,
     mint,
     odd_chunks,
     read,
@@ -376,6 +377,25 @@ async def test_text_frames_from_gemini_work_too(http, gemini_bridge, gemini_sim)
         await ws.send_str('{"type":"commit"}')
         got = await read(ws, Received(), lambda r: r.of("usage"))
     assert len(got.audio) == 24000 * 2 // 2 and got.text("assistant")[1] == ["You spoke for 0.5 seconds."]
+
+
+@pytest.mark.parametrize("send_interrupted", [True, False], ids=["interrupted", "turnComplete-only"])
+async def test_the_reply_after_an_interrupt_is_heard_whole(http, gemini_bridge, gemini_sim, send_interrupted):
+    # Gemini may end an interrupted turn with turnComplete alone: the gate that drops the
+    # interrupted reply's audio must reopen then too, or the whole next reply is silent.
+    gemini_sim.config.send_interrupted = send_interrupted
+    gemini_sim.config.reply_ms = 3000
+    gemini_sim.config.delta_interval = 0.02  # still streaming when the interrupt lands
+    created = await mint(http, gemini_bridge, "google")
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await interrupt_mid_answer(ws)  # reads up to the interrupted turn's usage
+        gemini_sim.config.reply_ms = 500
+        await ws.send_bytes(tone(0.3, 24000))
+        await ws.send_str('{"type":"commit"}')
+        second = await read(ws, Received(), lambda r: r.of("usage") or closed(r))
+    assert abs(len(second.audio) // 2 - 12000) <= 2, len(second.audio)  # all 500 ms at 24 kHz
+    assert second.text("assistant")[1] == ["You spoke for 0.3 seconds."]
+    assert second.of("error") == [] and gemini_sim.violations == []
 
 
 @pytest.mark.parametrize("close,expected", [

@@ -52,7 +52,15 @@ async def until(conn, kind: str, seen: list, timeout: float = 10) -> dict:
     raise AssertionError(f"socket closed before {kind}")
 
 
-async def test_openai_python_sdk_holds_a_turn_with_a_tool_call(http, compat_bridge, provider):
+REPLY_SAMPLES = 600 * 24  # each spoken reply of the simulators: 600 ms at 24 kHz
+
+
+def reply_audio(seen: list, response_id: str) -> bytes:
+    return b"".join(base64.b64decode(e.delta) for e in seen
+                    if e.type == "response.output_audio.delta" and e.response_id == response_id)
+
+
+async def test_openai_python_sdk_holds_a_conversation_with_a_tool_call(http, compat_bridge, provider):
     bridge, sim = compat_bridge
     created = await mint(http, bridge, provider, tools=[WEATHER_TOOL], systemPrompt="Be brief.")
     client = AsyncOpenAI(api_key=created["token"], websocket_base_url=f"ws://127.0.0.1:{bridge.port}/v1/openai")
@@ -64,13 +72,24 @@ async def test_openai_python_sdk_holds_a_turn_with_a_tool_call(http, compat_brid
         await conn.input_audio_buffer.commit()
         await conn.response.create()
         args = await until(conn, "response.function_call_arguments.done", seen)
-        assert args.name == "get_weather" and json.loads(args.arguments)
+        # the simulators call the first tool with its string properties set to "Paris"
+        assert args.name == "get_weather" and json.loads(args.arguments) == {"city": "Paris"}
         first = await until(conn, "response.done", seen)
         assert first.response.output[-1].type == "function_call"
         await conn.conversation.item.create(item={"type": "function_call_output", "call_id": args.call_id,
                                                   "output": json.dumps({"temp_c": 21})})
         await conn.response.create()
         done = await until(conn, "response.done", seen)
+        # a later turn, after the tool result: answered like the first
+        await conn.input_audio_buffer.append(audio=base64.b64encode(tone(0.3, 24000)).decode())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        later = await until(conn, "response.done", seen)
+    # (user audio in a session with tools: the simulators answer with the tool call again)
+    assert later.response.id != done.response.id and later.response.status == "completed"
+    call = later.response.output[-1]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+    seen = seen[:seen.index(done) + 1]  # the tool turn, as the checks below expect it
     kinds = [e.type for e in seen]
     # the reply, in OpenAI's order, with ids that tie deltas to their response and item
     reply = kinds[kinds.index("response.done") + 1:]
@@ -83,9 +102,9 @@ async def test_openai_python_sdk_holds_a_turn_with_a_tool_call(http, compat_brid
                  ("response.output_item.done", "response.done")]:
         assert reply.index(a) < reply.index(b), (a, b, reply)
     deltas = [e for e in seen if e.type == "response.output_audio.delta"]
-    audio = b"".join(base64.b64decode(e.delta) for e in deltas)
-    assert len(audio) > 24000  # over half a second of 24 kHz speech came back
-    assert {e.response_id for e in deltas[-3:]} == {done.response.id}
+    assert {e.response_id for e in deltas} == {done.response.id}
+    # all of the simulator's reply, at 24 kHz (within the resampler's delay), nothing more
+    assert abs(len(reply_audio(seen, done.response.id)) // 2 - REPLY_SAMPLES) <= 2
     transcript = [e for e in seen if e.type == "response.output_audio_transcript.done"][-1].transcript
     assert "21" in transcript or "temp" in transcript
     assert done.response.usage.output_token_details.audio_tokens > 0

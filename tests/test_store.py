@@ -94,6 +94,7 @@ async def test_consume_after_expiry_fails_and_record_shows_expired(store):
 async def test_revoke_is_idempotent_and_blocks_consume(store):
     await store.create(record())
     assert (await store.revoke("sess_1", "key_b", time.time())) is None
+    assert (await store.get("sess_1", "key_a")).status == "pending"  # another key's revoke did nothing
     revoked = await store.revoke("sess_1", "key_a", time.time())
     assert revoked.status == "revoked"
     assert (await store.revoke("sess_1", "key_a", time.time())).status == "revoked"
@@ -125,28 +126,62 @@ async def test_finish_keeps_revoked_status(store):
     assert got.status == "revoked" and got.close_code == 4004
 
 
+#: Consumers racing on one token, each on its own store instance (its own connection and,
+#: for SQLite, its own thread and connection), as the workers of a fleet would.
+RACERS = 50
+
+
 async def test_fifty_concurrent_consumes_have_exactly_one_winner(store, tmp_path):
     await store.create(record())
-    # Several independent store instances (connections, threads) race on one token, as
-    # several server workers would.
-    others = [make_store(store.backend, tmp_path, store.redis_url) for _ in range(4)]
-    for other in others:
-        await other.open()
+    racers = [make_store(store.backend, tmp_path, store.redis_url) for _ in range(RACERS)]
+    for racer in racers:
+        racer.busy_timeout_ms = 10_000  # 50 writers queue for SQLite's lock; none may give up
+        await racer.open()
+        await racer.get("sess_1")  # connected and warm: each racer's first command goes at once
+    # All racers leave the barrier in the same event-loop turn, so every one has sent its
+    # first command before any answer is read: a consume that reads, then writes in a second
+    # step, lets them all read "pending" and fails here every run, not now and then.
+    barrier = asyncio.Barrier(RACERS)
+
+    async def race(racer):
+        await barrier.wait()
+        return await racer.consume("sess_1", "jti_1", time.time())
+
     try:
-        stores = [store, *others]
-        results = await asyncio.gather(
-            *(stores[i % len(stores)].consume("sess_1", "jti_1", time.time()) for i in range(50))
-        )
+        results = await asyncio.gather(*(race(r) for r in racers))
     finally:
-        for other in others:
-            await other.close()
+        for racer in racers:
+            await racer.close()
     outcomes = [r.outcome for r in results]
-    assert outcomes.count(ConsumeOutcome.OK) == 1
-    assert outcomes.count(ConsumeOutcome.USED) == 49
+    assert outcomes.count(ConsumeOutcome.OK) == 1, outcomes.count(ConsumeOutcome.OK)
+    assert outcomes.count(ConsumeOutcome.USED) == RACERS - 1
+    assert (await store.get("sess_1", "key_a")).status == "active"
 
 
-async def test_ping_ok(store):
+async def test_ping_succeeds_on_a_live_store_and_fails_once_it_cannot_take_a_mint(store, tmp_path, request):
     await store.ping()
+    if store.backend == "sqlite":
+        # another process holds the write lock: reads still work, a mint would not
+        blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    else:
+        server = request.getfixturevalue("redis_server")
+        server.stop()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+        finally:
+            server.start()
+    await store.ping()  # the backend is back: so is the store
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
 
 
 # ------------------------------------------------------------------ SQLite specifics

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from speko_bridge.simulator.openai import _tone
+
 from .conftest import auth
 
 WEATHER_TOOL = {
@@ -141,9 +143,16 @@ class RawClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int, path: str, protocols: list[str], rcvbuf: int = 4096) -> RawClient:
+    async def connect(cls, port: int, path: str, protocols: list[str], rcvbuf: int = 4096,
+                      mss: int | None = None) -> RawClient:
+        """``mss``: the segment size to announce, as a client on a real network path does
+        (1460 on Ethernet). Loopback's 64 KiB segments make the server's kernel size its
+        send buffer in megabytes, which would absorb seconds of audio before the bridge
+        notices a slow reader."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if mss is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
@@ -170,6 +179,51 @@ class RawClient:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
         self.writer.write(head + mask + masked)
 
+    async def receive(self) -> tuple[int, bytes]:
+        """The next server message: (opcode, payload), fragments joined; 0x8 is the close
+        frame. Pings are skipped (the tests using this client are far shorter than
+        uvicorn's ping timeout)."""
+        opcode, parts = 0, []
+        while True:
+            b0, b1 = await self.reader.readexactly(2)
+            size = b1 & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            payload = await self.reader.readexactly(size)  # server frames are not masked
+            op = b0 & 0x0F
+            if op == 0x8:
+                return op, payload
+            if op >= 0x8:
+                continue
+            opcode = op or opcode
+            parts.append(payload)
+            if b0 & 0x80:
+                return opcode, b"".join(parts)
+
+    async def read(self, into: Received, until, timeout: float = 10.0, pause: float = 0.0) -> Received:
+        """As :func:`read`, over this client; ``pause`` seconds between messages makes it a
+        listener that reads slower than the bridge sends."""
+        async with asyncio.timeout(timeout):
+            while not until(into):
+                try:
+                    opcode, payload = await self.receive()
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    into.close_code = 1006
+                    break
+                if opcode == 0x2:
+                    into.audio += payload
+                    into.audio_messages += 1
+                elif opcode == 0x1:
+                    into.frames.append(json.loads(payload))
+                else:
+                    into.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    break
+                if pause:
+                    await asyncio.sleep(pause)
+        return into
+
     async def read_to_end(self) -> int:
         """Read until the server closes the TCP connection (EOF or reset); bytes read."""
         total = 0
@@ -182,3 +236,33 @@ class RawClient:
 
     def close(self) -> None:
         self.writer.transport.abort()
+
+
+#: A long reply, sent by the simulator as fast as TCP allows: far more than the client's
+#: socket buffers hold (a few seconds of audio), and more than the bridge's outbox holds
+#: (256 deltas of 100 ms), so when the listener falls behind, most of the reply waits in
+#: the bridge and some of it behind a full outbox, in the upstream reader's hands.
+LONG_REPLY_MS = 40_000
+PCM_BYTES_PER_MS = 48  # 24 kHz PCM16
+ETHERNET_MSS = 1460
+
+
+def reply_signal(ms: int) -> bytes:
+    """The simulator's reply audio (the same signal for every reply), to match against."""
+    return _tone(ms)
+
+
+async def fall_behind_and_interrupt(client: RawClient, got: Received) -> int:
+    """Ask for a long reply, stop reading while the bridge queues it, read a few messages
+    slowly (the client writer keeps joining queued chunks and waiting on the socket),
+    interrupt, then read everything up to the cancelled reply's usage. Returns the audio
+    bytes received of that reply."""
+    before, messages, usages = len(got.audio), got.audio_messages, len(got.of("usage"))
+    client.send(tone(0.2, 24000))
+    client.send('{"type":"commit"}')
+    await asyncio.sleep(0.3)
+    await client.read(got, lambda r: r.audio_messages >= messages + 4, pause=0.03)
+    client.send('{"type":"interrupt"}')
+    await client.read(got, lambda r: len(r.of("usage")) > usages or closed(r))
+    assert len(got.of("usage")) == usages + 1 and not closed(got), got.frames[-3:]
+    return len(got.audio) - before

@@ -15,6 +15,9 @@ Decisions (PROTOCOL.md is silent on these):
 - A ``response.create`` while a response is active would fail
   (``conversation_already_has_active_response``); it is deferred and sent when the
   active response is done (through :meth:`drain_outbound`). At most one is pending.
+- Each ``response.create`` carries its own ``event_id``: an ``error`` event naming it
+  means no response will come, so the next turn asks again instead of waiting behind a
+  response that never started.
 - ``interrupt`` cancels the active response and truncates the assistant item at the
   audio the client actually received, so the model's memory matches what the user heard.
 - ``temperature`` is not sent: the GA session does not accept it.
@@ -79,6 +82,7 @@ class _Err(msgspec.Struct):
     type: str | None = None
     code: str | None = None
     message: str | None = None
+    event_id: str | None = None  # the client event the error answers, when it had an id
 
 
 class _TokenDetails(msgspec.Struct):
@@ -133,7 +137,7 @@ _encoder = msgspec.json.Encoder()
 _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = '"}'
 _COMMIT = '{"type":"input_audio_buffer.commit"}'
-_RESPONSE_CREATE = '{"type":"response.create"}'
+_RESPONSE_CREATE = '{"type":"response.create","event_id":"%s"}'
 
 
 def openai_session_config(params: SessionParams) -> dict[str, Any]:
@@ -187,6 +191,8 @@ class OpenAICodec(Codec):
         self._response_active = False  # requested or in progress
         self._response_id: str | None = None
         self._create_deferred = False
+        self._create_seq = 0
+        self._create_id: str | None = None  # event_id of the response.create not yet answered
         self._outbound: list[Outbound] = []
         # assistant audio of the item being received: for truncate on interrupt
         self._audio_item: str | None = None
@@ -246,8 +252,13 @@ class OpenAICodec(Codec):
         if self._response_active:
             self._create_deferred = True
             return []
+        return [self._response_create()]
+
+    def _response_create(self) -> str:
         self._response_active = True
-        return [_RESPONSE_CREATE]
+        self._create_seq += 1
+        self._create_id = f"speko_create_{self._create_seq}"
+        return _RESPONSE_CREATE % self._create_id
 
     def commit(self) -> list[Outbound]:
         out: list[Outbound] = []
@@ -311,6 +322,7 @@ class OpenAICodec(Codec):
 
     def _on_response_created(self, ev: _Event) -> list[CodecEvent]:
         self._response_active = True
+        self._create_id = None
         self._response_id = ev.response.id if ev.response else None
         return []
 
@@ -396,8 +408,7 @@ class OpenAICodec(Codec):
                 out.append(ErrorFrame(ErrorCode.PROVIDER_ERROR, message))
         if self._create_deferred:
             self._create_deferred = False
-            self._response_active = True
-            self._outbound.append(_RESPONSE_CREATE)
+            self._outbound.append(self._response_create())
         return out
 
     def _usage(self, ev: _Event) -> Usage | None:
@@ -425,4 +436,11 @@ class OpenAICodec(Codec):
             return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR, message)]
         if code in ENDED_ERRORS:
             return [Fatal(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE, message)]
+        if err.event_id is not None and err.event_id == self._create_id:
+            # our response.create was refused: no response is active after all
+            self._response_active = False
+            self._create_id = None
+            if self._create_deferred:
+                self._create_deferred = False
+                self._outbound.append(self._response_create())
         return [ErrorFrame(ErrorCode.PROVIDER_ERROR, message)]

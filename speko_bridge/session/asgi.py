@@ -1,11 +1,16 @@
 """The two things the session needs from the server below ASGI, and why.
 
-ASGI gives an app ``receive`` and ``send`` and nothing else. The session needs two facts
+ASGI gives an app ``receive`` and ``send`` and nothing else. The session needs three facts
 ASGI does not carry:
 
 1. **How many client messages the server has already read and queued** (the client reader
    joins their audio into one provider message when the bridge has fallen behind).
-2. **The TCP transport, to abort it** (a client that stopped reading cannot complete a
+2. **Whether the client's socket takes writes now** (the writer waits for that *before* it
+   takes the next item from the outbox: an item is never held in hand while the client is
+   behind, so an interrupt drops every chunk not yet written, and what was written is what
+   the client gets and what the truncation counts). uvicorn waits for writability inside
+   its ``send``, after the item was already taken.
+3. **The TCP transport, to abort it** (a client that stopped reading cannot complete a
    close handshake: after ``CLIENT_CLOSE_TIMEOUT`` the connection is dropped, or the socket
    would stay ESTABLISHED with megabytes unsent until the kernel gives up).
 
@@ -16,16 +21,17 @@ that records the protocol in the scope before Starlette's own layers wrap anythi
 
 Checked against uvicorn 0.54 (``websockets_impl``: legacy ``websockets`` protocol, queued
 messages in ``messages``, a ``collections.deque``; ``websockets_sansio_impl`` and
-``wsproto_impl``: ``queue``, an ``asyncio.Queue``; all three: ``transport``) and Starlette 1.10.
-Behind any other server both facts are simply unknown: nothing is joined (every message goes
-upstream on its own) and the connection is left to that server's own timeouts.
+``wsproto_impl``: ``queue``, an ``asyncio.Queue``; all three: ``writable``, an
+``asyncio.Event``, and ``transport``) and Starlette 1.10. Behind any other server these facts
+are simply unknown: nothing is joined (every message goes upstream on its own), the writer
+does not wait, and the connection is left to that server's own timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 SCOPE_KEY = "speko.server_protocol"
 
@@ -52,6 +58,18 @@ def queued_messages(scope) -> Callable[[], int]:
     if isinstance(messages, collections.deque):
         return messages.__len__
     return lambda: 0
+
+
+def writable(scope) -> Callable[[], Awaitable[object]]:
+    """A coroutine function that returns once the client's socket takes writes."""
+    event = getattr(scope.get(SCOPE_KEY), "writable", None)
+    if isinstance(event, asyncio.Event):
+        return event.wait
+    return _no_wait
+
+
+async def _no_wait() -> None:
+    return None
 
 
 def abort_transport(scope) -> bool:

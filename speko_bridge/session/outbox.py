@@ -140,14 +140,20 @@ class Outbox:
             self.playing_item = chunk.item_id
             self.played_bytes = 0
 
-    async def pump(self, send_text, send_bytes, audio_message, metrics) -> None:
+    async def pump(self, send_text, send_bytes, audio_message, metrics, writable) -> None:
         """Send everything queued, in order, until cancelled. Audio chunks of one item
         already queued behind the one in hand go out as one message: the bytes and their
         order are the same, but a client or server that fell behind catches up with fewer,
-        larger messages instead of paying per-message costs for every 20 ms."""
+        larger messages instead of paying per-message costs for every 20 ms.
+
+        It waits until the socket takes writes (``writable()``) *before* it takes the next
+        item: an item is never held while the client is behind, so an interrupt drops every
+        chunk not yet written (only a chunk taken while joining can be held; it is dropped
+        when taken back), and what was written is what the truncation counts."""
         carried: OutboxItem | None = None  # taken while joining, did not join; sent next
         carried_at = 0  # the epoch when it was taken
         while True:
+            await writable()
             if carried is not None:
                 item, carried = carried, None
                 if type(item) is AudioChunk and self.epoch != carried_at:

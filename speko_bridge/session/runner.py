@@ -37,13 +37,13 @@ import aiohttp
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..clientproto.base import ClientCodec
+from ..clientproto.base import AudioChunk, ClientCodec
 from ..codes import CloseCode, ErrorCode
 from ..providers import get_provider
 from ..store import UsageTotals
 from . import record
 from .admission import Admission
-from .asgi import abort_transport
+from .asgi import abort_transport, writable
 from .client_to_provider import ClientToProvider
 from .outbox import Outbox
 from .phase import Outcome, Phase
@@ -194,16 +194,22 @@ class Session:
         """Queue for the client; a client that leaves the outbox full past the send timeout
         is not reading and ends the session (memory stays bounded meanwhile: the upstream
         reader waits here, and TCP pushes back on the provider)."""
-        if self.outbox.put_nowait(item):
+        outbox = self.outbox
+        if outbox.put_nowait(item):
             return
         timeout = self.state.settings.client_send_timeout
+        epoch = outbox.epoch
         try:
             async with asyncio.timeout(timeout):
-                await self.outbox.put(item)
+                await outbox.put(item)
         except TimeoutError:
             self.end(CloseCode.PROTOCOL_VIOLATION, ErrorCode.INVALID_MESSAGE,
                      f"client is not reading: nothing it was sent was taken for {timeout:g} s")
             await asyncio.Event().wait()  # the session is over; the runner cancels us
+        if outbox.epoch != epoch and type(item) is AudioChunk:
+            # interrupted while this chunk waited for room (the drop made the room): it is as
+            # stale as the chunks that were queued, and goes the same way
+            self.toward_client.drop_audio()
 
     async def put_all(self, items: list) -> None:
         for item in items:
@@ -212,6 +218,7 @@ class Session:
     async def _client_writer(self) -> None:
         ws = self.ws
         try:
-            await self.outbox.pump(ws.send_text, ws.send_bytes, self.client.audio_message, self.metrics)
+            await self.outbox.pump(ws.send_text, ws.send_bytes, self.client.audio_message, self.metrics,
+                                   writable(ws.scope))
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.end(CloseCode.NORMAL, None, "client connection lost")

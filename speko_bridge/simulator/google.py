@@ -29,7 +29,9 @@ Deterministic turns (manual activity detection, as the bridge configures it):
   seconds." or "The tool said: <response JSON>"), ``generationComplete``, then
   ``turnComplete`` with ``usageMetadata`` and a resumable ``sessionResumptionUpdate``.
 - ``activityStart`` during a reply interrupts it: ``interrupted`` then ``turnComplete``
-  (no ``generationComplete``), and a ``toolCallCancellation`` for a pending call.
+  (no ``generationComplete``), and a ``toolCallCancellation`` for a pending call. With
+  ``send_interrupted=False`` the turn ends with ``turnComplete`` alone: the service does
+  not promise the ``interrupted`` flag, and a client must not wait for it.
 - Usage: prompt AUDIO tokens = ceil(input ms * 32 / 1000) (Gemini counts 32 tokens per
   second of audio), TEXT 10; response AUDIO tokens = ceil(output ms * 32 / 1000).
 - With ``sessionResumption`` in the setup, a handle is issued right after
@@ -120,6 +122,8 @@ class GoogleSimConfig:
     echo: bool = False
     validate: bool = True
     text_frames: bool = False
+    #: Send ``interrupted`` before the ``turnComplete`` of an interrupted reply.
+    send_interrupted: bool = True
     go_away_after: float | None = None
     go_away_grace: float = 2.0
     go_away_connections: int = 1
@@ -408,7 +412,8 @@ class GoogleSimulator(SimulatorServer):
             await asyncio.sleep(cfg.delta_interval)
         response = [{"modality": "AUDIO", "tokenCount": math.ceil(sent_ms * TOKENS_PER_SECOND / 1000)}]
         if conn.interrupted:
-            await self._send(ws, {"serverContent": {"interrupted": True}})
+            if cfg.send_interrupted:
+                await self._send(ws, {"serverContent": {"interrupted": True}})
             for call_id in list(conv.calls):
                 conv.calls.pop(call_id)
                 await self._send(ws, {"toolCallCancellation": {"ids": [call_id]}})

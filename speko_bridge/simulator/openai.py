@@ -17,6 +17,9 @@ Deterministic rules (so tests can assert content):
   ``function_call_output``.
 - Usage: input audio tokens = ceil(input ms / 100), output audio tokens = ceil(output
   ms / 50); text tokens: 10 in, words out.
+- With ``refuse_responses``, every ``response.create`` is answered with an ``error`` event
+  (``invalid_request_error``, its ``event_id`` echoed) and no response, as the service
+  answers a request it will not serve; the connection stays open.
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ class OpenAISimConfig:
     echo: bool = False
     validate: bool = True
     session_max_seconds: float | None = None
+    #: Answer ``response.create`` with an ``error`` event and start no response.
+    refuse_responses: bool = False
 
 
 def _tone(ms: int, rate: int = RATE) -> bytes:
@@ -451,6 +456,10 @@ class OpenAISimulator(SimulatorServer):
         await self._send(ws, conn, {"type": "conversation.item.deleted", "item_id": event.get("item_id")})
 
     async def _on_response_create(self, ws, conn: _Conn, event: dict) -> None:
+        if self.config.refuse_responses:
+            await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                              "The response could not be created.", "response", event.get("event_id"))
+            return
         if conn.response is not None and not conn.response.done():
             await self._error(ws, conn, "invalid_request_error", "conversation_already_has_active_response",
                               "Conversation already has an active response in progress.", None,
