@@ -3,7 +3,8 @@
 The lifespan opens the store (SQLite by default, Redis with ``SPEKO_REDIS_URL``), one shared
 aiohttp ``ClientSession`` for every upstream socket, the built-in provider simulators when
 ``settings.simulate`` (dev mode) and a provider has no key, and three background tasks: a
-sweeper that marks unused tokens' sessions ``expired``, the revocation listener (another
+sweeper that marks unused tokens' sessions ``expired`` (and deletes records past
+``SPEKO_RECORD_RETENTION_SECONDS`` from SQLite; Redis keys expire by themselves), the revocation listener (another
 replica revoked a session this one holds) and the lease keeper (renews this replica's
 claims on the per-key session limit, and catches revokes the listener missed).
 
@@ -81,6 +82,7 @@ async def _sweep(store: SessionStore) -> None:
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
         try:
             await store.expire_stale(time.time())
+            await store.delete_old(time.time())
         except StoreUnavailable as exc:
             log.warning("expiry sweep skipped: %s", exc)
 
@@ -103,7 +105,8 @@ def make_store(settings: Settings) -> SessionStore:
 
         return RedisStore(settings.redis_url, prefix=settings.redis_prefix,
                           retention_seconds=settings.record_retention_seconds)
-    return SQLiteStore(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+    return SQLiteStore(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms,
+                       retention_seconds=settings.record_retention_seconds)
 
 
 async def drain(app: Starlette) -> None:
