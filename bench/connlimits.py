@@ -2,7 +2,9 @@
 finding 5): what three unfinished huge request headers cost in RSS, how long a slowloris
 connection is kept, and what a WebSocket upgrade with 2,000 subprotocols is answered.
 
-    python bench/connlimits.py            # prints one JSON object
+    python bench/connlimits.py [--src DIR]     # prints one JSON object
+
+(``--src``: another source tree to run, e.g. an older commit unpacked, for a before/after.)
 
 The server is the real CLI in a subprocess (dev mode, data in a temp dir), so it runs the
 uvicorn configuration production runs.
@@ -124,10 +126,10 @@ async def many_subprotocols(port: int, count: int = 2000, width: int = 8) -> dic
     return {"header_bytes": len(protos), "answer": answer, "after_s": round(time.monotonic() - start, 2)}
 
 
-async def main() -> dict:
+async def main(src: Path) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "SPEKO_DEV": "1", "SPEKO_DATA_DIR": tmp, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "SPEKO_DEV": "1", "SPEKO_DATA_DIR": tmp, "PYTHONPATH": str(src)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "speko_bridge", "serve", "--port", str(port), "--log-level", "warning"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -146,4 +148,8 @@ async def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main()), indent=1))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--src", type=Path, default=ROOT)
+    print(json.dumps(asyncio.run(main(parser.parse_args().src.resolve())), indent=1))
