@@ -10,7 +10,7 @@ uvicorn leaves three gaps a client on the open internet can use before any route
 - **Header read time.** Nothing times the headers out: a client that sends one header line
   every few seconds (slowloris) holds a socket and a file descriptor for ever. The same
   class arms a timer when a request starts and answers 408 if its headers are not complete
-  within :data:`HEADER_TIMEOUT_SECONDS`.
+  within :data:`HEADER_TIMEOUT_SECONDS` (a connection that sent nothing is just closed).
 - **Refused WebSocket handshakes.** A handshake the websockets library refuses while
   parsing it (a header line over 8 KiB, e.g. 2,000 subprotocols, or over 128 headers) gets
   its 431 written into the library's buffer, which uvicorn never sends: the client waited
@@ -177,8 +177,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self._awaiting_headers or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # mid-response: a 408 would corrupt it, just hang up
+        if self._header_bytes == 0 or (self.cycle is not None and not self.cycle.response_complete):
+            # nothing of a request yet (an idle or preconnected socket, whose client may be
+            # sending one right now and would read our 408 as its answer), or mid-response
+            # (a 408 would corrupt it): hang up without a word
+            self._refused = True
+            self.transport.close()
             return
         self._refuse(408, "request_timeout",
                      f"request headers not complete within {self.header_timeout:g} s")
