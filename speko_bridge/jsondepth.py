@@ -18,7 +18,7 @@ MAX_JSON_DEPTH = 64
 
 # A JSON string, escapes included, or an unterminated one up to the end (so a body full of
 # quotes is still one linear pass); brackets inside strings do not nest.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.S)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
 

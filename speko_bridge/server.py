@@ -19,6 +19,13 @@ uvicorn leaves three gaps a client on the open internet can use before any route
 And it caps connections per process (:func:`connection_limit`): a connection over the cap is
 answered 503 and closed at once, before it costs more than its socket.
 
+Why these classes and not uvicorn's options alone (uvicorn 0.5x):
+``h11_max_incomplete_event_size`` limits headers for the h11 parser only (slower than
+httptools, and with no header timeout either); ``timeout_keep_alive`` only runs *between*
+requests; ``limit_concurrency`` answers 503 to HTTP requests but never to WebSocket
+upgrades or idle sockets. So the server keeps httptools and the websockets implementation
+uvicorn picks, and adds the missing checks on top (:func:`server_config`).
+
 What stays with the load balancer is in SECURITY.md ("What is left to you").
 """
 
@@ -71,7 +78,9 @@ class _ErrorBody(msgspec.Struct):
     error: _Error
 
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+}
 
 
 def _raw_error(status: int, code: str, message: str) -> bytes:
@@ -223,9 +232,10 @@ def server_config(
 
     ``header_timeout`` and ``max_connections`` exist so a test can reach the limits
     quickly; production takes the defaults (:func:`connection_limit` for the cap)."""
+    if max_connections is None:
+        max_connections = connection_limit(settings)
     protocol = type("GuardedHttpProtocol", (GuardedHttpProtocol,), {
-        "header_timeout": header_timeout,
-        "max_connections": max_connections if max_connections is not None else connection_limit(settings),
+        "header_timeout": header_timeout, "max_connections": max_connections,
     })
     cap = protocol.max_connections
     return uvicorn.Config(
