@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from . import openapi
 from .codes import ApiErrorCode
+from .jsondepth import MAX_JSON_DEPTH, too_deep
 from .params import ParamsError, SessionParams, check_params
 from .store import SessionRecord, StoreUnavailable
 from .tokens import mint_token, new_id
@@ -122,6 +123,8 @@ def _second_chance(body: bytes) -> SessionParams | None:
 
 
 def decode_params(body: bytes) -> SessionParams | Response:
+    if too_deep(body):
+        return error_response(400, ApiErrorCode.INVALID_JSON, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         params = _params_decoder.decode(body)
     except msgspec.ValidationError as first:
@@ -134,6 +137,8 @@ def decode_params(body: bytes) -> SessionParams | Response:
             return error_response(422, ApiErrorCode.INVALID_REQUEST, str(error))
     except msgspec.DecodeError as exc:
         return error_response(400, ApiErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
+    except RecursionError:  # too_deep() is the bound; this only keeps a traceback out
+        return error_response(400, ApiErrorCode.INVALID_JSON, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return check_params(params)
     except ParamsError as exc:

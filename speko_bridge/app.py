@@ -3,9 +3,11 @@
 The lifespan opens the store (SQLite by default, Redis with ``SPEKO_REDIS_URL``), one shared
 aiohttp ``ClientSession`` for every upstream socket, the built-in provider simulators when
 ``settings.simulate`` (dev mode) and a provider has no key, and three background tasks: a
-sweeper that marks unused tokens' sessions ``expired``, the revocation listener (another
-replica revoked a session this one holds) and the lease keeper (renews this replica's
-claims on the per-key session limit, and catches revokes the listener missed).
+sweeper that marks unused tokens' sessions ``expired`` and deletes records past
+``SPEKO_RECORD_RETENTION_SECONDS`` (SQLite; Redis keys expire by themselves), the
+revocation listener (another replica revoked a session this one holds) and the lease keeper
+(renews this replica's claims on the per-key session limit, and catches revokes the
+listener missed).
 
 :func:`drain` is the graceful stop (SIGTERM, see ``cli.py``): readiness 503, new sockets
 refused, live sessions given ``settings.drain_seconds`` to end, then closed with 1001.
@@ -83,6 +85,7 @@ async def _sweep(store: SessionStore) -> None:
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
         try:
             await store.expire_stale(time.time())
+            await store.delete_old(time.time())
         except StoreUnavailable as exc:
             log.warning("expiry sweep skipped: %s", exc)
 
@@ -105,7 +108,8 @@ def make_store(settings: Settings) -> SessionStore:
 
         return RedisStore(settings.redis_url, prefix=settings.redis_prefix,
                           retention_seconds=settings.record_retention_seconds)
-    return SQLiteStore(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+    return SQLiteStore(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms,
+                       retention_seconds=settings.record_retention_seconds)
 
 
 async def drain(app: Starlette) -> None:

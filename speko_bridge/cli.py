@@ -1,4 +1,5 @@
-"""``speko-bridge serve --host --port``: load settings, set up logging, run uvicorn.
+"""``speko-bridge serve --host --port``: load settings, set up logging, run uvicorn (configured
+in ``server.py``, with its connection-level limits).
 
 SIGTERM (or a first Ctrl+C) drains instead of stopping at once (:func:`app.drain`): readiness
 turns 503, new sockets are refused, live sessions get ``SPEKO_DRAIN_SECONDS`` to end and are
@@ -19,10 +20,7 @@ import uvicorn
 
 from . import logs
 from .config import ConfigError, load_settings
-
-#: uvicorn's own frame limit; the bridge enforces its smaller limit itself (4009) so a
-#: client gets a proper close frame, and only absurd frames hit this one (1009).
-WS_MAX_SIZE = 16 * 1024 * 1024
+from .server import server_config
 
 log = logging.getLogger("speko_bridge")
 
@@ -84,11 +82,7 @@ def serve(host: str, port: int, log_level: str) -> int:
             f"    data    : {settings.data_dir}/ (keys and SQLite file)\n",
             flush=True,
         )
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, log_config=None, ws_max_size=WS_MAX_SIZE,
-        lifespan="on", proxy_headers=True,
-    )
-    DrainingServer(config).run()
+    DrainingServer(server_config(app, settings, host=host, port=port, log_level=log_level)).run()
     return 0
 
 

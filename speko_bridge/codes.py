@@ -72,7 +72,10 @@ class ApiErrorCode(enum.StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
     INVALID_REQUEST = "invalid_request"  # 422
     RATE_LIMITED = "rate_limited"  # 429
+    REQUEST_TIMEOUT = "request_timeout"  # 408: the request headers did not arrive in time
+    HEADERS_TOO_LARGE = "headers_too_large"  # 431
     INTERNAL_ERROR = "internal_error"  # 500
     STORE_UNAVAILABLE = "store_unavailable"  # 503
+    SERVER_BUSY = "server_busy"  # 503: the process is at its connection limit
     #: Any other HTTP error Starlette raises (the status says which).
     HTTP_ERROR = "http_error"

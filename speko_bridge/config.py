@@ -25,6 +25,11 @@ from .tokens import ApiKeyring, SigningKeys
 MIN_SIGNING_KEY_BYTES = 32
 #: Largest token window (the time a browser has to open the socket) we allow configuring.
 MAX_TOKEN_WINDOW_SECONDS = 600
+#: Mints per minute per API key when ``SPEKO_MINT_RATE_PER_MINUTE`` is unset (0 turns the
+#: limit off). 10 new conversations a second, sustained, with a burst of a minute's worth
+#: (600 at once) is more than one backend's key needs; a leaked key minting flat out (600+
+#: a second) is held to it, and so is the store's growth.
+DEFAULT_MINT_RATE_PER_MINUTE = 600
 
 
 class ConfigError(ValueError):
@@ -68,8 +73,8 @@ class Settings:
     redis_prefix: str = "speko:"
     record_retention_seconds: int = 7 * 24 * 3600
     drain_seconds: float = 30.0
-    mint_rate_per_minute: int = 0  # per API key, across the fleet; 0 = no limit
-    mint_burst: int = 0  # mints allowed at once before the rate applies
+    mint_rate_per_minute: int = DEFAULT_MINT_RATE_PER_MINUTE  # per API key, fleet-wide; 0 = none
+    mint_burst: int = DEFAULT_MINT_RATE_PER_MINUTE  # mints allowed at once before the rate applies
     max_sessions_per_key: int = 0  # concurrent sessions per API key, across the fleet; 0 = none
     log_format: str = "json"
 
@@ -136,7 +141,7 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
     """Read a generated secret, creating it (mode 0600) on first use."""
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only, as the key
     value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
     with os.fdopen(fd, "w") as f:
@@ -206,7 +211,7 @@ def load_settings(
     redis_url = env.get("SPEKO_REDIS_URL") or None
     if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("SPEKO_REDIS_URL", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
-    mint_rate = _int(env, "SPEKO_MINT_RATE_PER_MINUTE", 0, 0, 1_000_000)
+    mint_rate = _int(env, "SPEKO_MINT_RATE_PER_MINUTE", DEFAULT_MINT_RATE_PER_MINUTE, 0, 1_000_000)
     log_format = (env.get("SPEKO_LOG_FORMAT") or ("text" if dev else "json")).strip().lower()
     if log_format not in ("json", "text"):
         raise ConfigError("SPEKO_LOG_FORMAT", f"expected json or text, got {log_format!r}")

@@ -16,6 +16,8 @@ import yaml
 
 from . import __version__
 from .codes import ApiErrorCode
+from .config import DEFAULT_MINT_RATE_PER_MINUTE
+from .jsondepth import MAX_JSON_DEPTH
 from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SessionParams
 from .wire import ErrorBody, Health, SessionCreated, SessionView
 
@@ -125,10 +127,12 @@ def document() -> dict[str, Any]:
                     "description": (
                         "Called by a backend holding an API key. `ttlSeconds` above "
                         f"{MAX_TTL_SECONDS} is capped, not refused; when absent it is "
-                        f"{DEFAULT_TTL_SECONDS}. When the server sets a mint allowance per API "
-                        "key (`SPEKO_MINT_RATE_PER_MINUTE`, `SPEKO_MINT_BURST`; shared by every "
-                        "replica with Redis), a spent allowance answers 429 `rate_limited` with "
-                        "`Retry-After` in seconds."
+                        f"{DEFAULT_TTL_SECONDS}. Each API key has a mint allowance "
+                        f"(`SPEKO_MINT_RATE_PER_MINUTE`, {DEFAULT_MINT_RATE_PER_MINUTE} a minute "
+                        "unless the server sets another, `SPEKO_MINT_BURST`; shared by every "
+                        "replica with Redis); a spent allowance answers 429 `rate_limited` with "
+                        "`Retry-After` in seconds. JSON nested deeper than "
+                        f"{MAX_JSON_DEPTH} levels is 400 `invalid_json`."
                     ),
                     "requestBody": {
                         "required": True,

@@ -52,17 +52,19 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def run_bridge(env: dict[str, str]) -> AsyncIterator[BridgeServer]:
+async def run_bridge(env: dict[str, str], **server_options) -> AsyncIterator[BridgeServer]:
+    """The bridge as ``speko-bridge serve`` runs it (``server.server_config``); the options
+    (``header_timeout``, ``max_connections``) shrink its limits for a test."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     from speko_bridge.app import create_app
-    from speko_bridge.cli import WS_MAX_SIZE
+    from speko_bridge.server import server_config
 
     settings = load_settings(env, host="127.0.0.1", port=port)
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", ws_max_size=WS_MAX_SIZE, lifespan="on")
+    config = server_config(app, settings, port=port, log_level="warning", **server_options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

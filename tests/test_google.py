@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
-from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Malformed, Ready, Reconnect
+from speko_bridge.providers.base import (
+    AudioDone,
+    AudioOut,
+    ClearAudio,
+    Fatal,
+    Malformed,
+    Ready,
+    Reconnect,
+)
 from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.simulator.google import live_message_checker
 

@@ -11,8 +11,8 @@ import msgspec
 import yaml
 
 from speko_bridge import openapi
-from speko_bridge.wire import ErrorBody, SessionCreated, SessionView
 from speko_bridge.params import SessionParams
+from speko_bridge.wire import ErrorBody, SessionCreated, SessionView
 
 from .conftest import API_KEY, run_bridge
 

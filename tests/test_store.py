@@ -19,6 +19,7 @@ from speko_bridge.store import (
     UsageTotals,
 )
 from speko_bridge.store.redis import RedisStore
+from speko_bridge.store.sqlite import MIGRATIONS
 
 from .redis_server import RedisServer
 
@@ -198,7 +199,7 @@ async def test_sqlite_survives_restart_and_uses_wal(tmp_path):
     await s2.close()
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()
 
 

@@ -129,6 +129,11 @@ class SessionStore(abc.ABC):
     async def expire_stale(self, now: float) -> int:
         """Mark pending sessions whose token window passed as expired; return how many."""
 
+    async def delete_old(self, now: float) -> int:
+        """Delete records past their retention; return how many. The default does nothing:
+        the Redis store's keys expire by themselves."""
+        return 0
+
     # -- limits (process-local defaults; see the class docstring) --------------------------
 
     async def take_mint(self, owner: str, per_minute: int, burst: int, now: float) -> float:

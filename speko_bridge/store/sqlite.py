@@ -13,6 +13,7 @@ did not (someone else did, or the token is dead); there is no check-then-set win
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_pending ON sessions (token_expires_at) WHERE status = 'pending';
     """,
+    # retention: the sweep deletes by token expiry (see SQLiteStore.delete_old)
+    """
+    CREATE INDEX sessions_token_expiry ON sessions (token_expires_at);
+    """,
 ]
 
 COLUMNS = (
@@ -68,6 +73,18 @@ COLUMNS = (
 #: declared unavailable (503). Long enough to ride out a checkpoint, short enough that a
 #: minting backend gets an answer well within a typical 10-30 s HTTP client timeout.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+#: How long a record stays after the latest moment its session could have ended
+#: (``SPEKO_RECORD_RETENTION_SECONDS``, the Redis store's setting and default).
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+#: Slack after token window + ttl before a record may go, as the Redis store's key TTL has:
+#: a session still writing its final record when its ttl fires must find it.
+RECORD_GRACE_SECONDS = 3600
+#: Records deleted per transaction, so a sweep never holds the write lock for long.
+DELETE_BATCH = 2000
+#: The database holds system prompts, tools and metadata: owner only (its WAL and
+#: shared-memory files inherit the mode from it), in a directory only the owner can list.
+DB_FILE_MODE = 0o600
+DATA_DIR_MODE = 0o700
 
 _params_decoder = msgspec.json.Decoder(SessionParams)
 _encoder = msgspec.json.Encoder()
@@ -100,10 +117,17 @@ def _row_to_record(row: tuple[Any, ...], now: float | None = None) -> SessionRec
 _INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 16)})"
 
 class SQLiteStore(SessionStore):
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self.retention_seconds = retention_seconds
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         # group commit: creates waiting for the next batch, and whether one is in flight
@@ -133,7 +157,11 @@ class SQLiteStore(SessionStore):
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        try:  # create it owner-only before SQLite would create it with the umask (0644)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE))
+        except FileExistsError:
+            pass
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
@@ -336,3 +364,24 @@ class SQLiteStore(SessionStore):
                 (now,),
             ).rowcount
         )
+
+    async def delete_old(self, now: float) -> int:
+        """Delete records whose retention has passed: ``retention_seconds`` after the latest
+        moment the session could have ended (token expiry + ttl + grace), whatever its status,
+        which is when the Redis store's key would expire. Never touches a session that can
+        still be live."""
+        cutoff = now - self.retention_seconds - RECORD_GRACE_SECONDS
+
+        def _delete(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions "
+                "WHERE token_expires_at < ? AND token_expires_at + ttl_seconds < ? LIMIT ?)",
+                (cutoff, cutoff, DELETE_BATCH),
+            ).rowcount
+
+        total = 0
+        while True:
+            deleted = await self._run(_delete)
+            total += deleted
+            if deleted < DELETE_BATCH:
+                return total
