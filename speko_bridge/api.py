@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 from starlette.requests import Request
@@ -37,14 +38,27 @@ class ErrorBody(msgspec.Struct):
     error: ErrorDetail
 
 
+class TurnDetection(msgspec.Struct):
+    """Who ends the user's turn. Only ``manual`` (the client sends ``commit``) today."""
+
+    type: Literal["manual"] = "manual"
+
+
 class SessionCreated(msgspec.Struct, rename="camel"):
-    """``201`` answer to ``POST /v1/sessions``."""
+    """``201`` answer to ``POST /v1/sessions``: the token, and (protocol v2) the effective
+    session settings, so that a browser handed this whole object can connect and play
+    audio at the right rate with nothing else."""
 
     session_id: str
     token: str
     expires_at: str  # ISO-8601 UTC: the socket must be opened before this
     url: str
     ttl_seconds: int
+    provider: str
+    model: str
+    input_sample_rate: int
+    output_sample_rate: int
+    turn_detection: TurnDetection
 
 
 class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
@@ -269,6 +283,11 @@ async def mint_for(request: Request, owner: str) -> Response:
         expires_at=iso(minted.expires_at),
         url=settings.realtime_url,
         ttl_seconds=params.ttl_seconds,
+        provider=params.provider,
+        model=params.model,
+        input_sample_rate=params.input_sample_rate,
+        output_sample_rate=params.output_sample_rate,
+        turn_detection=TurnDetection(),
     )
     return json_response(created, 201, {"Cache-Control": "no-store"})
 

@@ -31,7 +31,14 @@ async def mint(http, bridge, body=None, key=API_KEY):
 async def test_mint_returns_a_token_whose_claims_decode_as_documented(http, bridge):
     status, body = await mint(http, bridge, {**BODY, "ttlSeconds": 5000, "metadata": {"user": 7}})
     assert status == 201
-    assert set(body) == {"sessionId", "token", "expiresAt", "url", "ttlSeconds"}
+    assert set(body) == {"sessionId", "token", "expiresAt", "url", "ttlSeconds", "provider", "model",
+                         "inputSampleRate", "outputSampleRate", "turnDetection"}
+    # protocol v2: the effective settings, defaults filled in
+    assert (body["provider"], body["model"]) == (BODY["provider"], BODY["model"])
+    assert (body["inputSampleRate"], body["outputSampleRate"]) == (24000, 24000)
+    assert body["turnDetection"] == {"type": "manual"}
+    _, other = await mint(http, bridge, {**BODY, "inputSampleRate": 16000, "outputSampleRate": 16000})
+    assert (other["inputSampleRate"], other["outputSampleRate"]) == (16000, 16000)
     assert body["url"] == "wss://voice.example.com/v1/realtime"
     assert body["ttlSeconds"] == 1800  # capped, not refused
     claims = jwt.decode(body["token"], SIGNING_KEY, algorithms=["HS256"], audience="speko-bridge/realtime",
