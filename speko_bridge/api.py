@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from datetime import UTC, datetime
 from typing import Literal
@@ -173,6 +174,22 @@ def _second_chance(body: bytes) -> SessionParams | None:
     return msgspec.convert(obj, SessionParams) if integral_floats_as_ints(obj) else None
 
 
+_FIELD_ERROR = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`(?: - at `\$(.*)`)?$")
+
+
+def validation_message(exc: msgspec.ValidationError) -> str:
+    """msgspec's message, with the field always named as `` `$.path` ``: msgspec names a
+    missing or unknown field only by its bare name ("Object missing required field
+    `provider`"), while every other error ends "- at `$.field`" as the README promises."""
+    text = str(exc)
+    match = _FIELD_ERROR.match(text)
+    if match is None:
+        return text
+    kind, field, parent = match.groups()
+    what = "missing required field" if kind == "missing required" else "unknown field"
+    return f"{what} - at `${parent or ''}.{field}`"
+
+
 def decode_params(body: bytes) -> SessionParams | Response:
     try:
         params = _params_decoder.decode(body)
@@ -183,7 +200,7 @@ def decode_params(body: bytes) -> SessionParams | Response:
         except msgspec.ValidationError as second:  # names the field still wrong
             error, params = second, None
         if params is None:
-            return error_response(422, "invalid_request", str(error))
+            return error_response(422, "invalid_request", validation_message(error))
     except msgspec.DecodeError as exc:
         return error_response(400, "invalid_json", f"body is not valid JSON: {exc}")
     try:
