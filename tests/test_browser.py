@@ -63,7 +63,7 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             if tools:
                 await page.check("#tools")
             await page.dispatch_event("#talk", "pointerdown")
-            await page.wait_for_function("window.spekoDemo.chunksSent >= 50", timeout=10000)  # >= 1 s of mic
+            await page.wait_for_function("() => window.spekoDemo.chunksSent >= 50", timeout=10000)  # >= 1 s of mic
             await page.dispatch_event("#talk", "pointerup")
 
             if tools:  # the model calls get_weather; answer it from the page's box
@@ -79,7 +79,7 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             expected = 'assistant: The tool said: {"temp_c": 21}' if tools else "assistant: You spoke for "
             assert assistant.startswith(expected), assistant
             # the assistant's audio arrived at the output rate and the page played it
-            await page.wait_for_function("window.spekoDemo.samplesPlayed > 0", timeout=10000)
+            await page.wait_for_function("() => window.spekoDemo.samplesPlayed > 0", timeout=10000)
             stats = await page.evaluate("window.spekoDemo")
             assert stats["framesIn"] > 0 and stats["samplesIn"] == int(rates[1])  # 1 s reply
             assert stats["usage"][1] > 0
