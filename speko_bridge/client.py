@@ -94,10 +94,19 @@ class Session(msgspec.Struct, kw_only=True):
     model: str | None = None
     input_sample_rate: int = 24000
     output_sample_rate: int = 24000
+    turn_detection: dict = msgspec.field(default_factory=lambda: {"type": "manual"})
 
     def __repr__(self) -> str:
         return (f"Session(session_id={self.session_id!r}, provider={self.provider!r}, model={self.model!r}, "
                 f"url={self.url!r}, expires_at={self.expires_at!r}, token=<hidden>)")
+
+    def to_answer(self) -> dict:
+        """The mint answer as the bridge wrote it (camelCase), for a backend to pass on to the
+        browser SDK's ``connect()``."""
+        return {"sessionId": self.session_id, "token": self.token, "url": self.url,
+                "expiresAt": self.expires_at, "ttlSeconds": self.ttl_seconds, "provider": self.provider,
+                "model": self.model, "inputSampleRate": self.input_sample_rate,
+                "outputSampleRate": self.output_sample_rate, "turnDetection": self.turn_detection}
 
     @classmethod
     def from_answer(cls, answer: dict) -> Session:
@@ -114,7 +123,8 @@ def _session(created: SessionCreated) -> Session:
                    expires_at=created.expires_at, ttl_seconds=created.ttl_seconds,
                    provider=created.provider, model=created.model,
                    input_sample_rate=created.input_sample_rate,
-                   output_sample_rate=created.output_sample_rate)
+                   output_sample_rate=created.output_sample_rate,
+                   turn_detection=msgspec.to_builtins(created.turn_detection))
 
 
 class SpekoClient:
