@@ -79,7 +79,12 @@ def _file(request: Request, directory: Path, table: dict[str, str], cache: str) 
     if media_type is None:
         return api.error_response(404, "not_found", "no such file", COMMON_HEADERS)
     headers = {**COMMON_HEADERS, "Cache-Control": cache, **cors_headers(request)}
-    return FileResponse(directory / name, media_type=media_type, headers=headers)
+    response = FileResponse(directory / name, media_type=media_type, headers=headers,
+                            stat_result=(directory / name).stat())
+    etag = response.headers["etag"]
+    if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers={**headers, "ETag": etag})  # revalidated: no body
+    return response
 
 
 async def sdk_file(request: Request) -> Response:
