@@ -63,3 +63,31 @@ def test_every_example_is_run_by_a_test():
     unrun = [str(p.relative_to(EXAMPLES)) for p in examples
              if p.name not in tests and p.parent.name not in tests]
     assert not unrun, f"examples no test runs: {unrun}"
+
+
+def _blocks(language: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+async def test_readme_python_snippets_run_as_written(bridge, tmp_path):
+    blocks = _blocks("python")
+    assert blocks
+    for i, code in enumerate(blocks):
+        (tmp_path / f"snippet{i}.py").write_text(code)
+        out = await run_example(bridge, tmp_path, f"snippet{i}.py")
+        assert "user: I spoke for 1.0 seconds." in out and "assistant: You spoke for 1.0 seconds." in out, out
+
+
+def test_readme_javascript_is_quoted_from_the_browser_example():
+    """The README's browser code is lines of examples/browser/app.js, which the browser test
+    runs; "..." and comment lines are the only ones of its own."""
+    example = {line.strip() for line in (EXAMPLES / "browser" / "app.js").read_text().splitlines()}
+    blocks = _blocks("js")
+    assert blocks
+    for block in blocks:
+        own = [line.strip() for line in block.splitlines()
+               if line.strip() and line.strip() not in ("...", "});") and not line.strip().startswith("//")]
+        assert [line for line in own if line not in example] == []
+    readme = (ROOT / "README.md").read_text()
+    assert "../shared" not in readme and "/work/shared" not in readme
