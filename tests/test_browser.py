@@ -62,9 +62,21 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             await page.select_option("#outRate", rates[1])
             if tools:
                 await page.check("#tools")
-            await page.dispatch_event("#talk", "pointerdown")
+            keyboard = provider == "google"  # one run holds Space instead of the button
+            if keyboard:
+                await page.focus("body")
+                await page.keyboard.down("Space")
+            else:
+                await page.dispatch_event("#talk", "pointerdown")
             await page.wait_for_function("() => window.spekoDemo.chunksSent >= 50", timeout=10000)  # >= 1 s of mic
-            await page.dispatch_event("#talk", "pointerup")
+            assert await page.text_content("#talk") == "Release to send"  # the label follows the state
+            if keyboard:
+                await page.keyboard.up("Space")
+            else:
+                await page.dispatch_event("#talk", "pointerup")
+            assert await page.text_content("#talk") == "Hold to talk"
+            who = await page.text_content("#who")
+            assert f"provider {provider}" in who and "simulated" in who and f"{rates[0]} Hz in" in who, who
 
             if tools:  # the model calls get_weather; answer it from the page's box
                 await page.wait_for_selector(".tool button", timeout=15000)
@@ -85,9 +97,14 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             assert stats["usage"][1] > 0
             assert "usage" in await page.text_content("#status")
 
-            await page.click("#hangup")
+            if keyboard:  # a new provider ends the session (the next turn would mint anew)
+                await page.select_option("#provider", "openai")
+                reason = "settings changed"
+            else:
+                await page.click("#hangup")
+                reason = "hung up"
             await page.wait_for_selector("body[data-closed='1000']", timeout=5000)
-            assert "closed: 1000" in await page.text_content("#status")
+            assert await page.text_content("#status") == f"closed: 1000 {reason}"  # code and reason
             shot = tmp_path / f"demo-{provider}.png"
             await page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

@@ -90,7 +90,7 @@ async function open() {
     } else if (f.type === "close") ended(session, f);
   });
   mic = await startCapture(session, { live: false });
-  const sim = simulated[session.provider] ? ' <span class="sim">simulated</span>' : "";
+  const sim = simulated[session.provider] ? ' · <span class="sim">simulated</span>' : "";
   $("who").innerHTML = `provider <b></b> · model <b></b>${sim} · ${session.inputSampleRate} Hz in / ${session.outputSampleRate} Hz out`;
   const [p, m] = $("who").querySelectorAll("b"); p.textContent = session.provider; m.textContent = session.model;
   $("interrupt").disabled = $("hangup").disabled = false;
