@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
+RUN_STAMP := $(VENV)/.installed-run
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
@@ -12,32 +13,45 @@ NPM      := /usr/bin/npm
 
 .PHONY: run test bench bench-stores bench-smoke soak openapi clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# `make run` installs what serving needs (and the Python SDK's one extra, aiohttp, is among it);
+# every other target installs the test toolchain too (pytest, Playwright, schemathesis,
+# matplotlib...), which is several times larger.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 # System packages the tests drive for real: Debian's chromium for the browser test
 # (Playwright's own browser download does not work offline) and redis-server for the Redis
 # store and the two-replica tests (the tests start and stop their own servers on free ports).
 # Installed with apt when missing; as root, or through sudo.
 $(CHROMIUM) $(REDIS) &:
+	@echo "make test: installing chromium (the browser tests) and redis-server (the Redis store tests) with apt-get"
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium redis-server >/dev/null
 
 # Node.js and npm for the OpenAI-compatible endpoint's Node client test (the test installs
 # @openai/agents-realtime from the npm registry into a temp dir).
 $(NPM):
+	@echo "make test: installing nodejs and npm (the Node client and TypeScript tests fetch their packages from npm) with apt-get"
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null
 
-## run: serve the bridge on $(HOST):$(PORT) in dev mode (generated keys in .speko/, simulators for providers without a key)
-run: $(STAMP)
+## run: serve the bridge on $(HOST):$(PORT) in dev mode (generated keys in .speko/, simulators for
+##      providers without a key); e.g. `make run PORT=8001`, `make run HOST=0.0.0.0`
+run: $(RUN_STAMP)
 	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
 
-## test: run every test
+## test: run every test; installs the test extra into .venv and, when missing, chromium,
+##       redis-server, nodejs and npm with apt-get (as root or through sudo)
 test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
 	$(BIN)/python -m pytest
 

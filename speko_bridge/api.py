@@ -23,7 +23,15 @@ from .jsondepth import MAX_JSON_DEPTH, too_deep
 from .params import ParamsError, SessionParams, check_params
 from .store import SessionRecord, StoreUnavailable
 from .tokens import mint_token, new_id
-from .wire import ErrorBody, ErrorDetail, Health, SessionCreated, SessionView
+from .wire import (
+    ErrorBody,
+    ErrorDetail,
+    Health,
+    SessionCreated,
+    SessionView,
+    TurnDetection,
+    validation_message,
+)
 
 log = logging.getLogger("speko_bridge.api")
 
@@ -133,8 +141,10 @@ def decode_params(body: bytes) -> SessionParams | Response:
             params = _second_chance(body)
         except msgspec.ValidationError as second:  # names the field still wrong
             error, params = second, None
+        except msgspec.DecodeError as exc:  # not JSON after all (the typed decoder stopped first)
+            return error_response(400, ApiErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
         if params is None:
-            return error_response(422, ApiErrorCode.INVALID_REQUEST, str(error))
+            return error_response(422, ApiErrorCode.INVALID_REQUEST, validation_message(error))
     except msgspec.DecodeError as exc:
         return error_response(400, ApiErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
     except RecursionError:  # too_deep() is the bound; this only keeps a traceback out
@@ -236,6 +246,11 @@ async def mint_for(request: Request, owner: str) -> Response:
         expires_at=iso(minted.expires_at),
         url=settings.realtime_url,
         ttl_seconds=params.ttl_seconds,
+        provider=params.provider,
+        model=params.model,
+        input_sample_rate=params.input_sample_rate,
+        output_sample_rate=params.output_sample_rate,
+        turn_detection=TurnDetection(),
     )
     return json_response(created, 201, {"Cache-Control": "no-store"})
 

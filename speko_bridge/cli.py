@@ -1,6 +1,10 @@
 """``speko-bridge serve --host --port``: load settings, set up logging, run uvicorn (configured
 in ``server.py``, with its connection-level limits).
 
+The port is bound before anything is printed: the dev banner (the API key as an ``export``
+line to paste) appears only once the server can actually answer, and a port that is taken
+stops the command at once with one line saying which and how to pick another.
+
 SIGTERM (or a first Ctrl+C) drains instead of stopping at once (:func:`app.drain`): readiness
 turns 503, new sockets are refused, live sessions get ``SPEKO_DRAIN_SECONDS`` to end and are
 then closed with 1001, their records are written, and the process exits 0. A second signal
@@ -11,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -23,6 +29,44 @@ from .config import ConfigError, load_settings
 from .server import server_config
 
 log = logging.getLogger("speko_bridge")
+
+
+#: uvicorn's own default backlog.
+LISTEN_BACKLOG = 2048
+
+
+class BindError(OSError):
+    """The address cannot be bound; the message says why and what to do."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening; uvicorn serves it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"{host}:{port} is already in use (another speko-bridge?); "
+                            f"pick another port: --port {port + 1}, or PORT={port + 1} make run") from None
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(LISTEN_BACKLOG)  # connections made before uvicorn starts wait in the queue
+    sock.set_inheritable(True)
+    return sock
+
+
+def banner(settings, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    return (
+        f"\n  speko_bridge dev server on {base}\n"
+        f"    export SPEKO_KEY={settings.dev_api_key}\n"
+        f"    demo    : {base}/  (hold the button or Space to talk, in a browser)\n"
+        f"    mint    : curl -s -X POST {base}/v1/sessions -H \"Authorization: Bearer $SPEKO_KEY\" "
+        "-H 'Content-Type: application/json' -d '{\"provider\":\"openai\",\"model\":\"gpt-realtime\"}'\n"
+        f"    data    : {settings.data_dir}/ (keys and SQLite file)\n"
+    )
 
 
 class DrainingServer(uvicorn.Server):
@@ -71,18 +115,19 @@ def serve(host: str, port: int, log_level: str) -> int:
     from .app import create_app
 
     app = create_app(settings)
+    try:
+        sock = bind(host, port)
+    except BindError as exc:
+        print(f"speko-bridge: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
     if settings.dev_api_key:
-        print(
-            "\n  speko_bridge dev server\n"
-            f"    API key : {settings.dev_api_key}\n"
-            f"    demo    : http://{host}:{port}/  (hold to talk in a browser)\n"
-            f"    mint    : curl -s -X POST http://{host}:{port}/v1/sessions "
-            f"-H 'Authorization: Bearer {settings.dev_api_key}' -H 'Content-Type: application/json' "
-            "-d '{\"provider\":\"openai\",\"model\":\"gpt-realtime\"}'\n"
-            f"    data    : {settings.data_dir}/ (keys and SQLite file)\n",
-            flush=True,
-        )
-    DrainingServer(server_config(app, settings, host=host, port=port, log_level=log_level)).run()
+        print(banner(settings, host, port), flush=True)
+    config = server_config(app, settings, host=host, port=port, log_level=log_level)
+    try:
+        DrainingServer(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 

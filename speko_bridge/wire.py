@@ -10,6 +10,9 @@ bridge and the store use it too.
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
 import msgspec
 
 
@@ -29,14 +32,27 @@ class UsageTotals(msgspec.Struct, rename="camel"):
     output_audio_tokens: int = 0
 
 
+class TurnDetection(msgspec.Struct):
+    """Who ends the user's turn. Only ``manual`` (the client sends ``commit``) today."""
+
+    type: Literal["manual"] = "manual"
+
+
 class SessionCreated(msgspec.Struct, rename="camel"):
-    """``201`` answer to ``POST /v1/sessions``."""
+    """``201`` answer to ``POST /v1/sessions``: the token, and (protocol v2) the effective
+    session settings, so that a browser handed this whole object can connect and play
+    audio at the right rate with nothing else."""
 
     session_id: str
     token: str
     expires_at: str  # ISO-8601 UTC: the socket must be opened before this
     url: str
     ttl_seconds: int
+    provider: str
+    model: str
+    input_sample_rate: int
+    output_sample_rate: int
+    turn_detection: TurnDetection
 
 
 class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
@@ -59,3 +75,20 @@ class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
 
 class Health(msgspec.Struct):
     status: str
+
+
+_FIELD_ERROR = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`(?: - at `\$(.*)`)?$")
+
+
+def validation_message(exc: msgspec.ValidationError) -> str:
+    """msgspec's message, with the field always named as `` `$.path` ``: msgspec names a
+    missing or unknown field only by its bare name ("Object missing required field
+    `provider`"), while every other error ends "- at `$.field`" (the server's 422 and the
+    Python SDK's local validation say the same)."""
+    text = str(exc)
+    match = _FIELD_ERROR.match(text)
+    if match is None:
+        return text
+    kind, field, parent = match.groups()
+    what = "missing required field" if kind == "missing required" else "unknown field"
+    return f"{what} - at `${parent or ''}.{field}`"

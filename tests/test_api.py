@@ -35,7 +35,14 @@ async def test_mint_returns_a_token_whose_claims_decode_as_documented(http, brid
         # the answer carries a bearer token: no browser, proxy or CDN may keep a copy
         assert r.headers.get("Cache-Control") == "no-store"
     assert status == 201
-    assert set(body) == {"sessionId", "token", "expiresAt", "url", "ttlSeconds"}
+    assert set(body) == {"sessionId", "token", "expiresAt", "url", "ttlSeconds", "provider", "model",
+                         "inputSampleRate", "outputSampleRate", "turnDetection"}
+    # protocol v2: the effective settings, defaults filled in
+    assert (body["provider"], body["model"]) == (BODY["provider"], BODY["model"])
+    assert (body["inputSampleRate"], body["outputSampleRate"]) == (24000, 24000)
+    assert body["turnDetection"] == {"type": "manual"}
+    _, other = await mint(http, bridge, {**BODY, "inputSampleRate": 16000, "outputSampleRate": 16000})
+    assert (other["inputSampleRate"], other["outputSampleRate"]) == (16000, 16000)
     assert body["url"] == "wss://voice.example.com/v1/realtime"
     assert body["ttlSeconds"] == 1800  # capped, not refused
     claims = jwt.decode(body["token"], SIGNING_KEY, algorithms=["HS256"], audience="speko-bridge/realtime",
@@ -124,6 +131,8 @@ async def test_body_over_64k_is_413_declared_or_streamed(http, bridge):
     "body,status,field",
     [
         ("not json", 400, None),
+        ("[", 400, None),  # an array begun: the typed decoder stops at once, the rest is not JSON
+        ('{"provider": "openai", "model": "m", "ttlSeconds": 60.0', 400, None),
         ([1, 2], 422, None),
         ({"model": "gpt-realtime"}, 422, "provider"),
         ({"provider": "acme", "model": "m"}, 422, "provider"),
@@ -142,6 +151,7 @@ async def test_body_over_64k_is_413_declared_or_streamed(http, bridge):
         ({**BODY, "metadata": {"k": "v" * 17000}}, 422, "metadata"),
         ({**BODY, "systemPrompt": "é" * 17000}, 422, "systemPrompt"),  # 34000 bytes, 17000 chars
         ({**BODY, "colour": "red"}, 422, "colour"),
+        ({**BODY, "tools": [{"description": "no name"}]}, 422, "tools[0].name"),
         ({"provider": "google", "model": "gemini-2.5-flash-native-audio"}, 422, "provider"),
     ],
 )
@@ -152,8 +162,8 @@ async def test_bad_bodies_name_the_field(http, bridge, body, status, field):
         answer = await r.json()
         assert r.status == status, answer
     assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message"}
-    if field:
-        assert field in answer["error"]["message"]
+    if field:  # the README's promise: the field named as `$.field`
+        assert f"`$.{field}`" in answer["error"]["message"], answer
     assert "Traceback" not in answer["error"]["message"]
 
 

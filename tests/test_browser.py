@@ -62,9 +62,21 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             await page.select_option("#outRate", rates[1])
             if tools:
                 await page.check("#tools")
-            await page.dispatch_event("#talk", "pointerdown")
-            await page.wait_for_function("window.spekoDemo.chunksSent >= 50", timeout=10000)  # >= 1 s of mic
-            await page.dispatch_event("#talk", "pointerup")
+            keyboard = provider == "google"  # one run holds Space instead of the button
+            if keyboard:
+                await page.focus("body")
+                await page.keyboard.down("Space")
+            else:
+                await page.dispatch_event("#talk", "pointerdown")
+            await page.wait_for_function("() => window.spekoDemo.chunksSent >= 50", timeout=10000)  # >= 1 s of mic
+            assert await page.text_content("#talk") == "Release to send"  # the label follows the state
+            if keyboard:
+                await page.keyboard.up("Space")
+            else:
+                await page.dispatch_event("#talk", "pointerup")
+            assert await page.text_content("#talk") == "Hold to talk"
+            who = await page.text_content("#who")
+            assert f"provider {provider}" in who and "simulated" in who and f"{rates[0]} Hz in" in who, who
 
             if tools:  # the model calls get_weather; answer it from the page's box
                 await page.wait_for_selector(".tool button", timeout=15000)
@@ -79,15 +91,20 @@ async def test_demo_page_talks_through_the_bridge(env, tmp_path, provider, rates
             expected = 'assistant: The tool said: {"temp_c": 21}' if tools else "assistant: You spoke for "
             assert assistant.startswith(expected), assistant
             # the assistant's audio arrived at the output rate and the page played it
-            await page.wait_for_function("window.spekoDemo.samplesPlayed > 0", timeout=10000)
+            await page.wait_for_function("() => window.spekoDemo.samplesPlayed > 0", timeout=10000)
             stats = await page.evaluate("window.spekoDemo")
             assert stats["framesIn"] > 0 and stats["samplesIn"] == int(rates[1])  # 1 s reply
             assert stats["usage"][1] > 0
             assert "usage" in await page.text_content("#status")
 
-            await page.click("#hangup")
+            if keyboard:  # a new provider ends the session (the next turn would mint anew)
+                await page.select_option("#provider", "openai")
+                reason = "settings changed"
+            else:
+                await page.click("#hangup")
+                reason = "hung up"
             await page.wait_for_selector("body[data-closed='1000']", timeout=5000)
-            assert "closed: 1000" in await page.text_content("#status")
+            assert await page.text_content("#status") == f"closed: 1000 {reason}"  # code and reason
             shot = tmp_path / f"demo-{provider}.png"
             await page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
@@ -114,3 +131,136 @@ async def test_dev_mint_is_same_origin_only_and_absent_outside_dev_mode(env, htt
             assert r.status == 404
         async with http.get(bridge.base + "/sdk/speko-realtime.js") as r:
             assert r.status == 200  # the SDK is served in production too
+
+
+#: Run inside the example page (another origin than the bridge's): the module comes from the
+#: bridge, the mint answers from the example's backend. Returns what the handle did.
+CONTRACT = """async (base) => {
+  const sdk = await import(base + "/sdk/speko-realtime.js");
+  const mint = async (body) => (await fetch("/session", { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
+  const until = (test, ms = 8000) => new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const poll = () => test() ? resolve() : Date.now() - t0 > ms ? reject(new Error("timed out")) : setTimeout(poll, 20);
+    poll();
+  });
+  const out = {};
+  const answer = await mint({ provider: "openai", tools: true });
+  const s = await sdk.connect(answer);
+  out.sid = answer.sessionId;
+  out.handle = [s.sessionId === answer.sessionId, s.expiresAt === answer.expiresAt, s.inputSampleRate];
+  const every = [];                      // on(fn), never unsubscribed: sees every frame type
+  s.on((f) => every.push(f.type));
+  let counted = 0;                       // on(fn), unsubscribed after the first reply
+  const off = s.on((f) => {
+    counted += 1;
+    if (f.type === "audio" && !out.pcm) out.pcm = [f.pcm.constructor.name, f.pcm.buffer.constructor.name,
+                                                   f.sampleRate, f.pcm.byteLength % 2, f.samples.length];
+    if (f.type === "tool_call") s.sendToolResult(f.callId, { temp_c: 21 });
+  });
+  const tone = new Int16Array(answer.inputSampleRate);
+  for (let i = 0; i < tone.length; i++) tone[i] = 8000 * Math.sin(2 * Math.PI * 220 * i / answer.inputSampleRate);
+  out.sent = [s.sendAudio(new Uint8Array(tone.buffer)), s.commit()];
+  await until(() => every.filter((t) => t === "usage").length >= 2);   // the tool call's turn, then the reply
+  s.ws.send("not json");                                                // the bridge answers invalid_message
+  await until(() => every.includes("error"));
+  off();
+  const before = counted;
+  s.sendAudio(tone);
+  s.commit();
+  await until(() => every.filter((t) => t === "usage").length >= 3);
+  out.afterUnsubscribe = counted - before;
+  const closes = [];
+  s.on("close", (f) => closes.push([f.code, f.reason]));
+  const wsClose = s.ws.close.bind(s.ws);  // what goes on the wire
+  s.ws.close = (...args) => { out.wire = args; return wsClose(...args); };
+  out.close = [await s.close(4000, "bye"), await s.close(), closes, s.closeCode];
+  out.every = [...new Set(every)].sort();
+  try { await sdk.connect(answer); out.used = "connected"; }
+  catch (e) { out.used = [e.name, e.code, e.closeCode]; }
+  // a live session whose server is about to be killed
+  const live = await sdk.connect(await mint({ provider: "openai" }));
+  window.dropped = [];
+  live.on("close", (f) => window.dropped.push([f.code, f.reason]));
+  return out;
+}"""
+
+
+async def test_a_page_on_another_origin_talks_with_the_sdk_helpers(tmp_path):
+    """examples/backend_mint.py serves examples/browser/ on its own port; the page imports the
+    SDK from the bridge (CORS), holds a turn with startCapture/createPlayer and the fake
+    microphone, then checks the handle contract; killing the bridge reaches close handlers."""
+    import asyncio
+    import os
+    import sys
+
+    import aiohttp
+    from playwright.async_api import async_playwright
+
+    from .conftest import API_KEY, SIGNING_KEY
+    from .fleet import BridgeProcess
+    from .redis_server import free_port
+
+    root = Path(__file__).resolve().parent.parent
+    wav = speech_wav(tmp_path / "mic.wav")
+    bridge = await BridgeProcess("bridge", {"SPEKO_API_KEYS": API_KEY, "SPEKO_SIGNING_KEY": SIGNING_KEY,
+                                            "SPEKO_SIMULATE": "1", "SPEKO_LOG_FORMAT": "text"}, tmp_path).start()
+    port = free_port()
+    backend = await asyncio.create_subprocess_exec(
+        sys.executable, str(root / "examples" / "backend_mint.py"), "--port", str(port),
+        env={**os.environ, "SPEKO_URL": bridge.base, "SPEKO_KEY": API_KEY, "PYTHONPATH": str(root)})
+    page_origin = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(page_origin + "/") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
+                try:
+                    page = await browser.new_page()
+                    problems: list[str] = []
+                    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+                    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+                    await page.goto(page_origin + "/")
+                    # a turn through the example's own UI: capture and player helpers only
+                    await page.dispatch_event("#talk", "pointerdown")
+                    await page.wait_for_function("() => window.example.mic && window.example.mic.chunksSent >= 50",
+                                                 timeout=10000)  # >= 1 s of microphone
+                    await page.dispatch_event("#talk", "pointerup")
+                    await page.wait_for_function(
+                        "() => window.example.finals.some((f) => f.role === 'assistant')", timeout=10000)
+                    finals = await page.evaluate("window.example.finals.map((f) => f.role + ': ' + f.text)")
+                    user = next(f for f in finals if f.startswith("user: I spoke for "))
+                    assert float(user.split("for ")[1].split(" ")[0]) >= 1.0, finals
+                    await page.wait_for_function("() => window.example.player.samplesPlayed > 0", timeout=10000)
+
+                    out = await page.evaluate(CONTRACT, bridge.base)
+                    assert out["handle"] == [True, True, 16000]
+                    assert out["sent"] == [True, True]
+                    assert out["pcm"] == ["Uint8Array", "ArrayBuffer", 24000, 0, out["pcm"][4]] and out["pcm"][4] > 0
+                    assert out["every"] == ["audio", "close", "error", "tool_call", "transcript", "usage"], out
+                    assert out["afterUnsubscribe"] == 0
+                    assert out["close"] == [{"code": 4000, "reason": "bye"}, {"code": 4000, "reason": "bye"},
+                                            [[4000, "bye"]], 4000]
+                    assert out["wire"] == [4000, "bye"]
+                    assert out["used"] == ["SpekoError", "token_used", 4001]
+                    # the bridge recorded the code the page closed with
+                    async with http.get(f"{bridge.base}/v1/sessions/{out['sid']}",
+                                        headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+                        assert (await r.json())["closeCode"] == 4000
+                    bridge.proc.kill()  # no close handshake: the connection just drops
+                    await page.wait_for_function("() => window.dropped.length > 0", timeout=10000)
+                    assert await page.evaluate("window.dropped") == [[1006, "connection lost"]]
+                    assert not problems, problems
+                finally:
+                    await browser.close()
+    finally:
+        backend.kill()
+        await backend.wait()
+        await bridge.stop()

@@ -12,6 +12,8 @@ import sys
 
 import aiohttp
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,6 +26,7 @@ async def test_dev_server_serves_a_conversation_with_no_configuration(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SPEKO_") and k not in ("OPENAI_API_KEY", "GOOGLE_API_KEY", "XAI_API_KEY")}
     env["SPEKO_DEV"] = "1"
+    env["PYTHONPATH"] = ROOT  # this checkout's speko_bridge, whichever one is installed
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "speko_bridge", "serve", "--port", str(port),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -36,9 +39,12 @@ async def test_dev_server_serves_a_conversation_with_no_configuration(tmp_path):
                 line = (await proc.stdout.readline()).decode()
                 assert line, "server exited:\n" + "".join(output)
                 output.append(line)
-                if m := re.search(r"API key : (\S+)", line):
+                if m := re.search(r"export SPEKO_KEY=(\S+)", line):  # a line to paste into a shell
                     key = m.group(1)
-                if "Uvicorn running" in line:  # printed once the socket is bound
+                    # the banner comes after the bind: the port already takes connections
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                if "Application startup complete" in line:
                     break
         assert key and (tmp_path / ".speko" / "dev_api_key").read_text().strip() == key
         assert any("simulator" in line for line in output), "one log line says the simulator is used"
@@ -75,3 +81,18 @@ async def test_dev_server_serves_a_conversation_with_no_configuration(tmp_path):
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
+
+
+async def test_a_busy_port_stops_at_once_with_no_banner(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPEKO_")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "speko_bridge", "serve", "--port", str(port), cwd=tmp_path,
+            env={**env, "SPEKO_DEV": "1", "PYTHONPATH": ROOT}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"SPEKO_KEY" not in out  # no key printed for a server that never ran
+    assert f"127.0.0.1:{port} is already in use".encode() in err and b"PORT=" in err, err

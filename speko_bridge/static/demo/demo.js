@@ -1,17 +1,27 @@
-// The demo page: press to talk, hear the answer, see transcripts, tool calls, usage and the close.
-import { connect } from "/sdk/speko-realtime.js";
+// The demo page: press (or hold Space) to talk, hear the answer, see transcripts, tool calls,
+// usage and how the session ended. Audio in and out is the SDK's own helpers: startCapture()
+// and createPlayer(); this file is only the page around them.
+import { connect, createPlayer, startCapture } from "/sdk/speko-realtime.js";
 
 const MODELS = { openai: "gpt-realtime", google: "gemini-2.5-flash-native-audio", xai: "grok-voice-latest" };
 const $ = (id) => document.getElementById(id);
 const stats = { framesIn: 0, samplesIn: 0, samplesPlayed: 0, chunksSent: 0, usage: [0, 0] };
 window.spekoDemo = stats;  // read by the browser test
 
-let rt = null;
-let mic = null;        // {ctx, node, stream}
-let player = null;     // {ctx, next, sources}
-let lines = {};        // role -> the element collecting the current utterance
+let rt = null;          // the live session
+let opening = null;     // the promise of the session being opened
+let mic = null;         // startCapture() result, for the live session
+let player = null;      // createPlayer() result, for the live session
+let simulated = {};     // provider -> true when the server's simulator answers for it
+let lines = {};         // role -> the element collecting the current utterance
+let talking = false;
 
 function status(text) { $("status").textContent = text; }
+function label() {
+  $("talk").textContent = talking ? "Release to send" : rt ? "Hold to talk" : opening ? "Connecting..." : "Hold to talk";
+  $("talk").classList.toggle("live", talking);
+  $("talk").setAttribute("aria-pressed", String(talking));
+}
 
 async function mint() {
   const tools = $("tools").checked ? [{ name: "get_weather", description: "Weather for a city",
@@ -22,7 +32,7 @@ async function mint() {
     body: JSON.stringify(body) });
   const answer = await r.json();
   if (!r.ok) throw new Error(`${answer.error.code}: ${answer.error.message}`);
-  return { ...answer, inputSampleRate: body.inputSampleRate, outputSampleRate: body.outputSampleRate };
+  return answer;  // the v2 mint answer: connect() takes it as it is
 }
 
 function transcript(f) {
@@ -30,13 +40,11 @@ function transcript(f) {
   if (!el) {
     el = lines[f.role] = document.createElement("p");
     el.className = `${f.role} pending`;
-    el.dataset.role = f.role;
     $("log").append(el);
   }
   if (f.final) {
     el.textContent = `${f.role}: ${f.text}`;
-    el.classList.remove("pending");
-    el.classList.add("final");
+    el.classList.replace("pending", "final");
     delete lines[f.role];
   } else {
     el.textContent = (el.textContent || `${f.role}: `) + f.text;
@@ -46,101 +54,102 @@ function transcript(f) {
 function toolCall(f) {
   const box = document.createElement("div");
   box.className = "tool";
-  box.innerHTML = `tool call <b></b> <code></code><br><input size="40" value='{"temp_c": 21}'> <button>Send result</button>`;
-  box.querySelector("b").textContent = f.name;
-  box.querySelector("code").textContent = f.arguments;
-  box.querySelector("button").onclick = () => {
-    rt.sendToolResult(f.callId, box.querySelector("input").value);
-    box.querySelector("button").disabled = true;
-  };
+  const name = document.createElement("b"); name.textContent = f.name;
+  const args = document.createElement("code"); args.textContent = f.arguments;
+  const input = document.createElement("input"); input.size = 40; input.value = '{"temp_c": 21}';
+  input.setAttribute("aria-label", `result of ${f.name}`);
+  const send = document.createElement("button"); send.textContent = "Send result";
+  send.onclick = () => { if (rt) rt.sendToolResult(f.callId, input.value); send.disabled = true; };
+  box.append("tool call ", name, " ", args, document.createElement("br"), input, " ", send);
   $("log").append(box);
 }
 
-function play(f) {
-  stats.framesIn += 1;
-  stats.samplesIn += f.pcm.length;
-  if (!player) {
-    const ctx = new AudioContext({ sampleRate: f.sampleRate });
-    player = { ctx, next: 0, sources: new Set() };
-  }
-  const { ctx } = player;
-  const buffer = ctx.createBuffer(1, f.pcm.length, f.sampleRate);
-  const data = buffer.getChannelData(0);
-  for (let i = 0; i < f.pcm.length; i++) data[i] = f.pcm[i] / 32768;
-  const source = ctx.createBufferSource();
-  source.buffer = buffer;
-  source.connect(ctx.destination);
-  // Scheduled back to back: no gap between frames, whatever their arrival jitter.
-  player.next = Math.max(player.next, ctx.currentTime + 0.05);
-  source.start(player.next);
-  player.next += buffer.duration;
-  player.sources.add(source);
-  source.onended = () => { player.sources.delete(source); stats.samplesPlayed += f.pcm.length; };
+function ended(session, { code, reason }) {
+  if (rt !== session && rt !== null) return;  // an old session, ended after a settings change
+  status(`closed: ${code} ${reason}`);
+  document.body.dataset.closed = String(code);
+  $("interrupt").disabled = $("hangup").disabled = true;
+  rt = mic = player = null;
+  label();
 }
 
-function stopPlayback() {
-  if (!player) return;
-  for (const s of player.sources) s.stop();
-  player.sources.clear();
-  player.next = 0;
-}
-
-async function ensureSession() {
-  if (rt) return rt;
+async function open() {
   status("minting...");
-  const session = await mint();
-  rt = await connect(session);
-  rt.on("transcript", transcript);
-  rt.on("tool_call", toolCall);
-  rt.on("audio", play);
-  rt.on("usage", (f) => {
-    stats.usage[0] += f.inputAudioTokens; stats.usage[1] += f.outputAudioTokens;
-    status(`connected to ${session.url} · usage in ${stats.usage[0]} / out ${stats.usage[1]} audio tokens`);
+  const answer = await mint();
+  const session = await connect(answer);
+  player = createPlayer(session);
+  session.on((f) => {
+    if (f.type === "transcript") transcript(f);
+    else if (f.type === "tool_call") toolCall(f);
+    else if (f.type === "audio") { stats.framesIn += 1; stats.samplesIn += f.pcm.byteLength / 2; }
+    else if (f.type === "usage") {
+      stats.usage[0] += f.inputAudioTokens; stats.usage[1] += f.outputAudioTokens;
+      status(`connected · usage in ${stats.usage[0]} / out ${stats.usage[1]} audio tokens`);
+    } else if (f.type === "error") {
+      const p = document.createElement("p"); p.textContent = `error ${f.code}: ${f.message}`; $("log").append(p);
+    } else if (f.type === "close") ended(session, f);
   });
-  rt.on("error", (f) => { const p = document.createElement("p"); p.textContent = `error ${f.code}: ${f.message}`; $("log").append(p); });
-  rt.closed.then(({ code, reason }) => {
-    status(`closed: ${code} ${reason}`);
-    document.body.dataset.closed = String(code);
-    rt = null;
-    $("interrupt").disabled = $("hangup").disabled = true;
-  });
+  mic = await startCapture(session, { live: false });
+  const sim = simulated[session.provider] ? ' · <span class="sim">simulated</span>' : "";
+  $("who").innerHTML = `provider <b></b> · model <b></b>${sim} · ${session.inputSampleRate} Hz in / ${session.outputSampleRate} Hz out`;
+  const [p, m] = $("who").querySelectorAll("b"); p.textContent = session.provider; m.textContent = session.model;
   $("interrupt").disabled = $("hangup").disabled = false;
-  status(`connected to ${session.url}`);
-  return rt;
+  status("connected");
+  rt = session;
+  return session;
 }
 
 async function startTalking() {
-  $("talk").classList.add("live");
+  if (talking) return;
+  talking = true;
+  label();
   try {
-    const session = await ensureSession();
-    stopPlayback();
-    if (!mic) {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
-      const ctx = new AudioContext({ sampleRate: session.inputSampleRate });
-      await ctx.audioWorklet.addModule("/demo/capture-worklet.js");
-      const node = new AudioWorkletNode(ctx, "pcm-capture");
-      ctx.createMediaStreamSource(stream).connect(node);
-      mic = { ctx, node, stream, live: false };
-      node.port.onmessage = (e) => { if (mic.live && rt && rt.sendAudio(e.data)) stats.chunksSent += 1; };
-    }
-    await mic.ctx.resume();
-    mic.live = true;
+    if (!rt) { opening = opening || open(); label(); await opening; }
+    if (player) player.flush();  // the user speaks over the assistant
+    if (talking && mic) await mic.resume();
   } catch (err) {
     status(`could not start: ${err.message}`);
-    $("talk").classList.remove("live");
+    talking = false;
+  } finally {
+    opening = null;
+    label();
   }
 }
 
 function stopTalking() {
-  $("talk").classList.remove("live");
+  if (!talking) return;
+  talking = false;
+  label();
   if (mic && mic.live) {
-    mic.live = false;
+    mic.pause();
+    stats.chunksSent = mic.chunksSent;
     if (rt) rt.commit();
   }
 }
 
+// the session was minted for one provider and rates: a change ends it, the next turn mints anew
+function settingsChanged() {
+  const old = rt;
+  rt = mic = player = null;
+  $("who").textContent = "";
+  $("interrupt").disabled = $("hangup").disabled = true;
+  if (old) old.close(1000, "settings changed");  // its capture and player stop with it
+  label();
+}
+
+setInterval(() => {
+  if (mic) stats.chunksSent = mic.chunksSent;
+  if (player) stats.samplesPlayed = player.samplesPlayed;
+}, 100);
+
+fetch("/dev/providers").then((r) => r.json()).then((p) => { simulated = p.simulated || {}; }).catch(() => {});
+for (const id of ["provider", "inRate", "outRate", "tools"]) $(id).addEventListener("change", settingsChanged);
 $("talk").addEventListener("pointerdown", startTalking);
 $("talk").addEventListener("pointerup", stopTalking);
 $("talk").addEventListener("pointerleave", stopTalking);
-$("interrupt").addEventListener("click", () => { stopPlayback(); if (rt) rt.interrupt(); });
-$("hangup").addEventListener("click", () => { if (rt) rt.close(); });
+const isSpace = (e) => e.code === "Space" && !["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName);
+document.addEventListener("keydown", (e) => { if (isSpace(e)) { e.preventDefault(); if (!e.repeat) startTalking(); } });
+document.addEventListener("keyup", (e) => { if (isSpace(e)) { e.preventDefault(); stopTalking(); } });
+$("interrupt").addEventListener("click", () => { if (rt) rt.interrupt(); });
+$("hangup").addEventListener("click", () => { if (rt) rt.close(1000, "hung up"); });
+label();

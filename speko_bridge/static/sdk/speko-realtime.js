@@ -1,97 +1,323 @@
-// speko-realtime.js: the browser SDK for speko_bridge's /v1/realtime (an ES module, no build step).
+// speko-realtime.js: the browser SDK for speko_bridge's /v1/realtime (an ES module, no build
+// step; types in speko-realtime.d.ts next to it).
 //
-//   import { connect } from "/sdk/speko-realtime.js";
-//   const rt = await connect({ url, token, inputSampleRate: 16000, outputSampleRate: 24000 });
-//   const off = rt.on("transcript", (f) => console.log(f.role, f.text, f.final));
-//   rt.on("audio", (f) => play(f.pcm, f.sampleRate));   // f.pcm is an Int16Array
-//   rt.sendAudio(int16Array); rt.commit(); rt.interrupt(); rt.sendToolResult(callId, {ok: true});
-//   await rt.close();                                     // resolves after the close handshake
+//   import { connect, startCapture, createPlayer } from "https://bridge.example.com/sdk/speko-realtime.js";
+//   const session = await connect(mintAnswer);           // the 201 body of POST /v1/sessions, as it is
+//   const off = session.on((frame) => console.log(frame.type, frame));   // every frame; off() unsubscribes
+//   const player = createPlayer(session);                 // plays audio frames gaplessly; flushed on interrupt()
+//   const mic = await startCapture(session);              // microphone -> PCM16 at session.inputSampleRate
+//   mic.pause(); session.commit();                        // end of the user's turn
+//   await session.close(1000, "done");                    // idempotent; resolves after the close handshake
 //
-// Frames: {type: "audio", pcm, sampleRate} for binary messages; JSON frames as sent
-// (transcript, tool_call, usage, error, close). on("*", fn) sees every frame. The token is
-// the first WebSocket subprotocol: never put it in the URL.
+// Frames: {type: "audio", pcm: Uint8Array, sampleRate, samples: Int16Array} for binary messages;
+// the JSON frames as sent (transcript, tool_call, usage, error, close, and any newer type).
+// Every way a socket ends reaches "close" subscribers once, as {type: "close", code, reason}.
+// The token is the first WebSocket subprotocol: it never goes into a URL.
 
-const FRAME_TYPES = new Set(["audio", "transcript", "tool_call", "usage", "error", "close", "*"]);
+/** How long connect() waits for the socket to open and be accepted, unless told otherwise. */
+export const DEFAULT_TIMEOUT_MS = 10000;
+/** The bridge answers a refused socket (bad, used, expired or revoked token, origin, limits)
+ * right after the handshake with an `error` frame and a close, and an accepted one with
+ * nothing: connect() resolves once the socket has been open this long without a refusal. It
+ * covers the server's token check (a store round trip, well under 10 ms), not the network. */
+export const DEFAULT_CONFIRM_MS = 250;
+const DEFAULT_RATE = 24000;
+const LEGACY_TYPES = new Set(["audio", "transcript", "tool_call", "usage", "error", "close", "speech", "resumed", "*"]);
+
+/** connect() refused or could not reach the bridge; `code` is the bridge's error code
+ * (token_used, invalid_token, origin_not_allowed, rate_limited, ...) or one of this SDK's:
+ * invalid_request, timeout, connection_failed. `closeCode` is the socket's close code. */
+export class SpekoError extends Error {
+  constructor(code, message, closeCode = null) {
+    super(`${code}: ${message}`);
+    this.name = "SpekoError";
+    this.code = code;
+    this.closeCode = closeCode;
+  }
+}
+
+function toBuffer(pcm) {
+  if (pcm instanceof ArrayBuffer) return pcm;
+  if (ArrayBuffer.isView(pcm)) {
+    return pcm.byteOffset === 0 && pcm.byteLength === pcm.buffer.byteLength
+      ? pcm.buffer
+      : pcm.buffer.slice(pcm.byteOffset, pcm.byteOffset + pcm.byteLength);
+  }
+  throw new TypeError("sendAudio takes a Uint8Array, an Int16Array or an ArrayBuffer of PCM16 LE mono");
+}
 
 export class RealtimeSession {
-  constructor(ws, { inputSampleRate = 24000, outputSampleRate = 24000 } = {}) {
+  constructor(ws, answer) {
     this.ws = ws;
-    this.inputSampleRate = inputSampleRate;
-    this.outputSampleRate = outputSampleRate;
+    this.url = answer.url;
+    this.sessionId = answer.sessionId ?? null;
+    this.expiresAt = answer.expiresAt ?? null;
+    this.provider = answer.provider ?? null;
+    this.model = answer.model ?? null;
+    this.inputSampleRate = answer.inputSampleRate ?? DEFAULT_RATE;
+    this.outputSampleRate = answer.outputSampleRate ?? DEFAULT_RATE;
+    this.turnDetection = answer.turnDetection ?? { type: "manual" };
     this.closeCode = null;
     this.closeReason = "";
-    this.handlers = new Map();
-    this.closed = new Promise((resolve) => {
-      ws.addEventListener("close", (e) => {
-        if (this.closeCode === null) {
-          this.closeCode = e.code;
-          this.closeReason = this.closeReason || e.reason;
-        }
-        resolve({ code: this.closeCode, reason: this.closeReason });
-      });
-    });
+    this._handlers = new Set(); // {type: string | null, fn}
+    this._interruptListeners = new Set();
+    this._closeFrameSeen = false;
+    this._closing = null;
+    this._pending = null; // set by connect() until the session is confirmed
+    this.closed = new Promise((resolve) => { this._resolveClosed = resolve; });
     ws.addEventListener("message", (e) => this._onMessage(e));
+    ws.addEventListener("close", (e) => this._onClose(e));
   }
 
-  on(type, handler) {
-    if (!FRAME_TYPES.has(type)) throw new TypeError(`unknown frame type ${type}`);
-    if (!this.handlers.has(type)) this.handlers.set(type, new Set());
-    this.handlers.get(type).add(handler);
-    return () => this.handlers.get(type).delete(handler);
+  /** on(handler): every frame; on(type, handler): frames of that type ("*": every frame).
+   * Returns a function that unsubscribes. */
+  on(typeOrHandler, handler) {
+    let entry;
+    if (typeof typeOrHandler === "function" && handler === undefined) {
+      entry = { type: null, fn: typeOrHandler };
+    } else if (typeof typeOrHandler === "string" && typeof handler === "function") {
+      if (!LEGACY_TYPES.has(typeOrHandler)) console.warn(`speko: no frame of type ${typeOrHandler} is known yet`);
+      entry = { type: typeOrHandler === "*" ? null : typeOrHandler, fn: handler };
+    } else {
+      throw new TypeError("on(handler) or on(type, handler)");
+    }
+    this._handlers.add(entry);
+    return () => { this._handlers.delete(entry); };
   }
 
+  get isOpen() { return this.ws.readyState === WebSocket.OPEN && this._closing === null; }
+
+  /** PCM16 LE mono at inputSampleRate, any length. False when the socket is not open. */
   sendAudio(pcm) {
-    // Int16Array (PCM16 LE mono at inputSampleRate) or its ArrayBuffer; any length.
-    if (this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(pcm instanceof ArrayBuffer ? pcm : pcm.buffer.slice(pcm.byteOffset, pcm.byteOffset + pcm.byteLength));
+    const data = toBuffer(pcm);
+    if (!this.isOpen) return false;
+    this.ws.send(data);
     return true;
   }
 
   commit() { return this._send({ type: "commit" }); }
 
-  interrupt() { return this._send({ type: "interrupt" }); }
+  /** Cancels the assistant's reply and flushes every player made with createPlayer(this). */
+  interrupt() {
+    for (const flush of this._interruptListeners) flush();
+    return this._send({ type: "interrupt" });
+  }
 
   sendToolResult(callId, output) {
     return this._send({ type: "tool_result", callId, output: typeof output === "string" ? output : JSON.stringify(output) });
   }
 
-  close(code = 1000) {
-    // Idempotent; resolves with {code, reason} once the socket is closed.
-    if (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN) {
-      this.ws.close(code);
+  /** Idempotent; resolves with {code, reason} once the socket is closed. */
+  close(code = 1000, reason = "") {
+    if (this._closing === null) {
+      this._closing = { code, reason };
+      if (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN) {
+        try {
+          this.ws.close(code, reason);
+        } catch (err) { // a code the browser may not send (1001, 1006...) or a reason over 123 bytes
+          this._closing = null;
+          throw err;
+        }
+      }
     }
     return this.closed;
   }
 
   _send(message) {
-    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    if (!this.isOpen) return false;
     this.ws.send(JSON.stringify(message));
     return true;
+  }
+
+  _emit(frame) {
+    for (const entry of [...this._handlers]) {
+      if (entry.type !== null && entry.type !== frame.type) continue;
+      try { entry.fn(frame); } catch (err) { console.error("speko: frame handler failed", err); }
+    }
   }
 
   _onMessage(e) {
     let frame;
     if (e.data instanceof ArrayBuffer) {
-      frame = { type: "audio", pcm: new Int16Array(e.data, 0, e.data.byteLength >> 1), sampleRate: this.outputSampleRate };
+      const pcm = new Uint8Array(e.data);
+      frame = { type: "audio", pcm, sampleRate: this.outputSampleRate, samples: new Int16Array(e.data, 0, e.data.byteLength >> 1) };
     } else {
-      try { frame = JSON.parse(e.data); } catch { return; }
-      if (frame.type === "close") { this.closeCode = frame.code; this.closeReason = frame.reason || ""; }
-    }
-    for (const key of [frame.type, "*"]) {
-      for (const handler of this.handlers.get(key) || []) {
-        try { handler(frame); } catch (err) { console.error("speko handler failed", err); }
+      try { frame = JSON.parse(e.data); } catch { console.warn("speko: ignoring a frame that is not JSON"); return; }
+      if (frame === null || typeof frame !== "object" || typeof frame.type !== "string") return;
+      if (frame.type === "close") {
+        this._closeFrameSeen = true;
+        this.closeCode = frame.code;
+        this.closeReason = frame.reason || "";
       }
     }
+    if (this._pending) { this._pending.frame(frame); return; }
+    this._emit(frame);
+  }
+
+  _onClose(e) {
+    if (this.closeCode === null) {
+      // no close frame from the bridge: our own close, or the connection dropped (1006)
+      this.closeCode = this._closing && e.code === 1005 ? this._closing.code : e.code;
+      this.closeReason = e.reason || (this._closing ? this._closing.reason
+        : e.code === 1006 ? "connection lost" : "");
+    }
+    const end = { code: this.closeCode, reason: this.closeReason };
+    this._interruptListeners.clear();
+    if (this._pending) { this._pending.close(end); this._resolveClosed(end); return; }
+    if (!this._closeFrameSeen) this._emit({ type: "close", ...end });
+    this._resolveClosed(end);
   }
 }
 
-export function connect({ url, token, inputSampleRate = 24000, outputSampleRate = 24000 }) {
-  // Resolves once the socket is open; rejects if it cannot open.
+/** Open the session a backend minted. `answer` is the 201 body of POST /v1/sessions as it is
+ * ({url, token, sessionId, expiresAt, inputSampleRate, outputSampleRate, ...}). Resolves once
+ * the bridge has accepted the socket; rejects with a SpekoError when it refuses it, cannot be
+ * reached, or `timeout` ms pass first. */
+export function connect(answer, { timeout = DEFAULT_TIMEOUT_MS, confirmMs = DEFAULT_CONFIRM_MS } = {}) {
+  if (!answer || typeof answer.url !== "string" || typeof answer.token !== "string" || !answer.token) {
+    return Promise.reject(new SpekoError("invalid_request", "connect() takes the mint answer: {url, token, ...}"));
+  }
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, [token]);
+    let ws;
+    try {
+      ws = new WebSocket(answer.url, [answer.token]);
+    } catch (err) {
+      reject(new SpekoError("invalid_request", err.message));
+      return;
+    }
     ws.binaryType = "arraybuffer";
-    const session = new RealtimeSession(ws, { inputSampleRate, outputSampleRate });
-    ws.addEventListener("open", () => resolve(session), { once: true });
-    ws.addEventListener("error", () => reject(new Error("could not open " + url)), { once: true });
+    const session = new RealtimeSession(ws, answer);
+    const early = []; // frames that came before connect() resolved, for the first subscribers
+    let refusal = null;
+    let timer = null;
+    let confirm = null;
+    const settle = () => { clearTimeout(timer); clearTimeout(confirm); session._pending = null; };
+    const fail = (err) => {
+      settle();
+      if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close();
+      reject(err);
+    };
+    const accept = () => {
+      settle();
+      resolve(session);
+      // after the caller's `await connect()` continuation has subscribed
+      setTimeout(() => { for (const f of early) session._emit(f); }, 0);
+    };
+    session._pending = {
+      frame(f) {
+        if (f.type === "error") refusal = f; // the bridge's answer to a socket it will not serve; close follows
+        else if (f.type === "close") fail(new SpekoError(refusal ? refusal.code : "connection_failed",
+          refusal ? refusal.message : f.reason || "closed before the session started", f.code));
+        else { early.push(f); accept(); }
+      },
+      close(end) {
+        fail(new SpekoError(refusal ? refusal.code : "connection_failed",
+          refusal ? refusal.message : `could not open ${answer.url} (${end.code}${end.reason ? " " + end.reason : ""})`,
+          end.code));
+      },
+    };
+    timer = setTimeout(() => fail(new SpekoError("timeout", `no session from ${answer.url} within ${timeout} ms`)), timeout);
+    ws.addEventListener("open", () => { confirm = setTimeout(() => { if (!refusal) accept(); }, confirmMs); }, { once: true });
   });
+}
+
+// ------------------------------------------------------------------ audio helpers
+
+const CAPTURE_WORKLET = new URL("./speko-capture-worklet.js", import.meta.url).href;
+
+/** Microphone capture: PCM16 mono at `sampleRate` (default session.inputSampleRate) through an
+ * AudioWorklet, sent on the session while live. Starts live unless `{live: false}`. */
+export async function startCapture(session, { sampleRate = session.inputSampleRate, live = true, stream = null,
+  constraints = { channelCount: 1, echoCancellation: true, noiseSuppression: true } } = {}) {
+  const media = stream || await navigator.mediaDevices.getUserMedia({ audio: constraints });
+  let ctx = new AudioContext({ sampleRate });
+  let source;
+  try {
+    source = ctx.createMediaStreamSource(media);
+  } catch (err) { // a browser that will not feed a microphone into a context at another rate
+    await ctx.close();
+    ctx = new AudioContext();
+    source = ctx.createMediaStreamSource(media);
+  }
+  await ctx.audioWorklet.addModule(CAPTURE_WORKLET);
+  const node = new AudioWorkletNode(ctx, "speko-capture", { processorOptions: { targetRate: sampleRate } });
+  source.connect(node);
+  const capture = {
+    sampleRate,
+    live,
+    chunksSent: 0,
+    bytesSent: 0,
+    /** Start sending (resumes the audio context, which needs a user gesture in browsers). */
+    async resume() { capture.live = true; await ctx.resume(); },
+    /** Stop sending; the microphone stays open for the next turn. */
+    pause() { capture.live = false; },
+    /** Release the microphone and the audio context. Idempotent. */
+    async stop() {
+      capture.live = false;
+      node.port.onmessage = null;
+      if (!stream) for (const track of media.getTracks()) track.stop();
+      if (ctx.state !== "closed") await ctx.close();
+    },
+  };
+  node.port.onmessage = (e) => {
+    if (capture.live && session.sendAudio(e.data)) { capture.chunksSent += 1; capture.bytesSent += e.data.byteLength; }
+  };
+  session.closed.then(() => capture.stop());
+  if (live) await ctx.resume();
+  return capture;
+}
+
+/** Gapless playback of audio frames: each is scheduled right after the previous one, whatever
+ * its arrival jitter. Given a session, it plays that session's audio frames and is flushed by
+ * session.interrupt(); flush() stops everything scheduled at once. */
+export function createPlayer(session = null, { sampleRate = session ? session.outputSampleRate : DEFAULT_RATE,
+  leadSeconds = 0.05, context = null } = {}) {
+  const ctx = context || new AudioContext({ sampleRate });
+  const sources = new Set();
+  let next = 0;
+  const player = {
+    context: ctx,
+    framesIn: 0,
+    samplesIn: 0,
+    samplesPlayed: 0,
+    /** Seconds of audio scheduled and not yet played. */
+    get bufferedSeconds() { return Math.max(0, next - ctx.currentTime); },
+    /** Queue an audio frame ({pcm: Uint8Array, sampleRate}) or raw PCM16 at `rate`. */
+    play(frameOrPcm, rate = sampleRate) {
+      const pcm = frameOrPcm && frameOrPcm.pcm ? frameOrPcm.pcm : frameOrPcm;
+      const frameRate = frameOrPcm && frameOrPcm.sampleRate ? frameOrPcm.sampleRate : rate;
+      const samples = pcm instanceof Int16Array ? pcm : new Int16Array(toBuffer(pcm), 0, pcm.byteLength >> 1);
+      player.framesIn += 1;
+      player.samplesIn += samples.length;
+      if (samples.length === 0) return;
+      if (ctx.state === "suspended") ctx.resume();
+      const buffer = ctx.createBuffer(1, samples.length, frameRate);
+      const data = buffer.getChannelData(0);
+      for (let i = 0; i < samples.length; i++) data[i] = samples[i] / 32768;
+      const src = ctx.createBufferSource();
+      src.buffer = buffer;
+      src.connect(ctx.destination);
+      next = Math.max(next, ctx.currentTime + leadSeconds);
+      src.start(next);
+      next += buffer.duration;
+      sources.add(src);
+      src.onended = () => { if (sources.delete(src)) player.samplesPlayed += samples.length; };
+    },
+    /** Stop everything scheduled, at once. */
+    flush() {
+      for (const src of sources) { src.onended = null; try { src.stop(); } catch { /* not started */ } }
+      sources.clear();
+      next = 0;
+    },
+    /** Flush, unsubscribe from the session, and close the audio context (unless it was given). */
+    async close() {
+      player.flush();
+      if (off) off();
+      if (session) session._interruptListeners.delete(player.flush);
+      if (!context && ctx.state !== "closed") await ctx.close();
+    },
+  };
+  const off = session ? session.on("audio", (f) => player.play(f)) : null;
+  if (session) session._interruptListeners.add(player.flush);
+  return player;
 }
