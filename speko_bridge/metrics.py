@@ -65,6 +65,9 @@ class Metrics:
         self.client_invalid = Counter(
             "speko_client_messages_invalid", "Client messages that were not part of the protocol "
             "(answered with an error; the session goes on)", ["provider"], registry=r)
+        self.tool_calls_refused = Counter(
+            "speko_tool_calls_refused", "Provider calls of a tool the session did not declare "
+            "(answered to the provider as an error, never forwarded)", ["provider"], registry=r)
         self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
 
     def for_session(self, provider: str) -> SessionMetrics:
@@ -85,7 +88,7 @@ class SessionMetrics:
     seconds at best."""
 
     __slots__ = ("frames_in", "bytes_in", "frames_out", "bytes_out", "_counters", "active",
-                 "connect", "tokens_in", "tokens_out", "dropped", "malformed", "client_invalid", "_closed",
+                 "connect", "tokens_in", "tokens_out", "dropped", "malformed", "client_invalid", "tools_refused", "_closed",
                  "_provider")
 
     def __init__(self, metrics: Metrics, provider: str) -> None:
@@ -103,6 +106,7 @@ class SessionMetrics:
         self.dropped = metrics.audio_dropped.labels(provider, "interrupted")
         self.malformed = metrics.upstream_malformed.labels(provider)
         self.client_invalid = metrics.client_invalid.labels(provider)
+        self.tools_refused = metrics.tool_calls_refused.labels(provider)
 
     def flush(self) -> None:
         """Add the message and byte counts since the last flush to the shared counters."""

@@ -77,7 +77,9 @@ def test_native_binary_is_audio_and_commit_flushes_then_asks_for_a_response():
 
 @pytest.mark.parametrize("text", ['{"type":"nope"}', "not json", '{"type":"commit","x":1}',
                                   '{"type":"commit","type":"interrupt"}', '{"type":"tool_result"}',
-                                  "[" * 100_000])
+                                  "[" * 100_000, "[" * 100_000 + "]" * 100_000,
+                                  '{"type":"tool_result","callId":"c","output":' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  '{"type":"commit","x":' + "[" * 100_000 + "]" * 100_000 + "}"])
 def test_native_bad_message_is_invalid_with_an_error_frame(text):
     (intent,) = native().receive_text(text)
     assert isinstance(intent, Invalid)
@@ -202,6 +204,19 @@ def test_compat_bad_events_get_an_openai_error_event(event, code):
     assert err["error"]["code"] == code
     if "type" in event:
         assert err["error"]["event_id"] == "evt_1"
+
+
+@pytest.mark.parametrize("provider", ["google", "openai"])
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000,
+                                  '{"type":"session.update","session":' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  '{"type":"x","tools":' + "{\"a\":" * 50_000 + "1" + "}" * 50_000 + "}"])
+def test_compat_deeply_nested_json_never_raises(provider, text):
+    (intent,) = compat(provider).receive_text(text)
+    if provider == "openai":  # forwarded as it is: OpenAI answers what it cannot read
+        assert intent.message == text
+    else:
+        (err,) = server_events([intent])
+        assert err["error"]["code"] == "invalid_json"
 
 
 @pytest.mark.parametrize("session, refused", [

@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import API_KEY, OTHER_KEY, SIGNING_KEY, auth, run_bridge
 from .fleet import BridgeProcess
-from .wsclient import RawClient, Received, closed, expect_refusal, mint, read, tone, wait_record
+from .wsclient import WEATHER_TOOL, RawClient, Received, closed, expect_refusal, mint, read, tone, wait_record
 
 
 def sim_env(env: dict, sim, **extra) -> dict:
@@ -241,3 +241,26 @@ async def test_a_client_that_stopped_reading_loses_its_tcp_connection_after_4009
             assert not established(b.port, client_port), "the bridge kept the connection open"
         finally:
             client.close()
+
+
+# --------------------------------------------------------------------------- undeclared tools
+
+
+async def test_a_call_of_an_undeclared_tool_is_answered_to_the_provider_and_never_forwarded(http, env,
+                                                                                          openai_sims):
+    sim = await openai_sims(undeclared_tool="delete_account")
+    async with run_bridge(sim_env(env, sim)) as b:
+        created = await mint(http, b, tools=[WEATHER_TOOL])
+        async with http.ws_connect(b.ws_url, protocols=[created["token"]]) as ws:
+            await ws.send_bytes(tone(0.3, 24000))
+            await ws.send_str('{"type":"commit"}')
+            # the model's own call goes unanswered by the client; its next reply is what arrives
+            got = await read(ws, Received(), lambda r: any(
+                f["role"] == "assistant" and f["final"] for f in r.of("transcript")))
+        assert got.of("tool_call") == []
+        (final,) = [f["text"] for f in got.of("transcript") if f["role"] == "assistant" and f["final"]]
+        assert "unknown tool 'delete_account'" in final and "get_weather" in final
+        outputs = [e["item"] for log in sim.received for e in log
+                   if e.get("type") == "conversation.item.create"]
+        assert len(outputs) == 1 and outputs[0]["type"] == "function_call_output"
+        assert sample(b, "speko_tool_calls_refused_total", provider="openai") == 1

@@ -158,6 +158,11 @@ class ClientCodec(abc.ABC):
     def output_rate(self) -> int:
         """The PCM rate the client hears."""
 
+    def declared_tools(self) -> frozenset[str] | None:
+        """The tool names this client may be asked to call (those of the mint), or None when
+        the client declares its own tools to the provider (it hears the provider untouched)."""
+        return frozenset(t.name for t in self.params.tools or ())
+
     def opening(self) -> list[OutboxItem]:
         """What the client hears first, as soon as its session starts."""
         return []

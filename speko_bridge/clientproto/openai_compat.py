@@ -149,6 +149,10 @@ class OpenAICompatCodec(ClientCodec):
             out.append(_encode(event).decode())
         return out
 
+    def declared_tools(self) -> frozenset[str] | None:
+        # OpenAI behind it: the client's own session.update may declare any tools
+        return None if self._same_protocol else super().declared_tools()
+
     def raw_forwarder(self):
         if not self._same_protocol:
             return None
@@ -204,13 +208,15 @@ class OpenAICompatCodec(ClientCodec):
         if self._same_protocol:
             try:
                 kind = _decode_type(text).type
-            except msgspec.DecodeError:
-                kind = ""
+            except (msgspec.DecodeError, RecursionError):
+                kind = ""  # OpenAI answers what it cannot read
             return [Forward(text, kind == "response.create" or kind == "input_audio_buffer.commit")]
         try:
             event = _decode(text)
         except msgspec.DecodeError as exc:
             return self._invalid("invalid_json", f"The message is not valid JSON: {exc}")
+        except RecursionError:
+            return self._invalid("invalid_json", "The message is nested too deeply to read.")
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return self._invalid("invalid_value", "An event must be a JSON object with a string "
                                  "`type`.", param="type")

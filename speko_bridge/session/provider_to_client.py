@@ -8,6 +8,7 @@ malformed-message guard: single unreadable messages are skipped and counted,
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ class ProviderToClient:
         self.resample_out: Resampler | None = None  # made on the first audio (rate from provider)
         self.last_item: str | None = None  # the provider item of the latest assistant audio
         self.malformed_run = 0
+        self._declared = session.client.declared_tools()
 
     async def run(self) -> None:
         session = self.session
@@ -117,8 +119,13 @@ class ProviderToClient:
                 if pcm:
                     await put_all(client.audio(ev.item_id, pcm))
                 self.last_item = ev.item_id
-            elif kind is Transcript or kind is ToolCall:
+            elif kind is Transcript:
                 await put_all(client.frame(ev))
+            elif kind is ToolCall:
+                if self._declared is not None and ev.name not in self._declared:
+                    await self._refuse_tool(ev)
+                else:
+                    await put_all(client.frame(ev))
             elif kind is Error:
                 session.reply_due = False  # a refused request gets no reply to wait for
                 await put_all(client.frame(ev))
@@ -148,6 +155,18 @@ class ProviderToClient:
         if not malformed:
             self.malformed_run = 0
         return reconnect
+
+    async def _refuse_tool(self, call: ToolCall) -> None:
+        """The provider called a tool the session never declared (models do): the client is
+        not asked to run it; the provider gets an error result naming the tools there are,
+        so the model can correct itself, and the reply it then owes is awaited."""
+        session = self.session
+        session.metrics.tools_refused.inc()
+        log.warning("provider called an undeclared tool %r", call.name[:64], extra=session.log_context)
+        available = ", ".join(sorted(self._declared)) or "none"
+        output = json.dumps({"error": f"unknown tool {call.name[:64]!r}; the tools are: {available}"})
+        session.expect_reply()
+        await session.upstream.send(session.provider.tool_result(call.call_id, output))
 
     def _count_usage(self, usage: Usage) -> None:
         session = self.session

@@ -185,6 +185,12 @@ class Session:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client is already gone
 
+    def expect_reply(self) -> None:
+        """The provider owes a reply from now: the read timeout is armed."""
+        if not self.reply_due:
+            self.reply_due = True
+            self.last_upstream = time.monotonic()
+
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)

@@ -155,6 +155,10 @@ class OpenAISimConfig:
     echo: bool = False
     validate: bool = True
     session_max_seconds: float | None = None
+    #: Call a function by this name instead of the session's first tool: models do call
+    #: functions the session never declared (openai/openai-agents-python#3286,
+    #: openai/openai-agents-js#1310, livekit/agents#6085 "when a model hallucinates a tool name").
+    undeclared_tool: str | None = None
     #: Answer ``response.create`` with an ``error`` event and start no response.
     refuse_responses: bool = False
 
@@ -582,7 +586,7 @@ class OpenAISimulator(SimulatorServer):
 
     async def _function_call(self, ws, conn: _Conn, rid: str, tool: dict, in_tokens: int) -> None:
         item_id, call_id = conn.nid("item"), conn.nid("call")
-        name = tool.get("name", "tool")
+        name = self.config.undeclared_tool or tool.get("name", "tool")
         arguments = _encoder.encode(_example_args(tool.get("parameters"))).decode()
         conn.calls[call_id] = name
         item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
