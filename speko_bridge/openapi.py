@@ -24,7 +24,8 @@ from .wire import ErrorBody, Health, SessionCreated, SessionView
 WEBSOCKET_PROSE = f"""\
 ## Realtime WebSocket: `GET /v1/realtime`
 
-OpenAPI cannot describe a WebSocket; this is the contract (PROTOCOL.md sections 2-5).
+OpenAPI cannot describe a WebSocket; this is its contract in brief (the full reference is
+`docs/protocol.md` in the repository).
 
 **Opening.** `new WebSocket(url, [token])`: the token minted by `POST /v1/sessions` is the
 FIRST offered subprotocol, and the server selects it in its handshake answer. Never put it
@@ -38,9 +39,12 @@ odd trailing byte is kept for the next chunk). Text: `{{"type":"commit"}}`,
 `{{"type":"interrupt"}}`, `{{"type":"tool_result","callId":"...","output":"..."}}`. Anything else
 gets an `error` frame `invalid_message` (a key given twice included); the session goes
 on. A message over 256 KiB (UTF-8 for text) ends the session with 4009, as does a client
-that leaves 256 outgoing messages unread for `SPEKO_CLIENT_SEND_TIMEOUT` (10 s).
+that leaves its outgoing queue (256 messages or 256 KiB) full for `SPEKO_CLIENT_SEND_TIMEOUT`
+(10 s). Input is read no faster than real time plus `SPEKO_AUDIO_BURST_SECONDS` (10 s) of
+audio and `SPEKO_CLIENT_MESSAGES_PER_SECOND` (500) messages a second: past that the server
+stops reading (TCP pushes back); nothing is dropped.
 
-**Provider faults.** A dropped or closed provider connection, a message over 16 MiB or
+**Provider faults.** A dropped or closed provider connection, a message over 1 MiB or
 32 unreadable messages in a row end the session at once with 4500; a provider silent for
 `SPEKO_UPSTREAM_READ_TIMEOUT` (20 s) while it owes a reply, too. The session record keeps
 the usage reached so far.
