@@ -111,8 +111,9 @@ class Server:
 
 
 async def spawn(name: str, args: list[str], *, core: int = SERVER_CORE, env: dict | None = None,
-                ready_path: str = "/healthz", port: int | None = None) -> Server:
-    """Start ``python args...`` pinned to ``core`` and wait until GET ``ready_path`` answers 200."""
+                ready_path: str = "/healthz", port: int | None = None, cwd: Path = ROOT) -> Server:
+    """Start ``python args...`` pinned to ``core`` and wait until GET ``ready_path`` answers 200
+    (``cwd``: the checkout whose ``speko_bridge`` a ``-m speko_bridge`` runs)."""
     port = port or free_port()
     cmd = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]
     if PINNED and shutil.which("taskset"):
@@ -120,7 +121,7 @@ async def spawn(name: str, args: list[str], *, core: int = SERVER_CORE, env: dic
     full_env = {**os.environ, **(env or {})}
     full_env.pop("SPEKO_DEV", None)
     proc = await asyncio.create_subprocess_exec(
-        *cmd, env=full_env, cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL,
+        *cmd, env=full_env, cwd=str(cwd), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
     server = Server(proc, port, name)
     async with aiohttp.ClientSession() as http:
@@ -155,10 +156,10 @@ def bridge_env(data_dir: str, upstream_url: str, **extra: str) -> dict:
             "SPEKO_MINT_RATE_PER_MINUTE": "0", **extra}
 
 
-async def start_bridge(data_dir: str, upstream_url: str) -> Server:
-    return await spawn("bridge", ["-m", "speko_bridge", "serve", "--port", "{port}",
-                                  "--log-level", "warning"],
-                       env=bridge_env(data_dir, upstream_url))
+async def start_bridge(data_dir: str, upstream_url: str, *, src: Path = ROOT, name: str = "bridge") -> Server:
+    return await spawn(name, ["-m", "speko_bridge", "serve", "--port", "{port}",
+                              "--log-level", "warning"],
+                       env=bridge_env(data_dir, upstream_url), cwd=src)
 
 
 async def start_echo_upstream() -> Server:
