@@ -37,7 +37,7 @@ TOOLS = [ToolSpec(name="get_weather", description="Get weather",
                   parameters={"type": "object", "properties": {"city": {"type": "string"},
                                                             "days": {"type": ["integer", "null"]}},
                               "required": ["city"]})]
-MODEL = "gemini-2.5-flash-native-audio"
+MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
 def codec(**kw) -> GoogleCodec:
@@ -96,8 +96,8 @@ def test_setup_carries_every_param_and_is_valid():
     assert decl["parameters"] == {"type": "OBJECT", "required": ["city"], "properties": {
         "city": {"type": "STRING"}, "days": {"type": "INTEGER", "nullable": True}}}
     # defaults: Puck, no temperature, a model that already has the prefix kept as is
-    (plain,) = valid(GoogleCodec(SessionParams(provider="google", model="models/gemini-live")).start())
-    assert plain["setup"]["model"] == "models/gemini-live"
+    (plain,) = valid(GoogleCodec(SessionParams(provider="google", model="models/gemini-2.5-flash-native-audio-preview-12-2025")).start())
+    assert plain["setup"]["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
     assert plain["setup"]["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"][
         "voiceName"] == "Puck"
     assert "temperature" not in plain["setup"]["generationConfig"] and "tools" not in plain["setup"]
@@ -335,9 +335,9 @@ def test_fragments_join_to_the_final_transcripts(user, assistant, chunks):
 
 
 @pytest.mark.parametrize("first,key,code", [
-    ({"setup": {"model": "models/gemini-live", "bogus": True}}, "sk-sim", 1007),
+    ({"setup": {"model": "models/gemini-2.5-flash-native-audio-preview-12-2025", "bogus": True}}, "sk-sim", 1007),
     ({"realtimeInput": {"activityStart": {}}}, "sk-sim", 1007),
-    ({"setup": {"model": "models/gemini-live"}}, "wrong", 1007),
+    ({"setup": {"model": "models/gemini-2.5-flash-native-audio-preview-12-2025"}}, "wrong", 1007),
     ({"setup": {"model": "models/unknown-model"}}, "sk-sim", 1008),
 ])
 async def test_simulator_refuses_like_gemini(gemini_sim, first, key, code):

@@ -7,7 +7,7 @@ after a valid ``setup``, transcription fragments, tool calls, ``usageMetadata``,
 
 - bad or missing key: close 1007 "API key not valid. Please pass a valid API key."
   (after the ``setup``, as observed: the upgrade itself succeeds);
-- a model that is not ``models/gemini...``: close 1008 "models/X is not found ...";
+- a model that is not one of the Gemini API's Live models: close 1008 "models/X is not found ...";
 - any client message that the ``google-genai`` package's ``LiveClientMessage`` rejects
   (strictly: unknown fields too), a message before ``setup``, or more than one key in a
   message: close 1007 "Request contains an invalid argument." and a recorded violation.
@@ -52,6 +52,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import WSMsgType, web
 
+from ..models import KNOWN_MODELS
 from .base import SimulatorServer
 from .openai import _example_args, _tone, _words
 
@@ -123,6 +124,8 @@ class GoogleSimConfig:
     go_away_after: float | None = None
     go_away_grace: float = 2.0
     go_away_connections: int = 1
+    #: The Live models this server serves (``setup.model`` is ``models/<id>``).
+    models: tuple[str, ...] = KNOWN_MODELS["google"]
 
 
 @dataclass
@@ -253,7 +256,11 @@ class GoogleSimulator(SimulatorServer):
 
     async def _setup(self, ws, conn: _Conn, setup: dict) -> bool:
         model = str(_get(setup, "model") or "")
-        if not model.startswith("models/gemini"):
+        # The Gemini API serves a fixed list of Live models; any other id (a Vertex id such as
+        # gemini-live-2.5-flash-native-audio, a shut-down one such as gemini-2.0-flash-live-001)
+        # closes 1008 (ai.google.dev/gemini-api/docs/models; LiveKit's google plugin README keeps
+        # the same list per API).
+        if model.removeprefix("models/") not in self.config.models or not model.startswith("models/"):
             await self._close(ws, (1008, f"{model} is not found for API version v1beta, or is not "
                                          "supported for bidiGenerateContent. Call ListModels to see the "
                                          "list of available models and their supported methods."))
