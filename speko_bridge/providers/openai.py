@@ -86,6 +86,7 @@ class _Err(msgspec.Struct):
     type: str | None = None
     code: str | None = None
     message: str | None = None
+    param: str | None = None
 
 
 class _TokenDetails(msgspec.Struct):
@@ -438,6 +439,7 @@ class OpenAICodec(Codec):
             # Nothing but the session config has gone up (client messages wait for Ready), and
             # the provider sends no session.updated after refusing it: end now with its reason
             # instead of waiting out the read timeout (4500).
+            where = f" (at {err.param})" if err.param else ""
             return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR,
-                          f"the provider refused the session config: {message}")]
+                          f"the provider refused the session config{where}: {message}")]
         return [ErrorFrame(ErrorCode.PROVIDER_ERROR, message)]

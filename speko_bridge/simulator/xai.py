@@ -27,6 +27,7 @@ providers.md 4, and issue 19 for the real-service behaviours marked *):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,7 @@ class XAISimulator(OpenAISimulator):
     async def _on_response_cancel(self, ws, conn: _Conn, event: dict) -> None:
         if conn.response is not None and not conn.response.done() and conn.response_audio_ms == 0:
             conn.response.cancel()  # abandoned: no response.done will ever come
+            await asyncio.gather(conn.response, return_exceptions=True)
             self.abandoned += 1
             return
         await super()._on_response_cancel(ws, conn, event)
