@@ -10,7 +10,7 @@ import json
 import pytest
 
 from .test_conformance import assert_transcripts_join, shape
-from .wsclient import WEATHER_TOOL, Received, mint, read, tone, wait_record
+from .wsclient import WEATHER_TOOL, Received, mint, read, tone
 
 RATE = 24000
 

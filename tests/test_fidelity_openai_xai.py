@@ -14,7 +14,16 @@ from speko_bridge.simulator.xai import XAISimConfig, XAISimulator
 
 from .conftest import run_bridge
 from .test_conformance import assert_transcripts_join
-from .wsclient import Received, assert_clean_close, closed, interrupt_mid_answer, mint, read, tone, wait_record
+from .wsclient import (
+    Received,
+    assert_clean_close,
+    closed,
+    interrupt_mid_answer,
+    mint,
+    read,
+    tone,
+    wait_record,
+)
 
 
 @pytest.fixture
@@ -55,7 +64,7 @@ async def test_openai_bad_key_is_error_then_close_by_default_and_4502(http, open
 
 
 async def test_openai_invalid_voice_is_an_immediate_4502_naming_the_cause(http, openai):
-    bridge, sim = openai
+    bridge, _ = openai
     created = await mint(http, bridge, "openai", voice="Marvin")
     start = time.monotonic()
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
@@ -88,7 +97,7 @@ async def test_xai_abandoned_response_does_not_hang_the_session(http, xai):
 
 
 async def test_xai_partial_completed_gives_one_final_per_utterance(http, xai):
-    bridge, sim = xai
+    bridge, _ = xai
     created = await mint(http, bridge, "xai")
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
         await ws.send_bytes(tone(1.0, 24000))

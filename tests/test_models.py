@@ -71,7 +71,9 @@ def test_a_bad_model_list_stops_the_server_naming_the_variable(env, value):
 
 
 def test_the_openai_list_is_the_sdks_model_literal():
-    from openai.types.realtime.realtime_session_create_request_param import RealtimeSessionCreateRequestParam
+    from openai.types.realtime.realtime_session_create_request_param import (
+        RealtimeSessionCreateRequestParam,
+    )
 
     hint = typing.get_type_hints(RealtimeSessionCreateRequestParam)["model"]
     (literal,) = [a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal]

@@ -223,7 +223,7 @@ async def test_every_event_of_a_tool_call_conversation_validates_against_the_ope
     created = await mint(http, bridge, provider, tools=[WEATHER_TOOL])
     url = f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime"
     events: list[dict] = []
-    dones = lambda n: lambda evs: sum(e["type"] == "response.done" for e in evs) >= n  # noqa: E731
+    dones = lambda n: lambda evs: sum(e["type"] == "response.done" for e in evs) >= n
     async with http.ws_connect(url, headers={"Authorization": f"Bearer {created['token']}"}) as ws:
         await ws.send_json({"type": "session.update", "session": {
             "type": "realtime", "audio": {"input": {"turn_detection": None}}}})

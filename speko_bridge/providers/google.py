@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import binascii
 import re
+
 import msgspec
 
 from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
-from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
 from .base import (
     UNREADABLE,
     AudioDone,
@@ -65,6 +65,9 @@ from .base import (
     Ready,
     Reconnect,
 )
+from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
+from .google_wire import Message, ServerContent, TokenCount
+from .google_wire import ToolCall as WireToolCall
 
 GEMINI_INPUT_RATE = 16000
 #: Gemini's output rate when the mimeType does not say (providers.md 3.4).
@@ -98,80 +101,7 @@ _AUDIO_TAIL = '"}}}'
 _RATE_RE = re.compile(r"rate=(\d+)")
 
 
-class _InlineData(msgspec.Struct):
-    mimeType: str | None = None
-    data: str | None = None
-
-
-class _Part(msgspec.Struct):
-    inlineData: _InlineData | None = None
-    text: str | None = None
-
-
-class _ModelTurn(msgspec.Struct):
-    parts: list[_Part] | None = None
-
-
-class _Transcription(msgspec.Struct):
-    text: str | None = None
-    finished: bool | None = None
-
-
-class _ServerContent(msgspec.Struct):
-    modelTurn: _ModelTurn | None = None
-    turnComplete: bool | None = None
-    generationComplete: bool | None = None
-    interrupted: bool | None = None
-    turnCompleteReason: str | None = None
-    waitingForInput: bool | None = None
-    inputTranscription: _Transcription | None = None
-    outputTranscription: _Transcription | None = None
-
-
-class _FunctionCall(msgspec.Struct):
-    id: str | None = None
-    name: str | None = None
-    args: msgspec.Raw = msgspec.Raw(b"")
-
-
-class _ToolCall(msgspec.Struct):
-    functionCalls: list[_FunctionCall] | None = None
-
-
-class _Cancellation(msgspec.Struct):
-    ids: list[str] | None = None
-
-
-class _TokenCount(msgspec.Struct):
-    modality: str | None = None
-    tokenCount: int | None = None
-
-
-class _UsageMetadata(msgspec.Struct):
-    promptTokensDetails: list[_TokenCount] | None = None
-    responseTokensDetails: list[_TokenCount] | None = None
-
-
-class _GoAway(msgspec.Struct):
-    timeLeft: str | None = None
-
-
-class _Resumption(msgspec.Struct):
-    newHandle: str | None = None
-    resumable: bool | None = None
-
-
-class _Message(msgspec.Struct):
-    setupComplete: dict | None = None
-    serverContent: _ServerContent | None = None
-    toolCall: _ToolCall | None = None
-    toolCallCancellation: _Cancellation | None = None
-    usageMetadata: _UsageMetadata | None = None
-    goAway: _GoAway | None = None
-    sessionResumptionUpdate: _Resumption | None = None
-
-
-_decoder = msgspec.json.Decoder(_Message)
+_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
 
@@ -362,7 +292,7 @@ class GoogleCodec(Codec):
             out.append(Transcript("user", "".join(self._user_text), True))
             self._user_text = []
 
-    def _server_content(self, content: _ServerContent, out: list[CodecEvent]) -> bool:
+    def _server_content(self, content: ServerContent, out: list[CodecEvent]) -> bool:
         """Translate one ``serverContent``; True if it ended the model's turn."""
         heard = content.inputTranscription
         if heard is not None:
@@ -421,7 +351,7 @@ class GoogleCodec(Codec):
         self._gated = False
         return True
 
-    def _tool_call(self, call: _ToolCall, out: list[CodecEvent]) -> bool:
+    def _tool_call(self, call: WireToolCall, out: list[CodecEvent]) -> bool:
         emitted = False
         for fc in call.functionCalls or ():
             if not fc.name:
@@ -466,5 +396,5 @@ def _rate(mime: str | None) -> int:
     return GEMINI_DEFAULT_OUTPUT_RATE
 
 
-def _audio_tokens(details: list[_TokenCount] | None) -> int:
+def _audio_tokens(details: list[TokenCount] | None) -> int:
     return sum(d.tokenCount or 0 for d in details or () if d.modality == "AUDIO")
