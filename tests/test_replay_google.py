@@ -156,3 +156,12 @@ def test_a_call_that_never_returns_is_given_up():
         "error": "no tool result within 15 s of user speech"}}]}}
     assert [list(m["realtimeInput"]) for m in out[1:]] == [["activityStart"], ["audio"]]
     assert c.tool_result("fc-9", "{}") == []  # the late result goes nowhere
+
+
+def test_output_after_a_turn_complete_in_progress_is_a_response_of_its_own():
+    c = codec()
+    c.commit()
+    out = feed(c, audio(), {"serverContent": {"turnComplete": True, "interactionStatus": "IN_PROGRESS"}},
+               audio(), {"serverContent": {"turnComplete": True, "interactionStatus": "IDLE"}})
+    assert out == [AudioOut(PCM, 24000), AudioDone(), Usage(0, 0), AudioOut(PCM, 24000), AudioDone(), Usage(0, 0)]
+    assert c.stats.counts["interaction_in_progress"] == 1

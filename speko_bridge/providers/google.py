@@ -331,6 +331,9 @@ class GoogleCodec(Codec):
             out.append(AudioDone())
         if content.waitingForInput:
             self._count("waiting_for_input", 1)
+        if content.interactionStatus == "IN_PROGRESS":
+            # more output may follow this turnComplete: it opens (and closes) a turn of its own
+            self._count("interaction_in_progress", 1)
         reason = content.turnCompleteReason
         if reason and reason not in BENIGN_TURN_REASONS:
             # e.g. RESPONSE_REJECTED, MALFORMED_FUNCTION_CALL, PROHIBITED_INPUT_CONTENT: the

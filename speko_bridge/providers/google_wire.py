@@ -36,6 +36,10 @@ class ServerContent(msgspec.Struct):
     interrupted: bool | None = None
     turnCompleteReason: str | None = None
     waitingForInput: bool | None = None
+    #: INTERACTION_STATUS_UNSPECIFIED, IN_PROGRESS (more output may follow), IDLE; sent with
+    #: turnComplete. ``interimInputTranscription`` is deliberately not read: it repeats the
+    #: user's words ahead of ``inputTranscription``, which stays the one source of them.
+    interactionStatus: str | None = None
     inputTranscription: Transcription | None = None
     outputTranscription: Transcription | None = None
 
