@@ -166,3 +166,22 @@ async def test_tool_schemas_keep_what_gemini_accepts(http, gemini_bridge, gemini
     assert params["defs"]["person"]["properties"]["name"] == {"type": "STRING", "minLength": 1}
     assert params["properties"]["note"]["anyOf"][0] == {"type": "STRING", "maxLength": 200}
     assert gemini_sim.violations == []  # google-genai's LiveClientMessage accepts all of it
+
+
+async def test_a_commit_dropped_during_a_slow_tool_does_not_time_the_session_out(http, env, gemini_sim):
+    # the provider owes no reply for a commit that never reached it: the read timeout
+    # (here 1 s) must not end the session while the tool takes longer than that
+    from .conftest import run_bridge
+
+    async with run_bridge({**env, "SPEKO_GOOGLE_URL": gemini_sim.url, "GOOGLE_API_KEY": "sk-sim",
+                           "SPEKO_UPSTREAM_READ_TIMEOUT": "1"}) as bridge:
+        created = await mint(http, bridge, "google", tools=[WEATHER_TOOL])
+        async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+            got = await turn(ws, Received())
+            (call,) = got.of("tool_call")
+            await ws.send_bytes(tone(0.3, RATE))
+            await ws.send_str('{"type":"commit"}')
+            await asyncio.sleep(2.5)  # the slow tool
+            await ws.send_str(json.dumps({"type": "tool_result", "callId": call["callId"], "output": "ok"}))
+            await read(ws, got, lambda r: len(r.of("usage")) >= 2 or r.close_code is not None)
+            assert got.close_code is None and got.of("error") == [], got.frames[-3:]

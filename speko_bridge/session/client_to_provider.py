@@ -112,8 +112,10 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
-                self._expect_reply()
-                await upstream.send(provider.commit())
+                asked = provider.commit()
+                if asked:  # a codec may hold a commit back (Gemini, while a tool call waits)
+                    self._expect_reply()
+                await upstream.send(asked)
             elif kind is Cancel:
                 await self._interrupt()
             elif kind is ToolOutput:
