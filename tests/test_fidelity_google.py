@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from .conftest import auth
 from .test_conformance import assert_transcripts_join, shape
 from .wsclient import WEATHER_TOOL, Received, mint, read, tone
 
@@ -185,3 +186,20 @@ async def test_a_commit_dropped_during_a_slow_tool_does_not_time_the_session_out
             await ws.send_str(json.dumps({"type": "tool_result", "callId": call["callId"], "output": "ok"}))
             await read(ws, got, lambda r: len(r.of("usage")) >= 2 or r.close_code is not None)
             assert got.close_code is None and got.of("error") == [], got.frames[-3:]
+
+
+async def test_a_model_the_gemini_api_does_not_serve_is_refused_4502(http, env, gemini_sim):
+    # an operator who allows any model still gets a clear refusal from the service: 1008
+    from .conftest import run_bridge
+    from .wsclient import assert_clean_close, closed
+
+    async with run_bridge({**env, "SPEKO_GOOGLE_URL": gemini_sim.url, "GOOGLE_API_KEY": "sk-sim",
+                           "SPEKO_MODELS_GOOGLE": "*"}) as bridge:
+        async with http.post(f"{bridge.base}/v1/sessions", headers=auth(),
+                             json={"provider": "google", "model": "gemini-live-2.5-flash-native-audio"}) as r:
+            created = await r.json()
+        async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+            got = await read(ws, Received(), closed)
+    (error,) = got.of("error")
+    assert error["code"] == "provider_error" and "gemini-live-2.5-flash-native-audio" in error["message"]
+    assert_clean_close(got, 4502)
