@@ -77,8 +77,20 @@ async def test_openai_invalid_voice_is_an_immediate_4502_naming_the_cause(http, 
     assert rec["closeCode"] == 4502
 
 
-async def test_xai_abandoned_response_does_not_hang_the_session(http, xai):
-    bridge, sim = xai
+async def test_xai_abandoned_response_does_not_hang_the_session(http, env):
+    # pings every 0.2 s keep the bridge's 1 s read watchdog quiet, as the real pings do: a
+    # hung response would never be noticed, only the fix gets the next reply
+    sim = XAISimulator(XAISimConfig(api_key="xai-sim-key", reply_ms=600, ping_interval=0.2))
+    await sim.start("127.0.0.1", 0)
+    try:
+        async with run_bridge({**env, "SPEKO_XAI_URL": sim.url, "XAI_API_KEY": "xai-sim-key",
+                               "SPEKO_UPSTREAM_READ_TIMEOUT": "1"}) as bridge:
+            await _abandon_and_go_on(http, bridge, sim)
+    finally:
+        await sim.stop()
+
+
+async def _abandon_and_go_on(http, bridge, sim) -> None:
     sim.config.first_audio_delay = 0.5  # the model's latency: the user barges in before audio
     created = await mint(http, bridge, "xai")
     async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:

@@ -4,7 +4,9 @@ It is the OpenAI simulator speaking xAI's dialect; the differences (each from
 providers.md 4, and issue 19 for the real-service behaviours marked *):
 
 - First messages* ``session.created`` (fal.ai's xAI proxy page: "xAI's session.created
-  reaches clients that connect and wait"), ``conversation.created``, then a ``ping``.
+  reaches clients that connect and wait"), ``conversation.created``, then a ``ping``, and
+  a ``ping`` every ``ping_interval`` seconds after (keep-alives that also keep a bridge's
+  read watchdog quiet, which is why an abandoned response hung sessions silently).
 - ``session.update``: ``voice`` and ``turn_detection`` at the top level of ``session``;
   ``session.type`` "realtime" accepted*; voices Eve, Ara, Rex, Sal, Leo in any case
   (docs.x.ai Voice Agent API, "Voice Options": five voices; the issue's "larger
@@ -45,6 +47,9 @@ VOICES = frozenset({"eve", "ara", "rex", "sal", "leo"})
 @dataclass
 class XAISimConfig(OpenAISimConfig):
     api_key: str | None = "xai-sim-key"
+    #: Seconds between ``ping`` keep-alives after the first (the real service keeps pinging;
+    #: the interval is not documented); None: only the one after connect.
+    ping_interval: float | None = 5.0
 
 
 def _session_problems(session: Any) -> list[str]:
@@ -89,6 +94,7 @@ class XAISimulator(OpenAISimulator):
     def __init__(self, config: XAISimConfig | None = None) -> None:
         super().__init__(config or XAISimConfig())
         self.abandoned = 0  # responses cancelled before audio and never done
+        self._pingers: dict[asyncio.Task, list[asyncio.Task]] = {}  # handler -> its ping task
 
     def make_checker(self):
         return xai_event_checker()
@@ -108,7 +114,27 @@ class XAISimulator(OpenAISimulator):
         }
         return conn
 
+    async def _handle(self, request):
+        pinger = asyncio.current_task()
+        self._pingers[pinger] = []
+        try:
+            return await super()._handle(request)
+        finally:
+            for task in self._pingers.pop(pinger):
+                task.cancel()
+
+    async def _ping(self, ws, conn: _Conn, interval: float) -> None:
+        try:
+            while not ws.closed:
+                await asyncio.sleep(interval)
+                await self._send(ws, conn, {"type": "ping", "timestamp": int(time.time() * 1000)})
+        except (ConnectionError, RuntimeError):
+            pass  # the socket went away
+
     async def _greet(self, ws, conn: _Conn) -> None:
+        if self.config.ping_interval is not None:
+            self._pingers[asyncio.current_task()].append(
+                asyncio.create_task(self._ping(ws, conn, self.config.ping_interval)))
         await self._send(ws, conn, {"type": "session.created", "session": conn.session})
         await self._send(ws, conn, {"type": "conversation.created",
                                     "conversation": {"id": "conv_1", "object": "realtime.conversation"}})
