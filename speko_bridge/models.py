@@ -3,7 +3,7 @@
 Why at mint: an unknown model is refused by the provider only once the browser's token is
 spent and the upstream socket is open (OpenAI answers ``model_not_found``, Gemini closes
 1008 "models/X is not found ..."), so the backend learns of a typo from a failed call. A
-mint that names a model outside the catalogue is answered 422 naming ```$.model``` instead.
+mint that names a model outside the catalogue is answered 422 naming ``$.model`` instead.
 
 The lists are the ids each provider documents for its realtime endpoint (sources in
 ``docs/providers.md``). Providers ship new models faster than this file changes, so the
