@@ -52,7 +52,7 @@ def codec_rows(frame16: bytes, frame24: bytes, audio100: str) -> list[tuple[str,
                            "content_index": 0, "transcript": "what's the weather in"})
     cases = [
         ("openai", OpenAICodec, "gpt-realtime", frame24, openai_audio, openai_text),
-        ("google", GoogleCodec, "gemini-2.5-flash-native-audio", frame16, gemini_audio, gemini_text),
+        ("google", GoogleCodec, "gemini-2.5-flash-native-audio-preview-12-2025", frame16, gemini_audio, gemini_text),
         ("xai", XAICodec, "grok-voice-latest", frame24, openai_audio, xai_user),
     ]
     rows = []

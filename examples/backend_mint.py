@@ -20,7 +20,7 @@ from speko_bridge.client import Speko, SpekoError
 
 PAGE = Path(__file__).resolve().parent / "browser"
 #: What the page may ask for; anything else is the backend's business to refuse.
-PROVIDERS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
+PROVIDERS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio-preview-12-2025", "xai": "grok-voice-latest"}
 #: A tool the page may ask the model to have ({"tools": true}); the page answers its calls.
 WEATHER = {"name": "get_weather", "description": "Weather for a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}

@@ -20,7 +20,7 @@ import wave
 from speko_bridge.client import Speko
 from speko_bridge.frames import Audio, Close, Error, Transcript, Usage
 
-MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
+MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio-preview-12-2025", "xai": "grok-voice-latest"}
 
 
 def speech(path: str | None) -> tuple[bytes, int]:

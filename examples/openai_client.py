@@ -22,7 +22,7 @@ from openai import AsyncOpenAI
 
 from speko_bridge.client import Speko
 
-MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
+MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio-preview-12-2025", "xai": "grok-voice-latest"}
 RATE = 24000  # OpenAI's audio/pcm: PCM16 at 24 kHz both ways
 
 

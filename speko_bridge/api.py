@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import openapi
+from . import models, openapi
 from .codes import ApiErrorCode
 from .jsondepth import MAX_JSON_DEPTH, too_deep
 from .params import ParamsError, SessionParams, check_params
@@ -209,6 +209,13 @@ async def mint_for(request: Request, owner: str) -> Response:
         return error_response(
             422, ApiErrorCode.INVALID_REQUEST,
             f"provider {params.provider!r} is not configured on this server - at `$.provider`",
+        )
+    catalogue = settings.models.get(params.provider, ())
+    if not models.allowed(catalogue, params.provider, params.model):
+        return error_response(
+            422, ApiErrorCode.INVALID_REQUEST,
+            f"model {params.model!r} is not a known {params.provider} model (known: {', '.join(catalogue)}; "
+            f"the operator can allow it with {models.env_var(params.provider)}) - at `$.model`",
         )
     now = int(time.time())
     session_id = new_id("sess")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .models import ANY_MODEL, KNOWN_MODELS, env_var
 from .tokens import ApiKeyring, SigningKeys
 
 #: HS256 keys shorter than this are refused (RFC 7518 3.2: key >= hash output size).
@@ -77,6 +78,8 @@ class Settings:
     mint_burst: int = DEFAULT_MINT_RATE_PER_MINUTE  # mints allowed at once before the rate applies
     max_sessions_per_key: int = 0  # concurrent sessions per API key, across the fleet; 0 = none
     log_format: str = "json"
+    #: provider -> the model ids a mint may name (``*`` allows any); see models.py.
+    models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(KNOWN_MODELS))
 
     @property
     def realtime_url(self) -> str:
@@ -93,6 +96,9 @@ DEFAULT_PROVIDER_URLS = {
 }
 PROVIDER_KEY_VARS = {"openai": "OPENAI_API_KEY", "google": "GOOGLE_API_KEY", "xai": "XAI_API_KEY"}
 PROVIDER_URL_VARS = {"openai": "SPEKO_OPENAI_URL", "google": "SPEKO_GOOGLE_URL", "xai": "SPEKO_XAI_URL"}
+PROVIDER_MODELS_VARS = {name: env_var(name) for name in DEFAULT_PROVIDER_URLS}
+#: Longest model id a catalogue entry may be (SessionParams.model allows 128).
+MAX_MODEL_ID_CHARS = 128
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -208,6 +214,16 @@ def load_settings(
             raise ConfigError(url_var, f"expected a ws:// or wss:// URL, got {url!r}")
         providers[name] = ProviderEndpoint(url=url, api_key=env.get(PROVIDER_KEY_VARS[name]) or None)
 
+    models: dict[str, tuple[str, ...]] = {}
+    for name, var in PROVIDER_MODELS_VARS.items():
+        listed = _list(env, var)
+        for model in listed:
+            if len(model) > MAX_MODEL_ID_CHARS or any(c.isspace() for c in model):
+                raise ConfigError(var, f"not a model id: {model!r}")
+        if ANY_MODEL in listed and len(listed) > 1:
+            raise ConfigError(var, f"{ANY_MODEL!r} allows any model; list it alone")
+        models[name] = tuple(listed) if listed else KNOWN_MODELS[name]
+
     redis_url = env.get("SPEKO_REDIS_URL") or None
     if redis_url is not None and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("SPEKO_REDIS_URL", f"expected a redis://, rediss:// or unix:// URL, got {redis_url!r}")
@@ -250,4 +266,5 @@ def load_settings(
         mint_burst=_int(env, "SPEKO_MINT_BURST", max(mint_rate, 1), 1, 1_000_000),
         max_sessions_per_key=_int(env, "SPEKO_MAX_SESSIONS_PER_KEY", 0, 0, 1_000_000),
         log_format=log_format,
+        models=models,
     )

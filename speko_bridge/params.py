@@ -39,7 +39,10 @@ class SessionParams(msgspec.Struct, rename="camel", forbid_unknown_fields=True, 
     """What a backend asks for when it mints a session."""
 
     provider: Provider
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    model: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=128,
+        description="A model the provider serves, from the server's catalogue (docs/providers.md; "
+                    "operators extend it with SPEKO_MODELS_<PROVIDER>); any other is refused with 422.")]
     voice: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     system_prompt: Annotated[str, msgspec.Meta(max_length=MAX_SYSTEM_PROMPT_BYTES)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None

@@ -152,7 +152,7 @@ async def test_body_over_64k_is_413_declared_or_streamed(http, bridge):
         ({**BODY, "systemPrompt": "é" * 17000}, 422, "systemPrompt"),  # 34000 bytes, 17000 chars
         ({**BODY, "colour": "red"}, 422, "colour"),
         ({**BODY, "tools": [{"description": "no name"}]}, 422, "tools[0].name"),
-        ({"provider": "google", "model": "gemini-2.5-flash-native-audio"}, 422, "provider"),
+        ({"provider": "google", "model": "gemini-2.5-flash-native-audio-preview-12-2025"}, 422, "provider"),
     ],
 )
 async def test_bad_bodies_name_the_field(http, bridge, body, status, field):

@@ -20,7 +20,7 @@ async def speko(gemini_bridge):
 
 
 async def test_mint_read_revoke_and_errors(speko):
-    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio",
+    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio-preview-12-2025",
                                          tools=[ToolSpec(name="get_weather")], metadata={"user": 7},
                                          output_sample_rate=16000)
     assert session.url.endswith("/v1/realtime") and session.token and session.output_sample_rate == 16000
@@ -44,7 +44,7 @@ async def test_mint_read_revoke_and_errors(speko):
 
 
 async def test_conversation_with_tool_call_handlers_and_clean_close(speko):
-    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio",
+    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio-preview-12-2025",
                                          input_sample_rate=16000, output_sample_rate=16000,
                                          tools=[WEATHER_TOOL])
     transcripts: list[Transcript] = []
@@ -87,7 +87,7 @@ async def test_conversation_with_tool_call_handlers_and_clean_close(speko):
 
 
 async def test_server_side_ends_are_reported(speko):
-    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio")
+    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio-preview-12-2025")
     async with speko.connect(session) as rt:
         await rt.commit()
         async for frame in rt:
@@ -110,7 +110,7 @@ async def test_server_side_ends_are_reported(speko):
 
 
 async def test_on_rejects_unknown_types_and_a_failing_handler_does_not_end_the_session(speko):
-    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio")
+    session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio-preview-12-2025")
     async with speko.connect(session) as rt:
         with pytest.raises(ValueError):
             rt.on("transcripts", print)

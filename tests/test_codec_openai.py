@@ -155,6 +155,7 @@ def test_spoken_reply_ga_and_beta_names(beta):
         AudioOut(audio, 24000, "item_A1"),
         AudioDone(),
         Transcript("assistant", "It's 21 degrees in Paris.", True),
+        Usage(0, 0),  # the response reported no usage: zeros end it (PROTOCOL v2)
     ]
 
 
@@ -180,9 +181,12 @@ def test_interrupt_truncates_at_what_the_client_heard():
     ("insufficient_quota", Fatal(4502, "provider_error", "m")),
     ("session_expired", Fatal(4500, "provider_unavailable", "m")),
     ("invalid_value", ErrorFrame("provider_error", "m")),
+    ("account_deactivated", Fatal(4502, "provider_error", "m")),
+    ("billing_hard_limit_reached", Fatal(4502, "provider_error", "m")),
 ])
 def test_error_mapping(code, expected):
     c = codec()
+    feed(c, {"type": "session.updated", "session": {}})  # live: errors are about the conversation
     assert feed(c, {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": "m"}}) == [expected]
 
 

@@ -74,7 +74,7 @@ def test_codec_fatals_carry_members_that_encode_like_the_old_literals():
     assert fatal.close_code is CloseCode.PROVIDER_REFUSED
     assert fatal.error_code is ErrorCode.PROVIDER_AUTH_FAILED
     assert json.loads(encode_frame(Error(fatal.error_code, fatal.message)))["code"] == "provider_auth_failed"
-    google = GoogleCodec(SessionParams(provider="google", model="gemini-live-2.5-flash-preview"))
+    google = GoogleCodec(SessionParams(provider="google", model="gemini-2.5-flash-native-audio-preview-12-2025"))
     gone = google.upstream_closed(1011, "server error")
     assert (gone.close_code, gone.error_code) == (4500, "provider_unavailable")
     assert isinstance(gone.close_code, CloseCode) and isinstance(gone.error_code, ErrorCode)

@@ -54,7 +54,7 @@ async def test_dev_server_serves_a_conversation_with_no_configuration(tmp_path):
                 pass
 
         drainer = asyncio.create_task(drain())
-        models = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
+        models = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio-preview-12-2025", "xai": "grok-voice-latest"}
         async with aiohttp.ClientSession() as http:
             for provider, model in models.items():  # every provider, offline
                 async with http.post(f"http://127.0.0.1:{port}/v1/sessions",

@@ -46,7 +46,7 @@ TOOLS = [ToolSpec(name="get_weather", description="Get weather",
                   parameters={"type": "object", "properties": {"city": {"type": "string"},
                                                             "days": {"type": ["integer", "null"]}},
                               "required": ["city"]})]
-MODEL = "gemini-2.5-flash-native-audio"
+MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
 def codec(**kw) -> GoogleCodec:
@@ -105,8 +105,8 @@ def test_setup_carries_every_param_and_is_valid():
     assert decl["parameters"] == {"type": "OBJECT", "required": ["city"], "properties": {
         "city": {"type": "STRING"}, "days": {"type": "INTEGER", "nullable": True}}}
     # defaults: Puck, no temperature, a model that already has the prefix kept as is
-    (plain,) = valid(GoogleCodec(SessionParams(provider="google", model="models/gemini-live")).start())
-    assert plain["setup"]["model"] == "models/gemini-live"
+    (plain,) = valid(GoogleCodec(SessionParams(provider="google", model="models/gemini-2.5-flash-native-audio-preview-12-2025")).start())
+    assert plain["setup"]["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
     assert plain["setup"]["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"][
         "voiceName"] == "Puck"
     assert "temperature" not in plain["setup"]["generationConfig"] and "tools" not in plain["setup"]
@@ -149,9 +149,11 @@ def test_recorded_sequence_from_providers_md():
                {"toolCall": {"functionCalls": [{"id": "function-call-8412", "name": "get_weather",
                                                 "args": {"city": "Paris"}}]}},
                {"sessionResumptionUpdate": {"resumable": False}})
+    # the call ends the model's turn with one usage frame (zeros: none reported); the user's
+    # final waits for turnComplete (the transcription may still be arriving)
     assert out == [Transcript("user", "What's the weather", False), Transcript("user", " in Paris?", False),
-                   Transcript("user", "What's the weather in Paris?", True),
-                   ToolCall("function-call-8412", "get_weather", '{"city": "Paris"}')]  # args as sent
+                   ToolCall("function-call-8412", "get_weather", '{"city": "Paris"}'),  # args as sent
+                   Usage(0, 0)]
     c.tool_result("function-call-8412", '{"result": {"temp_c": 21}}')
     out = feed(c,
                audio_msg(pcm),
@@ -165,7 +167,8 @@ def test_recorded_sequence_from_providers_md():
                {"sessionResumptionUpdate": {"newHandle": "Cg4abc", "resumable": True}},
                binary=False)  # the server sends text frames at times too
     assert out == [AudioOut(pcm, 24000), Transcript("assistant", "It's 21 degrees in Paris.", False),
-                   AudioDone(), Transcript("assistant", "It's 21 degrees in Paris.", True), Usage(112, 96)]
+                   AudioDone(), Transcript("user", "What's the weather in Paris?", True),
+                   Transcript("assistant", "It's 21 degrees in Paris.", True), Usage(112, 96)]
     assert c.stats.unknown_events == 0 and c.stats.malformed_events == 0
 
 
@@ -280,13 +283,13 @@ def test_unreadable_messages_and_parts_become_one_malformed_event():
         Malformed("modelTurn audio is not base64"), AudioOut(b"ok", 24000)]
     assert c.stats.malformed_events == 4
     out = feed(c, {"toolCall": {"functionCalls": [{"id": "a", "args": {}}, {"id": "b", "name": "get_weather"}]}})
-    assert out == [Malformed("functionCall without name"), ToolCall("b", "get_weather", "{}")]
+    assert out == [Malformed("functionCall without name"), ToolCall("b", "get_weather", "{}"), Usage(0, 0)]
     # args that are not UTF-8 (msgspec checks strings, not the raw object it hands over)
     bad = b'{"toolCall": {"functionCalls": [{"id": "c", "name": "get_weather", "args": {"city": "\xff"}}]}}'
     assert c.receive(bad) == [Malformed("functionCall args are not UTF-8")]
     # the call was not remembered: a readable retry with the same id goes through
     assert feed(c, {"toolCall": {"functionCalls": [{"id": "c", "name": "get_weather", "args": {"city": "x"}}]}}) == [
-        ToolCall("c", "get_weather", '{"city": "x"}')]  # as sent (json.dumps spacing)
+        ToolCall("c", "get_weather", '{"city": "x"}'), Usage(0, 0)]  # as sent (json.dumps spacing)
 
 
 @settings(max_examples=300, deadline=None)
@@ -344,9 +347,9 @@ def test_fragments_join_to_the_final_transcripts(user, assistant, chunks):
 
 
 @pytest.mark.parametrize("first,key,code", [
-    ({"setup": {"model": "models/gemini-live", "bogus": True}}, "sk-sim", 1007),
+    ({"setup": {"model": "models/gemini-2.5-flash-native-audio-preview-12-2025", "bogus": True}}, "sk-sim", 1007),
     ({"realtimeInput": {"activityStart": {}}}, "sk-sim", 1007),
-    ({"setup": {"model": "models/gemini-live"}}, "wrong", 1007),
+    ({"setup": {"model": "models/gemini-2.5-flash-native-audio-preview-12-2025"}}, "wrong", 1007),
     ({"setup": {"model": "models/unknown-model"}}, "sk-sim", 1008),
 ])
 async def test_simulator_refuses_like_gemini(gemini_sim, first, key, code):

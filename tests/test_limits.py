@@ -17,7 +17,17 @@ import pytest
 
 from .conftest import API_KEY, OTHER_KEY, SIGNING_KEY, auth, run_bridge
 from .fleet import BridgeProcess
-from .wsclient import WEATHER_TOOL, RawClient, Received, closed, expect_refusal, mint, read, tone, wait_record
+from .wsclient import (
+    WEATHER_TOOL,
+    RawClient,
+    Received,
+    closed,
+    expect_refusal,
+    mint,
+    read,
+    tone,
+    wait_record,
+)
 
 
 def sim_env(env: dict, sim, **extra) -> dict:

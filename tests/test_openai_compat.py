@@ -218,3 +218,72 @@ async def test_node_agents_realtime_client_sends_audio_and_hears_audio_and_trans
     assert result["audioBytes"] > 24000, result
     assert result["transcript"].strip(), result
     assert result["responseDone"] == 1 and result["errors"] == [], result
+
+
+async def _events_until(ws, done, collected: list, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not done(collected):
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket ended: {msg.type} {ws.close_code}")
+            collected.append(json.loads(msg.data))
+
+
+async def test_every_event_of_a_tool_call_conversation_validates_against_the_openai_types(
+        http, compat_bridge, provider):
+    """What openai-agents does with each server event (issue 19, item 14): validate it with a
+    pydantic TypeAdapter of ``RealtimeServerEvent`` and drop what fails. Nothing may fail."""
+    import pydantic
+    from openai.types.realtime import RealtimeServerEvent
+
+    bridge, sim = compat_bridge
+    if provider == "google":
+        sim.config.reject_turn = 3  # and a turn the model rejects: it too ends with response.done
+    created = await mint(http, bridge, provider, tools=[WEATHER_TOOL])
+    url = f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime"
+    events: list[dict] = []
+    dones = lambda n: lambda evs: sum(e["type"] == "response.done" for e in evs) >= n
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {created['token']}"}) as ws:
+        await ws.send_json({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        audio = base64.b64encode(tone(0.5, 24000)).decode()
+        await ws.send_json({"type": "input_audio_buffer.append", "audio": audio})
+        await ws.send_json({"type": "input_audio_buffer.commit"})
+        await ws.send_json({"type": "response.create"})
+        await _events_until(ws, dones(1), events)
+        (call,) = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+        await ws.send_json({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": call["call_id"], "output": '{"temp_c": 21}'}})
+        await ws.send_json({"type": "response.create"})
+        await _events_until(ws, dones(2), events)
+        if provider == "google":  # the rejected third turn
+            await ws.send_json({"type": "input_audio_buffer.append", "audio": audio})
+            await ws.send_json({"type": "input_audio_buffer.commit"})
+            await ws.send_json({"type": "response.create"})
+            await _events_until(ws, lambda evs: any(e["type"] == "error" for e in evs) and dones(3)(evs), events)
+        await asyncio.sleep(0.3)  # late transcription events, if any
+        while True:
+            try:
+                msg = await ws.receive(timeout=0.2)
+            except TimeoutError:
+                break
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            events.append(json.loads(msg.data))
+    adapter = pydantic.TypeAdapter(RealtimeServerEvent)
+    failures = []
+    for event in events:
+        try:
+            adapter.validate_python(event)
+        except pydantic.ValidationError as exc:
+            failures.append((event["type"], exc.errors()[0]["loc"], exc.errors()[0]["msg"]))
+    assert failures == []
+    kinds = [e["type"] for e in events]
+    # the user's words reach an Agents SDK user: exactly one completed transcript per turn
+    completed = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert completed and completed[0]["transcript"] == "I spoke for 0.5 seconds."
+    # every response that was created is done exactly once
+    assert kinds.count("response.created") == kinds.count("response.done") >= 2
+    if provider == "google":
+        (error,) = [e for e in events if e["type"] == "error"]
+        assert "RESPONSE_REJECTED" in error["error"]["message"]

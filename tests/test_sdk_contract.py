@@ -19,7 +19,7 @@ from .conftest import API_KEY, SIGNING_KEY
 from .fleet import BridgeProcess
 from .wsclient import tone
 
-MODEL = "gemini-2.5-flash-native-audio"
+MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
 async def test_one_call_mints_and_connects_and_the_handle_keeps_the_contract(gemini_bridge):

@@ -38,7 +38,9 @@ def feed(c: XAICodec, *events) -> list:
 
 
 def test_checker_refuses_openai_ga_session_shape():
-    assert check({"type": "session.update", "session": {"type": "realtime"}}) is not None
+    # the real service accepts session.type "realtime" (issue 19, item 11), nothing else
+    assert check({"type": "session.update", "session": {"type": "realtime"}}) is None
+    assert check({"type": "session.update", "session": {"type": "transcription"}}) is not None
     assert check({"type": "session.update", "session": {"audio": {"output": {"voice": "eve"}}}}) is not None
     assert check({"type": "session.update", "session": {"temperature": 0.5}}) is not None
     assert check({"type": "session.update", "session": {"voice": "alloy"}}) is not None
@@ -114,7 +116,8 @@ def test_duplicates_pings_and_usage_placement():
     top = feed(c, {"type": "response.done", "response": {"id": "r", "status": "completed"},
                    "usage": {"total_tokens": 5, "input_tokens": 3, "output_tokens": 2}})
     assert top == [Usage(3, 2)]
-    assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == []
+    # none reported: the response still ends with one usage frame, zeros (PROTOCOL v2)
+    assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == [Usage(0, 0)]
 
 
 @pytest.mark.parametrize("kind", ["updated", "completed"])

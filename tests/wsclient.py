@@ -24,7 +24,7 @@ WEATHER_TOOL = {
     "description": "Get the weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}
+MODELS = {"openai": "gpt-realtime", "google": "gemini-2.5-flash-native-audio-preview-12-2025", "xai": "grok-voice-latest"}
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0) -> bytes:

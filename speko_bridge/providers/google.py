@@ -13,17 +13,26 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
 - **Audio** goes up at 16 kHz (``audio/pcm;rate=16000``); the reply's rate is read from
   each ``inlineData.mimeType`` (bare ``audio/pcm`` means 24 kHz), never assumed.
 - **Transcripts** are fragments: each is a delta; the ``final`` assistant transcript (the
-  whole text) comes at ``turnComplete``, the user's when the model starts answering (its
-  first audio, text or tool call) or at ``turnComplete``, whichever comes first.
+  whole text) comes at ``turnComplete``. The user's final comes once, with the whole text,
+  at ``inputTranscription.finished`` (Gemini 3.1 sets it) or ``turnComplete``, or, if the
+  text arrived even later, before the first message after the client's next turn starts:
+  input transcription is not ordered against the reply (it often arrives after it starts).
 - **Tool calls**: ``args`` (an object) is passed through as JSON text. A call without an
   ``id`` gets ``call_<n>``. ``tool_result`` sends ``toolResponse.functionResponses`` with
   the call's id and remembered name; an ``output`` that is a JSON object goes as the
-  ``response`` object, anything else as ``{"output": <text>}``.
+  ``response`` object, anything else as ``{"output": <text>}``. While a call waits for its
+  result, client audio and commits are **dropped** (realtime input then makes Gemini close
+  the session with 1008); the gate reopens at the result, at ``toolCallCancellation``, at
+  an ``interrupt`` or after :data:`TOOL_WAIT_MAX_MS` of user audio (the last two answer
+  the call with an error so Gemini stops waiting).
 - **toolCallCancellation** (after an interruption): the cancelled ids are forgotten and a
   later ``tool_result`` for them is not forwarded (Gemini no longer expects it). PROTOCOL.md
   has no cancel frame, so the client is not told; it already saw the interruption.
 - **Usage** counts the ``AUDIO`` entries of ``promptTokensDetails`` and
-  ``responseTokensDetails``.
+  ``responseTokensDetails``. A model turn (ended by ``turnComplete`` or a tool call) ends
+  with exactly one :class:`Usage`, zeros if Gemini reported none; usage reported between
+  turns is carried by the next one. A ``turnCompleteReason`` other than unspecified or
+  ``NEED_MORE_INPUT`` (a rejected turn) becomes an ``error`` frame naming the reason.
 - **goAway**: the codec asks the bridge to :class:`Reconnect` at the next point where the
   session can resume without losing anything: at once when the model is idle and the
   latest ``sessionResumptionUpdate`` was resumable, otherwise on the first resumable handle
@@ -37,11 +46,11 @@ from __future__ import annotations
 
 import binascii
 import re
-from typing import Any
 
 import msgspec
 
 from ..codes import CloseCode, ErrorCode
+from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams
 from .base import (
@@ -56,14 +65,24 @@ from .base import (
     Ready,
     Reconnect,
 )
+from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
+from .google_wire import Message, ServerContent, TokenCount
+from .google_wire import ToolCall as WireToolCall
 
 GEMINI_INPUT_RATE = 16000
 #: Gemini's output rate when the mimeType does not say (providers.md 3.4).
 GEMINI_DEFAULT_OUTPUT_RATE = 24000
-DEFAULT_VOICE = "Puck"
 #: Key under which a non-object tool output is wrapped.
 TOOL_OUTPUT_KEY = "output"
 MAX_REMEMBERED_CALLS = 4096
+#: Longest a pending tool call holds the user's input back, counted in the user audio that
+#: arrives meanwhile (the codec has no clock; client audio streams in real time). Past it
+#: the call is answered with an error so the user is heard again: a tool that takes this
+#: long while the user keeps talking is broken, and a session that cannot hear its user is
+#: worse than a model told the tool failed.
+TOOL_WAIT_MAX_MS = 15_000
+#: ``turnCompleteReason`` values that are not a refusal (google-genai ``TurnCompleteReason``).
+BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT"})
 
 #: Gemini's own close code (standard WebSocket codes, not ours) -> (bridge close code, error
 #: code). 1007: bad key or invalid setup; 1008: unknown model or policy; 1011: server error.
@@ -82,77 +101,7 @@ _AUDIO_TAIL = '"}}}'
 _RATE_RE = re.compile(r"rate=(\d+)")
 
 
-class _InlineData(msgspec.Struct):
-    mimeType: str | None = None
-    data: str | None = None
-
-
-class _Part(msgspec.Struct):
-    inlineData: _InlineData | None = None
-    text: str | None = None
-
-
-class _ModelTurn(msgspec.Struct):
-    parts: list[_Part] | None = None
-
-
-class _Transcription(msgspec.Struct):
-    text: str | None = None
-
-
-class _ServerContent(msgspec.Struct):
-    modelTurn: _ModelTurn | None = None
-    turnComplete: bool | None = None
-    generationComplete: bool | None = None
-    interrupted: bool | None = None
-    inputTranscription: _Transcription | None = None
-    outputTranscription: _Transcription | None = None
-
-
-class _FunctionCall(msgspec.Struct):
-    id: str | None = None
-    name: str | None = None
-    args: msgspec.Raw = msgspec.Raw(b"")
-
-
-class _ToolCall(msgspec.Struct):
-    functionCalls: list[_FunctionCall] | None = None
-
-
-class _Cancellation(msgspec.Struct):
-    ids: list[str] | None = None
-
-
-class _TokenCount(msgspec.Struct):
-    modality: str | None = None
-    tokenCount: int | None = None
-
-
-class _UsageMetadata(msgspec.Struct):
-    promptTokensDetails: list[_TokenCount] | None = None
-    responseTokensDetails: list[_TokenCount] | None = None
-
-
-class _GoAway(msgspec.Struct):
-    timeLeft: str | None = None
-
-
-class _Resumption(msgspec.Struct):
-    newHandle: str | None = None
-    resumable: bool | None = None
-
-
-class _Message(msgspec.Struct):
-    setupComplete: dict | None = None
-    serverContent: _ServerContent | None = None
-    toolCall: _ToolCall | None = None
-    toolCallCancellation: _Cancellation | None = None
-    usageMetadata: _UsageMetadata | None = None
-    goAway: _GoAway | None = None
-    sessionResumptionUpdate: _Resumption | None = None
-
-
-_decoder = msgspec.json.Decoder(_Message)
+_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
 
@@ -163,63 +112,6 @@ def google_url(base_url: str, params: SessionParams) -> str:
 
 def google_headers(api_key: str) -> dict[str, str]:
     return {"x-goog-api-key": api_key}
-
-
-_SCHEMA_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
-
-
-def gemini_schema(schema: Any) -> Any:
-    """JSON Schema -> Gemini's OpenAPI-subset Schema (upper-case types). Keeps type,
-    description, enum, properties, required, items, nullable; other keywords (pattern,
-    formats beyond the basics, $ref, combinators) have no Live equivalent and are dropped."""
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    t = schema.get("type")
-    if isinstance(t, list):  # ["string", "null"]
-        out["nullable"] = "null" in t
-        t = next((x for x in t if x != "null"), None)
-    if t in _SCHEMA_TYPES:
-        out["type"] = t.upper()
-    for key in ("description", "enum", "required", "format", "nullable"):
-        if key in schema:
-            out[key] = schema[key]
-    if isinstance(schema.get("properties"), dict):
-        out["properties"] = {k: gemini_schema(v) for k, v in schema["properties"].items()}
-    if "items" in schema:
-        out["items"] = gemini_schema(schema["items"])
-    return out
-
-
-def gemini_setup(params: SessionParams, handle: str | None) -> dict[str, Any]:
-    model = params.model if params.model.startswith("models/") else f"models/{params.model}"
-    generation: dict[str, Any] = {
-        "responseModalities": ["AUDIO"],
-        "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": params.voice or DEFAULT_VOICE}}},
-    }
-    if params.temperature is not None:
-        generation["temperature"] = params.temperature
-    setup: dict[str, Any] = {
-        "model": model,
-        "generationConfig": generation,
-        "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
-        "inputAudioTranscription": {},
-        "outputAudioTranscription": {},
-        "sessionResumption": {"handle": handle} if handle else {},
-    }
-    if params.system_prompt:
-        setup["systemInstruction"] = {"parts": [{"text": params.system_prompt}], "role": "user"}
-    if params.tools:
-        declarations = []
-        for tool in params.tools:
-            decl: dict[str, Any] = {"name": tool.name}
-            if tool.description:
-                decl["description"] = tool.description
-            if tool.parameters and tool.parameters.get("properties"):
-                decl["parameters"] = gemini_schema(tool.parameters)
-            declarations.append(decl)
-        setup["tools"] = [{"functionDeclarations": declarations}]
-    return {"setup": setup}
 
 
 class GoogleCodec(Codec):
@@ -236,10 +128,15 @@ class GoogleCodec(Codec):
         self._audio_open = False
         self._user_text: list[str] = []
         self._user_pending = False  # user fragments not yet closed by a final
+        self._new_activity = False  # the client started a turn: the previous user text is complete
         self._assistant_text: list[str] = []
         self._calls: dict[str, str] = {}
         self._cancelled: set[str] = set()
+        self._pending: set[str] = set()  # calls Gemini waits on: realtime input is held back
+        self._gated_bytes = 0  # client audio dropped while a call is pending
         self._call_seq = 0
+        self._turn_open = False  # a model turn is under way: it ends with one Usage
+        self._usage = [0, 0]  # audio tokens reported and not yet carried by a Usage frame
 
     @property
     def input_rate(self) -> int:
@@ -253,39 +150,79 @@ class GoogleCodec(Codec):
         self._responding = self._gated = self._audio_open = False
         return [_encoder.encode(gemini_setup(self.params, self._handle)).decode()]
 
-    def audio(self, pcm: bytes) -> list[Outbound]:
-        frame = _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
-        if self._in_activity:
-            return [frame]
+    def _open_activity(self) -> list[Outbound]:
         self._in_activity = True
-        return [_ACTIVITY_START, frame]
+        self._new_activity = True
+        return [_ACTIVITY_START]
+
+    def audio(self, pcm: bytes) -> list[Outbound]:
+        out: list[Outbound] = []
+        if self._pending:
+            self._gated_bytes += len(pcm)
+            self._count("audio_bytes_dropped_during_tool_call", len(pcm))
+            if self._gated_bytes * 1000 < TOOL_WAIT_MAX_MS * 2 * GEMINI_INPUT_RATE:
+                return []
+            out = self._abandon_calls(f"no tool result within {TOOL_WAIT_MAX_MS // 1000} s of user speech")
+        frame = _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
+        if not self._in_activity:
+            out += self._open_activity()
+        return out + [frame]
 
     def commit(self) -> list[Outbound]:
-        out = [] if self._in_activity else [_ACTIVITY_START]
+        if self._pending:  # any realtime input now would end the session (1008)
+            self._count("commits_dropped_during_tool_call", 1)
+            return []
+        out = [] if self._in_activity else self._open_activity()
         self._in_activity = False
         self._responding = True  # the model answers after activityEnd
+        self._turn_open = True
         return out + [_ACTIVITY_END]
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
+        out: list[Outbound] = []
+        if self._pending:  # the user would rather talk than wait: the call is given up
+            out = self._abandon_calls("the user interrupted before the tool result")
         if not self._responding:
-            return []
+            return out
         self._gated = True
         if self._in_activity:
-            return []  # the open activity already interrupts
-        self._in_activity = True
-        return [_ACTIVITY_START]
+            return out  # the open activity already interrupts
+        return out + self._open_activity()
 
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:
         if call_id in self._cancelled:
             return []
+        self._pending.discard(call_id)
         try:
             value = _any_decoder.decode(output)
         except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to read
             value = None
         response = value if isinstance(value, dict) else {TOOL_OUTPUT_KEY: output}
         reply = {"id": call_id, "name": self._calls.get(call_id, ""), "response": response}
-        self._responding = True  # the model continues by itself
+        self._responding = self._turn_open = True  # the model continues by itself
         return [_encoder.encode({"toolResponse": {"functionResponses": [reply]}}).decode()]
+
+    def _abandon_calls(self, reason: str) -> list[Outbound]:
+        """Answer every pending call with an error so Gemini stops waiting and the gate
+        reopens; a late ``tool_result`` for them is then dropped like a cancelled one."""
+        replies = [{"id": call_id, "name": self._calls.get(call_id, ""), "response": {"error": reason}}
+                   for call_id in sorted(self._pending)]
+        self._forget(self._pending)
+        self._pending.clear()
+        self._gated_bytes = 0
+        self._count("tool_calls_abandoned", len(replies))
+        self._responding = self._turn_open = True
+        return [_encoder.encode({"toolResponse": {"functionResponses": replies}}).decode()]
+
+    def _forget(self, ids) -> None:
+        if len(self._cancelled) >= MAX_REMEMBERED_CALLS:
+            self._cancelled.clear()
+        for call_id in ids:
+            self._calls.pop(call_id, None)
+            self._cancelled.add(call_id)
+
+    def _count(self, name: str, n: int) -> None:
+        self.stats.counts[name] = self.stats.counts.get(name, 0) + n
 
     # -------------------------------------------------------------------- server messages
 
@@ -298,27 +235,35 @@ class GoogleCodec(Codec):
             return self._malformed(f"unreadable message: {type(exc).__name__}")
         self.stats.events += 1
         out: list[CodecEvent] = []
+        if self._new_activity:  # transcription of the previous turn is over by now
+            self._new_activity = False
+            self._close_user_turn(out)
         known = False
+        ended = False
         if msg.setupComplete is not None:
             known = True
             out.append(Ready())
         if msg.serverContent is not None:
             known = True
-            self._server_content(msg.serverContent, out)
+            ended = self._server_content(msg.serverContent, out)
         if msg.toolCall is not None:
             known = True
-            self._tool_call(msg.toolCall, out)
+            ended = self._tool_call(msg.toolCall, out) or ended
         if msg.toolCallCancellation is not None:
             known = True
-            if len(self._cancelled) >= MAX_REMEMBERED_CALLS:
-                self._cancelled.clear()
-            for call_id in msg.toolCallCancellation.ids or ():
-                self._calls.pop(call_id, None)
-                self._cancelled.add(call_id)
+            ids = set(msg.toolCallCancellation.ids or ())
+            self._pending -= ids
+            self._forget(ids)
         if msg.usageMetadata is not None:
             known = True
-            out.append(Usage(_audio_tokens(msg.usageMetadata.promptTokensDetails),
-                             _audio_tokens(msg.usageMetadata.responseTokensDetails)))
+            self._usage[0] += _audio_tokens(msg.usageMetadata.promptTokensDetails)
+            self._usage[1] += _audio_tokens(msg.usageMetadata.responseTokensDetails)
+        if ended and self._turn_open:
+            # PROTOCOL v2: every response ends with exactly one usage frame (zeros if Gemini
+            # reported none); usage reported outside a turn is carried by the next one.
+            self._turn_open = False
+            out.append(Usage(self._usage[0], self._usage[1]))
+            self._usage = [0, 0]
         if msg.sessionResumptionUpdate is not None:
             known = True
             update = msg.sessionResumptionUpdate
@@ -347,12 +292,16 @@ class GoogleCodec(Codec):
             out.append(Transcript("user", "".join(self._user_text), True))
             self._user_text = []
 
-    def _server_content(self, content: _ServerContent, out: list[CodecEvent]) -> None:
-        if content.inputTranscription is not None and content.inputTranscription.text:
-            text = content.inputTranscription.text
-            self._user_text.append(text)
-            self._user_pending = True
-            out.append(Transcript("user", text, False))
+    def _server_content(self, content: ServerContent, out: list[CodecEvent]) -> bool:
+        """Translate one ``serverContent``; True if it ended the model's turn."""
+        heard = content.inputTranscription
+        if heard is not None:
+            if heard.text:
+                self._user_text.append(heard.text)
+                self._user_pending = True
+                out.append(Transcript("user", heard.text, False))
+            if heard.finished:  # Gemini 3.1 marks it; 2.5 never does (js-genai#1429)
+                self._close_user_turn(out)
         if content.modelTurn is not None:
             for part in content.modelTurn.parts or ():
                 inline = part.inlineData
@@ -363,15 +312,13 @@ class GoogleCodec(Codec):
                 except (binascii.Error, ValueError):
                     self._malformed("modelTurn audio is not base64", out)
                     continue
-                self._close_user_turn(out)
-                self._responding = True
+                self._responding = self._turn_open = True
                 if self._gated or not pcm:
                     continue
                 self._audio_open = True
                 out.append(AudioOut(pcm, _rate(inline.mimeType)))
         if content.outputTranscription is not None and content.outputTranscription.text:
-            self._close_user_turn(out)
-            self._responding = True
+            self._responding = self._turn_open = True
             text = content.outputTranscription.text
             self._assistant_text.append(text)
             out.append(Transcript("assistant", text, False))
@@ -382,19 +329,33 @@ class GoogleCodec(Codec):
         if content.generationComplete and self._audio_open:
             self._audio_open = False
             out.append(AudioDone())
-        if content.turnComplete:
-            if self._audio_open:
-                self._audio_open = False
-                out.append(AudioDone())
-            self._close_user_turn(out)
-            if self._assistant_text:
-                out.append(Transcript("assistant", "".join(self._assistant_text), True))
-                self._assistant_text = []
-            self._responding = False
-            self._gated = False
-
-    def _tool_call(self, call: _ToolCall, out: list[CodecEvent]) -> None:
+        if content.waitingForInput:
+            self._count("waiting_for_input", 1)
+        if content.interactionStatus == "IN_PROGRESS":
+            # more output may follow this turnComplete: it opens (and closes) a turn of its own
+            self._count("interaction_in_progress", 1)
+        reason = content.turnCompleteReason
+        if reason and reason not in BENIGN_TURN_REASONS:
+            # e.g. RESPONSE_REJECTED, MALFORMED_FUNCTION_CALL, PROHIBITED_INPUT_CONTENT: the
+            # model will not answer this turn; without a word the client would wait forever.
+            out.append(ErrorFrame(ErrorCode.PROVIDER_ERROR, f"the model did not answer the turn: {reason}"))
+        if not content.turnComplete:
+            return False
+        if self._audio_open:
+            self._audio_open = False
+            out.append(AudioDone())
+        # The user's final comes here, not at the model's first output: input transcription
+        # has no ordering guarantee against the reply and often arrives after it starts.
         self._close_user_turn(out)
+        if self._assistant_text:
+            out.append(Transcript("assistant", "".join(self._assistant_text), True))
+            self._assistant_text = []
+        self._responding = False
+        self._gated = False
+        return True
+
+    def _tool_call(self, call: WireToolCall, out: list[CodecEvent]) -> bool:
+        emitted = False
         for fc in call.functionCalls or ():
             if not fc.name:
                 self._malformed("functionCall without name", out)
@@ -413,8 +374,14 @@ class GoogleCodec(Codec):
             if len(self._calls) >= MAX_REMEMBERED_CALLS:
                 self._calls.clear()
             self._calls[call_id] = fc.name
+            self._pending.add(call_id)
+            self._gated_bytes = 0
             out.append(ToolCall(call_id, fc.name, args if args.lstrip().startswith("{") else "{}"))
-        self._responding = False  # the model waits for the client's tool_result
+            emitted = True
+        self._responding = False  # the model waits for the client's tool_result (BLOCKING)
+        if emitted:  # the call is the model's answer: it ends this turn
+            self._turn_open = True
+        return emitted
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:
         close, error = CLOSE_CODES.get(code or 0, _GONE)
@@ -432,5 +399,5 @@ def _rate(mime: str | None) -> int:
     return GEMINI_DEFAULT_OUTPUT_RATE
 
 
-def _audio_tokens(details: list[_TokenCount] | None) -> int:
+def _audio_tokens(details: list[TokenCount] | None) -> int:
     return sum(d.tokenCount or 0 for d in details or () if d.modality == "AUDIO")

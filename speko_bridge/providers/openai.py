@@ -28,7 +28,10 @@ Upstream ``error`` events, by ``error.code``:
 code                                                   becomes
 =====================================================  ====================================
 ``invalid_api_key``, ``authentication_error``          ``Fatal`` 4502 ``provider_auth_failed``
-``insufficient_quota``, ``model_not_found``            ``Fatal`` 4502 ``provider_error``
+``insufficient_quota``, ``model_not_found``,           ``Fatal`` 4502 ``provider_error``
+``account_deactivated``, ``billing_*``
+any error before ``session.updated`` (the session       ``Fatal`` 4502 ``provider_error``
+config was refused, e.g. an invalid voice)
 ``session_expired``                                    ``Fatal`` 4500 ``provider_unavailable``
 ``response_cancel_not_active``,                        swallowed (counted): races the bridge
 ``conversation_already_has_active_response``           itself can cause around a cancel
@@ -68,7 +71,11 @@ TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 MAX_REMEMBERED_CALLS = 4096
 
 AUTH_ERRORS = frozenset({"invalid_api_key", "authentication_error", "invalid_authentication"})
-REFUSED_ERRORS = frozenset({"insufficient_quota", "model_not_found"})
+#: The account or the request can never work: end at once with the provider's reason
+#: (platform.openai.com/docs/guides/error-codes: quota, billing and deactivation codes).
+REFUSED_ERRORS = frozenset({"insufficient_quota", "model_not_found", "account_deactivated",
+                            "billing_hard_limit_reached", "billing_not_active",
+                            "unsupported_country_region_territory"})
 ENDED_ERRORS = frozenset({"session_expired"})
 BENIGN_ERRORS = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
 
@@ -83,6 +90,7 @@ class _Err(msgspec.Struct):
     code: str | None = None
     message: str | None = None
     event_id: str | None = None  # the client event the error answers, when it had an id
+    param: str | None = None
 
 
 class _TokenDetails(msgspec.Struct):
@@ -129,6 +137,7 @@ class _Event(msgspec.Struct):
     response: _Response | None = None
     error: _Err | None = None
     usage: _Usage | None = None  # xAI puts usage at the top level of response.done
+    status: str | None = None  # xAI: a transcription ``.completed`` that is still in progress
 
 
 _decoder = msgspec.json.Decoder(_Event)
@@ -390,13 +399,14 @@ class OpenAICodec(Codec):
         self._response_active = False
         self._response_id = None
         response = ev.response
-        if response is not None:
+        if response is None:
+            out.append(Usage(0, 0))
+        else:
             for item in response.output or ():
                 if item.type == "function_call":
                     out += self._tool_call(item.call_id, item.name, item.arguments)
-            usage = self._usage(ev)
-            if usage is not None:
-                out.append(usage)
+            # PROTOCOL v2: every response ends with exactly one usage frame, zeros if none
+            out.append(self._usage(ev) or Usage(0, 0))
             details = response.status_details
             if response.status == "failed":
                 err = details.error if details and details.error else _Err()
@@ -443,4 +453,11 @@ class OpenAICodec(Codec):
             if self._create_deferred:
                 self._create_deferred = False
                 self._outbound.append(self._response_create())
+        if not self._ready:
+            # Nothing but the session config has gone up (client messages wait for Ready), and
+            # the provider sends no session.updated after refusing it: end now with its reason
+            # instead of waiting out the read timeout (4500).
+            where = f" (at {err.param})" if err.param else ""
+            return [Fatal(CloseCode.PROVIDER_REFUSED, ErrorCode.PROVIDER_ERROR,
+                          f"the provider refused the session config{where}: {message}")]
         return [ErrorFrame(ErrorCode.PROVIDER_ERROR, message)]

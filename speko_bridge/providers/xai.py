@@ -25,7 +25,17 @@ and overrides exactly where xAI differs. Each difference is explicit below and t
   the top level of ``response.done``, with no audio breakdown (xAI bills per minute):
   ``inputAudioTokens``/``outputAudioTokens`` carry ``input_tokens``/``output_tokens``.
 - ``ping`` keep-alives are ignored; the error "Cancellation failed: no active response
-  found" is the same benign race as OpenAI's ``response_cancel_not_active``.
+  found" is the same benign race as OpenAI's ``response_cancel_not_active``, and errors
+  about truncation are benign too (xAI refuses some ``conversation.item.truncate`` after a
+  barge-in; the reply is cancelled anyway; pipecat treats "truncat" messages the same way).
+- **Partial ``.completed``.** ``...input_audio_transcription.completed`` may come more than
+  once per item, with ``status: "in_progress"`` on all but the last: those are read as
+  ``.updated`` (cumulative text), so there is one final per utterance.
+- **Abandoned response.** A response cancelled before any of its audio may never get a
+  ``response.done`` (LiveKit's xAI plugin handles this case explicitly). The codec then
+  waited forever to send the next ``response.create`` while pings kept the watchdog quiet.
+  Now the next ``commit`` or ``tool_result`` treats such a response as over and asks for a
+  new one at once; a ``response.done`` that still comes for it later is dropped.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from .openai import OpenAICodec, _Err, _Event, _json, function_tool
 DEFAULT_VOICE = "eve"
 TRANSCRIPTION_MODEL = "grok-transcribe"
 #: xAI's wording of the cancel-with-nothing-active race (no stable code is documented).
-BENIGN_MESSAGES = ("no active response",)
+BENIGN_MESSAGES = ("no active response", "truncat")
 #: Items whose cumulative transcript we follow; bounded like the codec's other memories.
 MAX_TRACKED_ITEMS = 256
 
@@ -72,6 +82,9 @@ class XAICodec(OpenAICodec):
         self._in_rate = params.input_sample_rate
         self._out_rate = params.output_sample_rate
         self._user_text: dict[str | None, str | None] = {}  # item -> text sent as deltas (None: revised)
+        self._audio_in_response = False  # audio arrived since the active response was asked for
+        self._cancelled_silent = False  # cancelled before any audio: it may never be done
+        self._abandoned: set[str | None] = set()  # responses given up on: a late done is dropped
         self._handlers.update({
             "conversation.item.input_audio_transcription.updated": self._on_user_updated,
             "response.text.delta": self._ignore,
@@ -81,6 +94,40 @@ class XAICodec(OpenAICodec):
 
     def start(self) -> list[Outbound]:
         return [_json({"type": "session.update", "session": xai_session_config(self.params)})]
+
+    def interrupt(self, played_ms: int) -> list[Outbound]:
+        if self._response_active and not self._audio_in_response:
+            self._cancelled_silent = True
+        return super().interrupt(played_ms)
+
+    def _create_response(self) -> list[Outbound]:
+        if self._response_active and self._cancelled_silent:  # abandoned: never done
+            if len(self._abandoned) >= MAX_TRACKED_ITEMS:
+                self._abandoned.clear()
+            self._abandoned.add(self._response_id)
+            self.stats.counts["abandoned_responses"] = self.stats.counts.get("abandoned_responses", 0) + 1
+            self._response_active = False
+            self._create_deferred = False
+        out = super()._create_response()
+        if out:  # asked for now (not deferred): a new response begins
+            self._cancelled_silent = self._audio_in_response = False
+        return out
+
+    def _on_response_created(self, ev: _Event) -> list[CodecEvent]:
+        self._abandoned.discard(None)  # the id-less abandoned one, if any, is not this one
+        return super()._on_response_created(ev)
+
+    def _on_audio_delta(self, ev: _Event) -> list[CodecEvent]:
+        self._audio_in_response = True
+        return super()._on_audio_delta(ev)
+
+    def _on_response_done(self, ev: _Event) -> list[CodecEvent]:
+        rid = ev.response.id if ev.response is not None else None
+        if rid is not None and rid in self._abandoned:
+            self._abandoned.discard(rid)
+            return []  # the abandoned response, done after all: the client moved on
+        self._cancelled_silent = self._audio_in_response = False
+        return super()._on_response_done(ev)
 
     @staticmethod
     def _ignore(ev: _Event) -> list[CodecEvent]:
@@ -108,6 +155,8 @@ class XAICodec(OpenAICodec):
         return [Transcript("user", stable[len(emitted):], False)]
 
     def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
+        if ev.status == "in_progress":  # a partial: more text for this item will follow
+            return self._on_user_updated(ev)
         emitted = self._user_text.pop(ev.item_id, "")
         final = super()._on_user_done(ev)
         if ev.transcript is None:

@@ -143,8 +143,10 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
-                session.expect_reply()
-                await upstream.send(provider.commit())
+                asked = provider.commit()
+                if asked:  # a codec may hold a commit back (Gemini, while a tool call waits)
+                    session.expect_reply()
+                await upstream.send(asked)
             elif kind is Cancel:
                 await self._interrupt()
             elif kind is ToolOutput:

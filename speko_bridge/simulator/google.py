@@ -7,7 +7,7 @@ after a valid ``setup``, transcription fragments, tool calls, ``usageMetadata``,
 
 - bad or missing key: close 1007 "API key not valid. Please pass a valid API key."
   (after the ``setup``, as observed: the upgrade itself succeeds);
-- a model that is not ``models/gemini...``: close 1008 "models/X is not found ...";
+- a model that is not one of the Gemini API's Live models: close 1008 "models/X is not found ...";
 - any client message that the ``google-genai`` package's ``LiveClientMessage`` rejects
   (strictly: unknown fields too), a message before ``setup``, or more than one key in a
   message: close 1007 "Request contains an invalid argument." and a recorded violation.
@@ -32,6 +32,12 @@ Deterministic turns (manual activity detection, as the bridge configures it):
   (no ``generationComplete``), and a ``toolCallCancellation`` for a pending call. With
   ``send_interrupted=False`` the turn ends with ``turnComplete`` alone: the service does
   not promise the ``interrupted`` flag, and a client must not wait for it.
+- Real-service behaviours (issue 19), each citing its source where it is implemented:
+  realtime input while a BLOCKING call is unanswered closes 1008; a declaration without
+  ``behavior`` is NON_BLOCKING (the model says "Let me check that." and ends its turn
+  without waiting); without ``contextWindowCompression`` the session closes after
+  ``session_cap_seconds``; the user's transcription arrives late and split around the
+  reply's first audio; ``reject_turn`` answers a turn with only ``turnCompleteReason``.
 - Usage: prompt AUDIO tokens = ceil(input ms * 32 / 1000) (Gemini counts 32 tokens per
   second of audio), TEXT 10; response AUDIO tokens = ceil(output ms * 32 / 1000).
 - With ``sessionResumption`` in the setup, a handle is issued right after
@@ -48,12 +54,14 @@ import asyncio
 import binascii
 import itertools
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import WSMsgType, web
 
+from ..models import KNOWN_MODELS
 from .base import SimulatorServer
 from .openai import _example_args, _tone, _words
 
@@ -67,6 +75,11 @@ BAD_KEY = (1007, "API key not valid. Please pass a valid API key.")
 INVALID_ARGUMENT = (1007, "Request contains an invalid argument.")
 INTERNAL = (1011, "Internal error occurred.")
 DEADLINE = (1011, "Deadline expired before operation could complete.")
+CONTEXT_LIMIT = (1011, "Deadline expired before operation could complete.")
+#: Realtime input while a BLOCKING call is unanswered: the service closes 1008 with no
+#: reason (observed as "1008 None", autonomous-ai/autonomous-os#231; pipecat and LiteLLM
+#: gate their input for the same reason, BerriAI/litellm#26590).
+INPUT_DURING_CALL = (1008, "")
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -127,6 +140,20 @@ class GoogleSimConfig:
     go_away_after: float | None = None
     go_away_grace: float = 2.0
     go_away_connections: int = 1
+    #: The Live models this server serves (``setup.model`` is ``models/<id>``).
+    models: tuple[str, ...] = KNOWN_MODELS["google"]
+    #: A declaration without ``behavior`` behaves so (newer Live models: NON_BLOCKING).
+    default_behavior: Literal["BLOCKING", "NON_BLOCKING"] = "NON_BLOCKING"
+    #: Without ``contextWindowCompression`` the session ends after this long (the real
+    #: service: ~15 minutes of audio fill its 128k-token window); None: never.
+    session_cap_seconds: float | None = 15 * 60
+    #: "late": half the user's words before the reply's first audio, the rest after it (the
+    #: real service's usual order); "early": all before it; "after_turn": all after turnComplete.
+    input_transcription: Literal["late", "early", "after_turn"] = "late"
+    #: The model turn (1 = first) answered with no content, ``turnComplete`` and this
+    #: ``turnCompleteReason`` (and no usage); None: never.
+    reject_turn: int | None = None
+    reject_reason: str = "RESPONSE_REJECTED"
 
 
 @dataclass
@@ -136,6 +163,9 @@ class _Conversation:
     tools: list[dict] = field(default_factory=list)
     calls: dict[str, str] = field(default_factory=dict)  # pending call id -> name
     turns: int = 0
+    blocking: set[str] = field(default_factory=set)  # pending calls the model waits on
+    started: float = field(default_factory=time.monotonic)
+    compressed: bool = False
 
 
 class _Conn:
@@ -159,6 +189,7 @@ class GoogleSimulator(SimulatorServer):
         super().__init__()
         self.config = config or GoogleSimConfig()
         self.resumed = 0  # setups that resumed a conversation with a handle
+        self.capped = 0  # sessions ended by the context cap
         self._handles: dict[str, _Conversation] = {}
         self._ids = itertools.count(1)
 
@@ -213,6 +244,11 @@ class GoogleSimulator(SimulatorServer):
                         break
                     if not await self._setup(ws, conn, _get(message, "setup")):
                         break
+                    cap = self.config.session_cap_seconds
+                    if cap is not None and not conn.conversation.compressed:
+                        left = max(0.0, cap - (time.monotonic() - conn.conversation.started))
+                        timers.append(asyncio.get_running_loop().call_later(
+                            left, lambda: asyncio.ensure_future(self._cap_reached(ws))))
                     if self.config.go_away_after is not None and number <= self.config.go_away_connections:
                         loop = asyncio.get_running_loop()
                         timers.append(loop.call_later(
@@ -253,11 +289,23 @@ class GoogleSimulator(SimulatorServer):
         if not ws.closed:
             await self._close(ws, DEADLINE)
 
+    async def _cap_reached(self, ws: web.WebSocketResponse) -> None:
+        # ai.google.dev/gemini-api/docs/live-session: "audio-only sessions are limited to 15
+        # minutes" without context window compression. The close code is not documented;
+        # 1011 (the code of the service's other deadlines) is our assumption.
+        self.capped += 1
+        if not ws.closed:
+            await self._close(ws, CONTEXT_LIMIT)
+
     # ------------------------------------------------------------------ setup
 
     async def _setup(self, ws, conn: _Conn, setup: dict) -> bool:
         model = str(_get(setup, "model") or "")
-        if not model.startswith("models/gemini"):
+        # The Gemini API serves a fixed list of Live models; any other id (a Vertex id such as
+        # gemini-live-2.5-flash-native-audio, a shut-down one such as gemini-2.0-flash-live-001)
+        # closes 1008 (ai.google.dev/gemini-api/docs/models; LiveKit's google plugin README keeps
+        # the same list per API).
+        if model.removeprefix("models/") not in self.config.models or not model.startswith("models/"):
             await self._close(ws, (1008, f"{model} is not found for API version v1beta, or is not "
                                          "supported for bidiGenerateContent. Call ListModels to see the "
                                          "list of available models and their supported methods."))
@@ -280,6 +328,7 @@ class GoogleSimulator(SimulatorServer):
             for tool in _get(setup, "tools") or []:
                 for decl in _get(tool, "functionDeclarations") or []:
                     conv.tools.append(decl)
+            conv.compressed = _get(setup, "contextWindowCompression") is not None
         conn.conversation = conv
         conn.resumption = resumption is not None
         conn.transcribe_in = _get(setup, "inputAudioTranscription") is not None
@@ -296,14 +345,14 @@ class GoogleSimulator(SimulatorServer):
     async def _on_message(self, ws, conn: _Conn, message: dict) -> bool:
         realtime = _get(message, "realtimeInput")
         if realtime is not None:
+            if conn.conversation.blocking:
+                self.violations.append("realtime input while a BLOCKING function call is unanswered")
+                await self._close(ws, INPUT_DURING_CALL)
+                return False
             if _get(realtime, "activityStart") is not None:
                 if conn.reply is not None and not conn.reply.done():
                     conn.interrupted = True
                     await conn.reply
-                elif conn.conversation.calls:  # the user spoke over a pending function call
-                    ids = list(conn.conversation.calls)
-                    conn.conversation.calls.clear()
-                    await self._send(ws, {"toolCallCancellation": {"ids": ids}})
                 conn.in_activity = True
                 conn.audio.clear()
             elif _get(realtime, "activityEnd") is not None:
@@ -337,6 +386,7 @@ class GoogleSimulator(SimulatorServer):
                 if call_id not in calls:
                     self.violations.append(f"toolResponse for unknown call id {call_id!r}")
                     continue
+                conn.conversation.blocking.discard(call_id)
                 if _get(reply, "name") != calls.pop(call_id):
                     self.violations.append(f"toolResponse name {_get(reply, 'name')!r} does not match")
                 output = _encoder.encode(_get(reply, "response")).decode()
@@ -347,6 +397,10 @@ class GoogleSimulator(SimulatorServer):
         if content is not None and _get(content, "turnComplete"):
             self._start_reply(ws, conn, {"kind": "text"})
         return True
+
+    async def _hear(self, ws, words: list[str]) -> None:
+        for word in words:
+            await self._send(ws, {"serverContent": {"inputTranscription": {"text": word}}})
 
     def _start_reply(self, ws, conn: _Conn, last: dict) -> None:
         conn.interrupted = False
@@ -374,23 +428,44 @@ class GoogleSimulator(SimulatorServer):
         conv = conn.conversation
         conv.turns += 1
         in_ms = last.get("ms", 0)
-        if last["kind"] == "audio" and conn.transcribe_in:
-            for word in _words(f"I spoke for {in_ms / 1000:.1f} seconds."):
-                await self._send(ws, {"serverContent": {"inputTranscription": {"text": word}}})
+        # Input transcription is not ordered against the reply (google-genai ``Transcription``
+        # has a ``finished`` flag, which 2.5 models never set: googleapis/js-genai#1429).
+        heard = (_words(f"I spoke for {in_ms / 1000:.1f} seconds.")
+                 if last["kind"] == "audio" and conn.transcribe_in else [])
+        split = {"early": len(heard), "late": len(heard) // 2, "after_turn": 0}[cfg.input_transcription]
+        await self._hear(ws, heard[:split])
+        later = heard[split:]
         prompt = [{"modality": "TEXT", "tokenCount": 10},
                   {"modality": "AUDIO", "tokenCount": math.ceil(in_ms * TOKENS_PER_SECOND / 1000)}]
+        if cfg.reject_turn == conv.turns:
+            # google-genai ``LiveServerContent.turn_complete_reason`` (RESPONSE_REJECTED,
+            # MALFORMED_FUNCTION_CALL, ...): the turn ends with no content and no usage.
+            await self._hear(ws, later)
+            await self._send(ws, {"serverContent": {"turnComplete": True, "turnCompleteReason": cfg.reject_reason}})
+            return
+        text = None
         if last["kind"] == "audio" and conv.tools:
             tool = conv.tools[0]
             call_id = f"function-call-{next(self._ids)}"
             conv.calls[call_id] = _get(tool, "name")
+            # google-genai ``types.Behavior``: without it newer Live models do not wait
+            # (NON_BLOCKING); the model keeps talking and ends its turn before the result.
+            blocking = (_get(tool, "behavior") or cfg.default_behavior) == "BLOCKING"
+            if blocking:
+                conv.blocking.add(call_id)
             args = _example_args(_lower_schema(_get(tool, "parameters")))
             await self._send(ws, {"toolCall": {"functionCalls": [
                 {"id": call_id, "name": _get(tool, "name"), "args": args}]}})
+            await self._hear(ws, later)
+            later = []
             await self._send(ws, {"sessionResumptionUpdate": {"resumable": False}})
             await self._send(ws, {"usageMetadata": _usage(prompt, 0)})
-            return
-        text = (f"The tool said: {last['output']}" if last["kind"] == "tool"
-                else f"You spoke for {in_ms / 1000:.1f} seconds.")
+            if blocking:
+                return
+            text = "Let me check that."
+        if text is None:
+            text = (f"The tool said: {last['output']}" if last["kind"] == "tool"
+                    else f"You spoke for {in_ms / 1000:.1f} seconds.")
         audio = _tone(cfg.reply_ms, OUTPUT_RATE)
         step = 2 * OUTPUT_RATE * CHUNK_MS // 1000
         chunks = [audio[i:i + step] for i in range(0, len(audio), step)]
@@ -407,6 +482,9 @@ class GoogleSimulator(SimulatorServer):
             if conn.transcribe_out and i < len(words):
                 spoken += 1
                 await self._send(ws, {"serverContent": {"outputTranscription": {"text": words[i]}}})
+            if i == 0 and cfg.input_transcription == "late":
+                await self._hear(ws, later)
+                later = []
             if i == 0 and cfg.fail and await self._fail_point(ws):
                 return
             await asyncio.sleep(cfg.delta_interval)
@@ -422,7 +500,11 @@ class GoogleSimulator(SimulatorServer):
                 await self._send(ws, {"serverContent": {"outputTranscription": {
                     "text": "".join(words[spoken:])}}})
             await self._send(ws, {"serverContent": {"generationComplete": True}})
+        if cfg.input_transcription != "after_turn":
+            await self._hear(ws, later)  # a reply shorter than one chunk, or interrupted at once
+            later = []
         await self._send(ws, {"serverContent": {"turnComplete": True}, "usageMetadata": _usage(prompt, response)})
+        await self._hear(ws, later)
         if conn.resumption:
             await self._send(ws, {"sessionResumptionUpdate": {
                 "newHandle": self._new_handle(conv), "resumable": True}})

@@ -43,6 +43,7 @@ from .base import SimulatorServer
 RATE = 24000
 DELTA_MS = 100  # audio per output delta, as the real service sends roughly
 INVALID_KEY_CLOSE = 3000  # observed: 101, error invalid_api_key, close 3000
+VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -139,7 +140,13 @@ def _shape_fits(value: Any, arm: Any) -> bool:
 @dataclass
 class OpenAISimConfig:
     api_key: str | None = "sk-sim"
-    bad_key: Literal["401", "403", "error_close"] = "401"
+    #: How a wrong key is refused. "error_close" is what the service does today: the upgrade
+    #: succeeds, an ``error`` event ``invalid_api_key`` follows, then close 3000
+    #: "invalid_request_error.invalid_api_key" (twilio-samples/speech-assistant-openai-realtime-
+    #: api-python#4; openai/openai-realtime-api-beta#2: "a random string for the API key" gets a
+    #: connection and an error message). "401"/"403" refuse the upgrade itself (a key without
+    #: realtime access got 403 in the same thread).
+    bad_key: Literal["401", "403", "error_close"] = "error_close"
     refuse_status: int | None = None
     fail: Literal[None, "drop_mid_response", "stall_mid_response", "error_mid_response",
                   "close_mid_response", "invalid_json_mid_response", "garbage_mid_response",
@@ -161,6 +168,8 @@ class OpenAISimConfig:
     undeclared_tool: str | None = None
     #: Answer ``response.create`` with an ``error`` event and start no response.
     refuse_responses: bool = False
+    #: Wait before a response's first audio (the model's latency): a cancel can land before it.
+    first_audio_delay: float = 0.0
 
 
 def _tone(ms: int, rate: int = RATE) -> bytes:
@@ -214,6 +223,7 @@ class _Conn:
         self.cancelled = False
         self.input_ms_total = 0
         self.responses = 0
+        self.response_audio_ms = 0  # audio sent by the current response
 
     def nid(self, prefix: str) -> str:
         return f"{prefix}_{next(self.ids)}"
@@ -269,7 +279,7 @@ class OpenAISimulator(SimulatorServer):
         ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         conn = self._new_conn(request.query.get("model", "gpt-realtime"))
-        if not key_ok:  # error_close: the 2024 observed behaviour
+        if not key_ok:  # error_close: the upgrade succeeds, the error comes as an event
             await self._send(ws, conn, {"type": "error", "error": {
                 "type": "invalid_request_error", "code": "invalid_api_key",
                 "message": "Incorrect API key provided.", "param": None, "event_id": None}})
@@ -386,7 +396,23 @@ class OpenAISimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ client events
 
+    def _session_refusal(self, session: dict) -> tuple[str, str] | None:
+        """(message, param) when the service refuses this session config outright; it then
+        sends the ``error`` and no ``session.updated``."""
+        voice = ((session.get("audio") or {}).get("output") or {}).get("voice")
+        if isinstance(voice, str) and voice not in VOICES:
+            # openai types/realtime/realtime_audio_config_output_param.py: the built-in
+            # voices (a custom voice is an object {"id": ...}, never a bare string)
+            return (f"Invalid value: '{voice}'. Supported values are: "
+                    + ", ".join(f"'{v}'" for v in sorted(VOICES)) + ".", "session.audio.output.voice")
+        return None
+
     async def _on_session_update(self, ws, conn: _Conn, event: dict) -> None:
+        refusal = self._session_refusal(event.get("session") or {})
+        if refusal is not None:
+            await self._error(ws, conn, "invalid_request_error", "invalid_value", refusal[0], refusal[1],
+                              event.get("event_id"))
+            return
         _merge(conn.session, event.get("session") or {})
         await self._send(ws, conn, {"type": "session.updated", "session": conn.session})
 
@@ -540,6 +566,9 @@ class OpenAISimulator(SimulatorServer):
         await self._send(ws, conn, {"type": "response.content_part.added", **part_ids,
                                     "part": {"type": "audio", "transcript": ""}})
         _, out_rate = self._rates(conn)
+        conn.response_audio_ms = 0
+        if cfg.first_audio_delay:
+            await asyncio.sleep(cfg.first_audio_delay)
         audio = _tone(cfg.reply_ms, out_rate)
         step = 2 * out_rate * DELTA_MS // 1000
         chunks = [audio[i:i + step] for i in range(0, len(audio), step)]
@@ -556,7 +585,7 @@ class OpenAISimulator(SimulatorServer):
             await self._send(ws, conn, {"type": "response.output_audio.delta", **part_ids,
                                         "delta": binascii.b2a_base64(chunk, newline=False).decode()})
             sent_ms += len(chunk) * 1000 // (2 * out_rate)
-            conn.items[item_id]["ms"] = sent_ms
+            conn.items[item_id]["ms"] = conn.response_audio_ms = sent_ms
             if (i == 0 and cfg.fail and conn.responses >= cfg.fail_on_response
                     and await self._fail_point(ws, None)):
                 return

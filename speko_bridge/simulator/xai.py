@@ -1,16 +1,27 @@
 """A fake xAI Grok Voice Agent server (providers.md section 4) over a real WebSocket.
 
 It is the OpenAI simulator speaking xAI's dialect; the differences (each from
-providers.md 4):
+providers.md 4, and issue 19 for the real-service behaviours marked *):
 
-- First message ``conversation.created`` (no ``session.created``), then a ``ping``.
+- First messages* ``session.created`` (fal.ai's xAI proxy page: "xAI's session.created
+  reaches clients that connect and wait"), ``conversation.created``, then a ``ping``, and
+  a ``ping`` every ``ping_interval`` seconds after (keep-alives that also keep a bridge's
+  read watchdog quiet, which is why an abandoned response hung sessions silently).
 - ``session.update``: ``voice`` and ``turn_detection`` at the top level of ``session``;
-  no ``session.type``; ``audio.*.format.rate`` any of 8000-48000 per direction. Anything
+  ``session.type`` "realtime" accepted*; voices Eve, Ara, Rex, Sal, Leo in any case
+  (docs.x.ai Voice Agent API, "Voice Options": five voices; the issue's "larger
+  catalogue" is not in the docs); ``audio.*.format.rate`` any of 8000-48000 per direction. Anything
   else is a violation (recorded, and answered with an OpenAI-shaped error). The echo
   sends the voice back as ``xai_<voice>`` and a null turn detection as ``{"type": null}``.
 - User transcription as cumulative ``...input_audio_transcription.updated`` events that
   revise one earlier word on the way (deterministic: the first update says "I spoak",
-  the next corrects it to "I spoke"), then ``.completed``.
+  the next corrects it to "I spoke"), a partial ``.completed`` with ``status:
+  "in_progress"`` half way*, then the final ``.completed``.
+- A response cancelled before its first audio is dropped without ``response.done``*
+  (LiveKit's xAI plugin handles this abandoned response explicitly); with
+  ``first_audio_delay`` a cancel can land there.
+- ``conversation.item.truncate`` is answered with an ``error`` whose message mentions
+  truncation* (pipecat treats such xAI errors as harmless; the exact wording is ours).
 - No ``rate_limits.updated`` and no ``conversation.item.done``.
 - Usage ``{total_tokens, input_tokens, output_tokens}`` in ``response.usage``.
 - Audio at the rates the session asked for. Other rules as the OpenAI simulator.
@@ -18,6 +29,7 @@ providers.md 4):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +37,7 @@ from typing import Any
 from .openai import OpenAISimConfig, OpenAISimulator, _Conn, client_event_checker
 
 XAI_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
-SESSION_KEYS = frozenset({"instructions", "voice", "turn_detection", "audio", "tools", "tool_choice",
+SESSION_KEYS = frozenset({"type", "instructions", "voice", "turn_detection", "audio", "tools", "tool_choice",
                           "reasoning", "resumption", "replace"})
 AUDIO_INPUT_KEYS = frozenset({"format", "transcription", "transport"})
 AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "transport"})
@@ -35,12 +47,17 @@ VOICES = frozenset({"eve", "ara", "rex", "sal", "leo"})
 @dataclass
 class XAISimConfig(OpenAISimConfig):
     api_key: str | None = "xai-sim-key"
+    #: Seconds between ``ping`` keep-alives after the first (the real service keeps pinging;
+    #: the interval is not documented); None: only the one after connect.
+    ping_interval: float | None = 5.0
 
 
 def _session_problems(session: Any) -> list[str]:
     if not isinstance(session, dict):
         return ["session must be an object"]
     problems = [f"session.{k} is not an xAI session field" for k in session if k not in SESSION_KEYS]
+    if session.get("type", "realtime") != "realtime":
+        problems.append(f"session.type {session.get('type')!r} is not supported")
     voice = session.get("voice")
     if voice is not None and (not isinstance(voice, str) or voice.lower() not in VOICES):
         problems.append(f"session.voice {voice!r} is not an xAI voice")
@@ -76,6 +93,8 @@ class XAISimulator(OpenAISimulator):
 
     def __init__(self, config: XAISimConfig | None = None) -> None:
         super().__init__(config or XAISimConfig())
+        self.abandoned = 0  # responses cancelled before audio and never done
+        self._pingers: dict[asyncio.Task, list[asyncio.Task]] = {}  # handler -> its ping task
 
     def make_checker(self):
         return xai_event_checker()
@@ -95,7 +114,28 @@ class XAISimulator(OpenAISimulator):
         }
         return conn
 
+    async def _handle(self, request):
+        pinger = asyncio.current_task()
+        self._pingers[pinger] = []
+        try:
+            return await super()._handle(request)
+        finally:
+            for task in self._pingers.pop(pinger):
+                task.cancel()
+
+    async def _ping(self, ws, conn: _Conn, interval: float) -> None:
+        try:
+            while not ws.closed:
+                await asyncio.sleep(interval)
+                await self._send(ws, conn, {"type": "ping", "timestamp": int(time.time() * 1000)})
+        except (ConnectionError, RuntimeError):
+            pass  # the socket went away
+
     async def _greet(self, ws, conn: _Conn) -> None:
+        if self.config.ping_interval is not None:
+            self._pingers[asyncio.current_task()].append(
+                asyncio.create_task(self._ping(ws, conn, self.config.ping_interval)))
+        await self._send(ws, conn, {"type": "session.created", "session": conn.session})
         await self._send(ws, conn, {"type": "conversation.created",
                                     "conversation": {"id": "conv_1", "object": "realtime.conversation"}})
         await self._send(ws, conn, {"type": "ping", "timestamp": int(time.time() * 1000)})
@@ -115,11 +155,27 @@ class XAISimulator(OpenAISimulator):
     async def _transcribe(self, ws, conn: _Conn, item_id: str, text: str, seconds: float) -> None:
         words = text.split(" ")
         drafts = [" ".join(words[:1] + ["spoak"])] + [" ".join(words[:n]) for n in range(2, len(words) + 1)]
-        for draft in drafts:
+        for i, draft in enumerate(drafts):
             await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.updated",
                                         "item_id": item_id, "content_index": 0, "transcript": draft})
+            if i == len(drafts) // 2:  # a partial "completed" (issue 19, item 9)
+                await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.completed",
+                                            "item_id": item_id, "transcript": draft, "status": "in_progress"})
         await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.completed",
-                                    "item_id": item_id, "transcript": text})
+                                    "item_id": item_id, "transcript": text, "status": "completed"})
+
+    async def _on_response_cancel(self, ws, conn: _Conn, event: dict) -> None:
+        if conn.response is not None and not conn.response.done() and conn.response_audio_ms == 0:
+            conn.response.cancel()  # abandoned: no response.done will ever come
+            await asyncio.gather(conn.response, return_exceptions=True)
+            self.abandoned += 1
+            return
+        await super()._on_response_cancel(ws, conn, event)
+
+    async def _on_conversation_item_truncate(self, ws, conn: _Conn, event: dict) -> None:
+        await self._error(ws, conn, "invalid_request_error", None,
+                          "Failed to truncate conversation item: truncation is not available for this item.",
+                          None, event.get("event_id"))
 
     def _usage(self, in_audio: int, out_audio: int, out_text: int) -> dict:
         return {"total_tokens": 10 + in_audio + out_audio + out_text, "input_tokens": 10 + in_audio,

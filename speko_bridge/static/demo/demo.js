@@ -3,7 +3,7 @@
 // and createPlayer(); this file is only the page around them.
 import { connect, createPlayer, startCapture } from "/sdk/speko-realtime.js";
 
-const MODELS = { openai: "gpt-realtime", google: "gemini-2.5-flash-native-audio", xai: "grok-voice-latest" };
+const MODELS = { openai: "gpt-realtime", google: "gemini-2.5-flash-native-audio-preview-12-2025", xai: "grok-voice-latest" };
 const $ = (id) => document.getElementById(id);
 const stats = { framesIn: 0, samplesIn: 0, samplesPlayed: 0, chunksSent: 0, usage: [0, 0] };
 window.spekoDemo = stats;  // read by the browser test
