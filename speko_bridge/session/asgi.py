@@ -1,4 +1,4 @@
-"""The two things the session needs from the server below ASGI, and why.
+"""The three things the session needs from the server below ASGI, and why.
 
 ASGI gives an app ``receive`` and ``send`` and nothing else. The session needs three facts
 ASGI does not carry:
