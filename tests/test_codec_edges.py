@@ -15,6 +15,7 @@ from speko_bridge.params import SessionParams, ToolSpec
 from speko_bridge.providers.base import AudioOut, Fatal, Reconnect
 from speko_bridge.providers.google import GoogleCodec, google_headers
 from speko_bridge.providers.openai import OpenAICodec
+from speko_bridge.providers.xai import XAICodec
 from speko_bridge.simulator.google import live_message_checker
 from speko_bridge.simulator.openai import client_event_checker
 
@@ -280,3 +281,60 @@ def test_gemini_usage_without_a_token_count_is_zero():
     assert gfeed(gemini(), {"usageMetadata": {
         "promptTokensDetails": [{"modality": "AUDIO"}, {"modality": "TEXT", "tokenCount": 9}],
         "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 7}]}}) == [Usage(0, 7)]
+
+
+# --------------------------------------------------------------------------- xAI
+
+
+def xai() -> XAICodec:
+    return XAICodec(SessionParams(provider="xai", model="grok-voice"))
+
+
+def updated(item: str, text: str) -> dict:
+    return {"type": "conversation.item.input_audio_transcription.updated", "item_id": item, "transcript": text}
+
+
+def completed(item: str, text: str) -> dict:
+    return {"type": "conversation.item.input_audio_transcription.completed", "item_id": item, "transcript": text}
+
+
+def test_xai_the_held_back_last_word_arrives_before_the_final_transcript():
+    c = xai()
+    assert feed(c, updated("i1", "What is the wea")) == [Transcript("user", "What is the ", False)]
+    assert feed(c, completed("i1", "What is the weather?")) == [
+        Transcript("user", "weather?", False), Transcript("user", "What is the weather?", True)]
+
+
+def test_xai_after_a_deep_revision_only_the_final_transcript_is_sent():
+    c = xai()
+    assert feed(c, updated("i1", "Hello word ")) == [Transcript("user", "Hello word ", False)]
+    assert feed(c, updated("i1", "Hello world, again ")) == []  # a sent word changed
+    assert feed(c, updated("i1", "Hello world, again and more ")) == []
+    assert feed(c, completed("i1", "Hello world, again and more.")) == [
+        Transcript("user", "Hello world, again and more.", True)]
+
+
+def test_xai_two_items_transcribed_at_once_keep_their_own_progress():
+    c = xai()
+    out = feed(c, updated("i1", "one two "), updated("i2", "three "), updated("i1", "one two four "))
+    assert out == [Transcript("user", "one two ", False), Transcript("user", "three ", False),
+                   Transcript("user", "four ", False)]
+
+
+def test_xai_malformed_transcription_updates_are_each_counted():
+    c = xai()
+    feed(c, {"type": "conversation.item.input_audio_transcription.updated", "item_id": "i1"},
+         {"type": "conversation.item.input_audio_transcription.updated", "item_id": "i2"})
+    assert c.stats.malformed_events == 2
+
+
+def test_xai_errors_other_than_the_cancel_race_reach_the_client():
+    c = xai()
+    assert feed(c, {"type": "error", "error": {"code": "invalid_api_key", "message": "bad key"}}) == [
+        Fatal(4502, "provider_auth_failed", "bad key")]
+    assert feed(c, {"type": "error", "error": {"message": "Cancellation failed: no active response found"}}) == []
+
+
+def test_xai_usage_without_token_counts_is_zero():
+    assert feed(xai(), {"type": "response.done", "response": {"status": "completed", "usage": {"total_tokens": 3}}}) == [
+        Usage(0, 0)]
