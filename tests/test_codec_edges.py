@@ -255,7 +255,7 @@ def test_gemini_a_resumed_connection_starts_clean():
     c.interrupt(0)  # gated, activity open
     gfeed(c, {"goAway": {"timeLeft": "5s"}})
     c.start()
-    assert [m["realtimeInput"] for m in gemini_sent(c.audio(b"\0\0"))][0] == {"activityStart": {}}
+    assert next(m["realtimeInput"] for m in gemini_sent(c.audio(b"\0\0"))) == {"activityStart": {}}
     c.commit()
     assert gfeed(c, {"serverContent": {"modelTurn": {"parts": [gaudio(b"\2\0")]}}}) == [AudioOut(b"\2\0", 24000)]
     gfeed(c, {"serverContent": {"turnComplete": True}})

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from speko_bridge.params import SessionParams
-from speko_bridge.store import ConsumeOutcome, SessionRecord, SQLiteStore, StoreUnavailable, UsageTotals
+from speko_bridge.store import (
+    ConsumeOutcome,
+    SessionRecord,
+    SQLiteStore,
+    StoreUnavailable,
+    UsageTotals,
+)
 from speko_bridge.store.redis import RedisStore
 
 

@@ -156,7 +156,7 @@ async def test_revocations_still_arrive_after_a_long_outage_and_it_is_logged_onc
             try:
                 assert await asyncio.wait_for(heard.get(), 0.5) == "s_live"
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 assert time.monotonic() < deadline, "the watcher never came back"
                 assert not watcher.done(), watcher.exception()
                 # revoke again: the first one may have been published before resubscribing
