@@ -100,7 +100,9 @@ def test_resume_reasons_say_goaway():
 
 
 def test_stats_count_each_message_once():
-    """Operators read these counters to spot protocol drift and broken upstreams."""
+    """The codec's counters (CodecStats, kept for metrics and debugging) are the record of
+    protocol drift; the bridge ends a session after a run of malformed events by watching
+    malformed_events change, so each one must count exactly once."""
     c = codec()
     feed(c, {"setupComplete": {}}, {"toolCallCancellation": {"ids": ["x"]}}, GO_AWAY)
     assert (c.stats.events, c.stats.unknown_events) == (3, 0)

@@ -138,8 +138,8 @@ QUIET = [
 
 
 def test_every_documented_event_is_known_and_unknown_ones_are_counted():
-    """An operator reads unknown_events to spot protocol drift: documented events must not
-    count, each unknown one must count once."""
+    """unknown_events (CodecStats, kept for metrics and debugging) is the record of protocol
+    drift: documented events must not count, each unknown one must count once."""
     c = codec()
     assert feed(c, *({"type": t} for t in QUIET)) == []
     assert c.stats.unknown_events == 0
