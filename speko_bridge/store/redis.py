@@ -292,6 +292,11 @@ class RedisStore(SessionStore):
             "input_audio_tokens": record.usage.input_audio_tokens,
             "output_audio_tokens": record.usage.output_audio_tokens,
         }
+        # a record is stored whole, like SQLite does (absent fields read back as None)
+        for name in ("started_at", "ended_at", "close_code", "close_reason"):
+            value = getattr(record, name)
+            if value is not None:
+                fields[name] = repr(value) if isinstance(value, float) else value
         lifetime = (
             max(0, int(record.token_expires_at - record.created_at)) + record.ttl_seconds
             + RECORD_GRACE_SECONDS + self.retention_seconds
