@@ -83,7 +83,7 @@ bench-smoke: $(STAMP) $(REDIS)
 	$(BIN)/python bench/run.py --smoke --out $${TMPDIR:-/tmp}/speko-bench-smoke
 	$(BIN)/python bench/stores.py --smoke --out $${TMPDIR:-/tmp}/speko-bench-smoke
 
-## mutants: mutation testing (mutmut) of tokens, stores, resampler and provider codecs
+## mutants: mutation testing (mutmut) of tokens, stores, resampler, provider and client codecs
 ##          against their fast tests, one module at a time, 2 workers, nice 10; ~25 min on
 ##          2 cores. Prints per module: score, target, survivors (docs/testing.md). The
 ##          modules are `only_mutate` in pyproject.toml; mutmut works in mutants/.
