@@ -65,6 +65,20 @@ class Metrics:
         self.client_invalid = Counter(
             "speko_client_messages_invalid", "Client messages that were not part of the protocol "
             "(answered with an error; the session goes on)", ["provider"], registry=r)
+        # v2 resume after a dropped client socket (PROTOCOL.md "Resuming after a dropped connection")
+        self.resumes_attempted = Counter(
+            "speko_resumes_attempted", "Sockets offering the token of a session that is live here "
+            "or in its grace window on another replica", registry=r)
+        self.resumes_succeeded = Counter(
+            "speko_resumes_succeeded", "Sessions taken back by a new socket within the grace window",
+            registry=r)
+        self.resumes_refused = Counter(
+            "speko_resumes_refused", "Resume attempts refused, by error code (token_used: the "
+            "session has a live socket; session_elsewhere: another replica holds it)", ["reason"],
+            registry=r)
+        self.sessions_ended_in_grace = Counter(
+            "speko_sessions_ended_in_grace", "Sessions whose client dropped and did not come back "
+            "within SPEKO_RESUME_SECONDS (recorded 1006 client_gone)", ["provider"], registry=r)
         self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
 
     def for_session(self, provider: str) -> SessionMetrics:
