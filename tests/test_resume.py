@@ -90,6 +90,9 @@ async def test_dropped_mid_answer_resumes_on_the_same_provider_connection(http, 
         await asyncio.sleep(0.5)  # the reply goes on upstream while nobody listens
         rec = await record(http, bridge, sid)
         assert rec["status"] == "active" and rec["closeCode"] is None  # waiting, not ended
+        waiting = bridge.app.state.registry.get(sid)
+        assert waiting.phase.value == "client_away"
+        assert len(waiting.outbox) == 0  # nothing is kept for the absent client
 
         client_http, ws = await resume(bridge, token)
         try:
@@ -172,6 +175,7 @@ async def test_two_concurrent_resumes_one_wins(http, env, openai_sim):
         rec = await wait_record(http, bridge, sid, "ended")
         assert rec["closeCode"] == 1000
         assert await metric(http, bridge, "speko_resumes_refused_total") == 2
+        assert await metric(http, bridge, "speko_resumes_attempted_total") == 3
 
 
 async def test_revoking_during_the_window_ends_the_session(http, env, openai_sim):
@@ -292,3 +296,38 @@ async def test_a_resume_on_another_replica_is_refused_session_elsewhere(http, tm
         rec = await wait_record(http, b, sid, "ended")
         assert rec["closeCode"] == 1000
     assert openai_sim.connections == 1
+
+
+async def test_a_waiting_session_keeps_its_per_key_slot(http, env, openai_sim):
+    """A session in its grace window still counts toward the API key's concurrent limit."""
+    async with run_bridge(_openai(env, openai_sim, SPEKO_MAX_SESSIONS_PER_KEY="1")) as bridge:
+        first, second = await mint(http, bridge), await mint(http, bridge)
+        await drop_mid_answer(bridge, first["token"])
+        await asyncio.sleep(0.2)
+        await expect_refusal(bridge.ws_url, [second["token"]], 4029, "rate_limited")
+        client_http, ws = await resume(bridge, first["token"])
+        try:
+            got = await read(ws, Received(), lambda r: r.frames)
+            assert got.frames[0]["type"] == "resumed"
+            await ws.close()
+        finally:
+            await client_http.close()
+        await wait_record(http, bridge, first["sessionId"], "ended")
+        async with http.ws_connect(bridge.ws_url, protocols=[second["token"]]) as ws:  # the slot is free again
+            await ws.send_bytes(tone(0.2, 24000))
+            await ws.send_str('{"type":"commit"}')
+            await read(ws, Received(), lambda r: len(r.audio) > 0)
+
+
+async def test_a_drain_ends_a_waiting_session_with_1001(http, env, openai_sim):
+    from speko_bridge.app import drain
+
+    async with run_bridge(_openai(env, openai_sim, SPEKO_DRAIN_SECONDS="0.2")) as bridge:
+        created = await mint(http, bridge)
+        await drop_mid_answer(bridge, created["token"])
+        await asyncio.sleep(0.2)
+        await drain(bridge.app)
+        rec = await wait_record(http, bridge, created["sessionId"], "ended")
+        assert rec["closeCode"] == 1001
+        # a draining replica takes no resume: the client mints a new session elsewhere
+        await expect_refusal(bridge.ws_url, [created["token"]], 1001, "internal_error")
