@@ -28,7 +28,8 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.sessions_active = Gauge(
-            "speko_sessions_active", "Sessions with an open client socket", ["provider"], registry=r)
+            "speko_sessions_active", "Sessions live in this process (a client socket open, or "
+            "waiting for a dropped one to come back)", ["provider"], registry=r)
         self.sessions_minted = Counter(
             "speko_sessions_minted", "Sessions minted (POST /v1/sessions answered 201)", ["provider"],
             registry=r)
