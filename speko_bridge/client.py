@@ -276,6 +276,7 @@ class RealtimeConnection:
             reconnect.get_session = get_session
         self._policy: Reconnect | None = reconnect or None
         self._reconnecting = False
+        self._accepted = False  # reconnection starts only once the bridge has accepted a socket
         self._stop_reconnect = asyncio.Event()  # close() while reconnecting
         #: Audio bytes dropped because they were sent while the connection was down.
         self.dropped_audio_bytes = 0
@@ -366,6 +367,7 @@ class RealtimeConnection:
             raise SpekoError(0, first.code if first else "connection_failed",
                              first.message if first else self.close_reason or "closed at once",
                              close_code=self.close_code)
+        self._accepted = True
 
     async def _abandon(self) -> None:
         if self._reader is not None:
@@ -470,7 +472,8 @@ class RealtimeConnection:
             code = close.code if close is not None else (ws.close_code or CloseCode.ABNORMAL)
             if close is None and ws.close_code in (None, 1005, 1006):
                 code = CloseCode.ABNORMAL  # no close frame: the connection dropped
-            if self._policy is None or not await reconnect_after(self, self._policy, code):
+            if (self._policy is None or not self._accepted
+                    or not await reconnect_after(self, self._policy, code)):
                 final = (Close(*self._sent_close) if self._sent_close is not None
                          else close or Close(code, "connection closed without a close frame"))
                 break

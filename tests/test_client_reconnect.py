@@ -105,3 +105,28 @@ async def test_when_resuming_is_impossible_get_session_starts_over(http, bridge,
         usage = await until(rt, "usage")
         assert isinstance(usage[0], Usage)
     assert sim.connections == 2  # a new session is a new provider connection
+
+
+async def test_a_refused_connect_raises_and_does_not_reconnect(http, bridge):
+    """Reconnection is for sessions the bridge accepted: a socket refused at connect (here
+    1001 from a draining server, which reconnection would answer with get_session) raises
+    from connect() and calls nothing."""
+    from speko_bridge.client import SpekoError
+
+    created = await mint(http, bridge)
+    calls: list[int] = []
+
+    async def get_session():
+        calls.append(1)
+        return await mint(http, bridge)
+
+    bridge.app.state.draining = True  # what SIGTERM's drain sets first (speko_bridge/app.py)
+    try:
+        with pytest.raises(SpekoError) as refused:
+            async with connect(created, reconnect=True, get_session=get_session):
+                pass
+    finally:
+        bridge.app.state.draining = False
+    assert refused.value.close_code == 1001
+    await asyncio.sleep(0.3)
+    assert calls == []
