@@ -251,7 +251,9 @@ async def mint_for(request: Request, owner: str) -> Response:
         session_id=session_id,
         token=minted.token,
         expires_at=iso(minted.expires_at),
-        url=settings.realtime_url,
+        # the session id rides along (not secret) so that a load balancer can route every
+        # socket of the session, resumes included, to the replica that holds it
+        url=f"{settings.realtime_url}?session={session_id}",
         ttl_seconds=params.ttl_seconds,
         provider=params.provider,
         model=params.model,

@@ -22,6 +22,12 @@ once, as a ``Close`` frame (one the bridge sent, or one the SDK makes when the c
 dropped without it: 1006). Iteration ends after the ``close`` frame. ``close(code, reason)``
 may be called any number of times and returns once the close handshake is done.
 
+With ``connect(answer, reconnect=True)`` (or a :class:`Reconnect` policy, and optionally
+``get_session=``, the app's own mint), a connection that drops without a close frame is
+resumed with the same token within the bridge's grace window; handlers see ``reconnecting``,
+``resumed`` (or ``restarted`` on a fresh session) and one final ``close``; audio sent while
+disconnected is dropped (``client_reconnect.py`` says which ends are retried and how).
+
 Every failure raises :class:`SpekoError` (``status``, ``code``, ``message``): an HTTP error
 carries the server's answer; a request refused before it is sent carries the status the
 server would have given (422 ``invalid_request``); a socket the bridge refuses (bad, used,
@@ -45,14 +51,16 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from .client_reconnect import Reconnect, Reconnecting, Restarted, reconnect_after
 from .codes import ApiErrorCode, CloseCode
-from .frames import Audio, Close, Error, RealtimeFrame, decode_frame
+from .frames import Audio, Close, Error, RealtimeFrame, Resumed, decode_frame
 from .params import SessionParams, ToolSpec
 from .wire import SessionCreated, SessionView, validation_message
 
 log = logging.getLogger("speko_bridge.client")
 
-__all__ = ["RealtimeConnection", "Session", "Speko", "SpekoClient", "SpekoError", "connect"]
+__all__ = ["RealtimeConnection", "Reconnect", "Reconnecting", "Restarted", "Resumed", "Session", "Speko",
+           "SpekoClient", "SpekoError", "connect"]
 
 #: Where :class:`SpekoClient` looks when no URL or key is passed (``make run`` prints the key).
 URL_ENV, KEY_ENV = "SPEKO_URL", "SPEKO_KEY"
@@ -68,7 +76,8 @@ _HTTP_UNPROCESSABLE = 422
 #: Frames kept for ``async for`` when nobody iterates (callbacks only): the newest win.
 ITER_BUFFER_FRAMES = 4096
 
-_FRAME_TYPES = frozenset({"audio", "transcript", "tool_call", "usage", "error", "close", "*"})
+_FRAME_TYPES = frozenset({"audio", "transcript", "tool_call", "usage", "error", "close", "resumed",
+                          "reconnecting", "restarted", "*"})
 
 
 class SpekoError(Exception):
@@ -257,7 +266,22 @@ class RealtimeConnection:
     ``session`` is the mint answer when there is one (``session_id``, ``expires_at``...)."""
 
     def __init__(self, url: str | None, token: str | None, *, output_sample_rate: int = 24000,
-                 origin: str | None = None, connect_timeout: float = 10.0) -> None:
+                 origin: str | None = None, connect_timeout: float = 10.0, timeout: float | None = None,
+                 reconnect: bool | Reconnect = False, get_session=None) -> None:
+        """``timeout``: the same as ``connect_timeout`` (Mastra's name). ``reconnect``: True
+        for the default :class:`Reconnect` policy; ``get_session``: its fresh-session callback."""
+        if reconnect is True or (reconnect is False and get_session is not None):
+            reconnect = Reconnect()
+        if isinstance(reconnect, Reconnect) and get_session is not None:
+            reconnect.get_session = get_session
+        self._policy: Reconnect | None = reconnect or None
+        self._reconnecting = False
+        self._accepted = False  # reconnection starts only once the bridge has accepted a socket
+        self._stop_reconnect = asyncio.Event()  # close() while reconnecting
+        #: Audio bytes dropped because they were sent while the connection was down.
+        self.dropped_audio_bytes = 0
+        if timeout is not None:
+            connect_timeout = timeout
         self.url = url
         self.session: Session | None = None
         self._mint = None
@@ -283,6 +307,10 @@ class RealtimeConnection:
         state = "closed" if self._ended else "open" if self._ws is not None else "new"
         return (f"RealtimeConnection(url={self.url!r}, session_id={self.session_id!r}, {state}"
                 f"{'' if self.close_code is None else f', close_code={self.close_code}'}, token=<hidden>)")
+
+    @staticmethod
+    def _as_session(answer: Session | dict) -> Session:
+        return Session.from_answer(answer) if isinstance(answer, dict) else answer
 
     @property
     def session_id(self) -> str | None:
@@ -339,6 +367,7 @@ class RealtimeConnection:
             raise SpekoError(0, first.code if first else "connection_failed",
                              first.message if first else self.close_reason or "closed at once",
                              close_code=self.close_code)
+        self._accepted = True
 
     async def _abandon(self) -> None:
         if self._reader is not None:
@@ -359,7 +388,10 @@ class RealtimeConnection:
         await asyncio.shield(self._closing)
 
     async def _close(self, code: int, reason: str) -> None:
-        if self._ws is not None and not self._ws.closed:
+        if self._reconnecting:  # no socket to close: stop trying, end with this code
+            self._sent_close = (code, reason)
+            self._stop_reconnect.set()
+        elif self._ws is not None and not self._ws.closed:
             self._sent_close = (code, reason)
             await self._ws.close(code=code, message=reason.encode())
         if self._reader is not None:
@@ -374,7 +406,11 @@ class RealtimeConnection:
     # ------------------------------------------------------------------ sending
 
     async def send_audio(self, pcm: bytes) -> None:
-        """PCM16 LE mono at the session's ``inputSampleRate``; any chunk size."""
+        """PCM16 LE mono at the session's ``inputSampleRate``; any chunk size. Dropped (not
+        queued) while reconnecting."""
+        if self._reconnecting:
+            self.dropped_audio_bytes += len(pcm)
+            return
         await self._socket().send_bytes(bytes(pcm))
 
     async def commit(self) -> None:
@@ -427,7 +463,29 @@ class RealtimeConnection:
             await self._wakeup.wait()
 
     async def _read(self) -> None:
-        ws = self._ws
+        while True:
+            ws = self._ws
+            close = await self._pump(ws)
+            if self._sent_close is not None:  # our own close
+                final = Close(*self._sent_close)
+                break
+            code = close.code if close is not None else (ws.close_code or CloseCode.ABNORMAL)
+            if close is None and ws.close_code in (None, 1005, 1006):
+                code = CloseCode.ABNORMAL  # no close frame: the connection dropped
+            if (self._policy is None or not self._accepted
+                    or not await reconnect_after(self, self._policy, code)):
+                final = (Close(*self._sent_close) if self._sent_close is not None
+                         else close or Close(code, "connection closed without a close frame"))
+                break
+        self.close_code, self.close_reason = final.code, final.reason
+        self._close_seen = True
+        await self._dispatch(final)  # "close" handlers hear every end once
+        self._end()
+
+    async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> Close | None:
+        """Dispatch one socket's frames until it ends; its ``close`` frame (kept back: a
+        reconnect may follow), or None when it ended without one."""
+        close = None
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.BINARY:
                 await self._dispatch(Audio(msg.data, self.output_sample_rate))
@@ -438,17 +496,10 @@ class RealtimeConnection:
                     log.warning("ignoring a frame this SDK does not know: %.200s", msg.data)
                     continue
                 if isinstance(frame, Close):
-                    self.close_code, self.close_reason = frame.code, frame.reason
-                    self._close_seen = True
+                    close = frame
+                    continue
                 await self._dispatch(frame)
-        if not self._close_seen:  # our own close, or the connection dropped: tell "close" handlers
-            if self._sent_close is not None:
-                self.close_code, self.close_reason = self._sent_close
-            else:
-                self.close_code = ws.close_code or 1006
-                self.close_reason = "connection closed without a close frame"
-            await self._dispatch(Close(self.close_code, self.close_reason))
-        self._end()
+        return close
 
     async def _dispatch(self, frame: RealtimeFrame) -> None:
         self._frames.append(frame)

@@ -74,6 +74,9 @@ class Settings:
     redis_prefix: str = "speko:"
     record_retention_seconds: int = 7 * 24 * 3600
     drain_seconds: float = 30.0
+    #: How long a session whose client dropped without a close handshake waits for the same
+    #: token to come back (``SPEKO_RESUME_SECONDS``); 0 ends such a session at once.
+    resume_seconds: float = 15.0
     mint_rate_per_minute: int = DEFAULT_MINT_RATE_PER_MINUTE  # per API key, fleet-wide; 0 = none
     mint_burst: int = DEFAULT_MINT_RATE_PER_MINUTE  # mints allowed at once before the rate applies
     max_sessions_per_key: int = 0  # concurrent sessions per API key, across the fleet; 0 = none
@@ -262,6 +265,8 @@ def load_settings(
             env, "SPEKO_RECORD_RETENTION_SECONDS", 7 * 24 * 3600, 60, 366 * 24 * 3600
         ),
         drain_seconds=_float(env, "SPEKO_DRAIN_SECONDS", 30.0, 0.0, 3600.0),
+        # at most 10 minutes: the provider connection and the per-key slot stay held meanwhile
+        resume_seconds=_float(env, "SPEKO_RESUME_SECONDS", 15.0, 0.0, 600.0),
         mint_rate_per_minute=mint_rate,
         mint_burst=_int(env, "SPEKO_MINT_BURST", max(mint_rate, 1), 1, 1_000_000),
         max_sessions_per_key=_int(env, "SPEKO_MAX_SESSIONS_PER_KEY", 0, 0, 1_000_000),

@@ -99,6 +99,12 @@ class Close(msgspec.Struct, tag="close", tag_field="type"):
     reason: str = ""
 
 
+class Resumed(msgspec.Struct, tag="resumed", tag_field="type", rename="camel"):
+    """v2: the first frame on a socket that took back a session after a dropped connection."""
+
+    session_id: str
+
+
 class Audio(msgspec.Struct):
     """The binary ``audio`` frame as SDKs expose it: PCM16 LE mono at ``sample_rate``.
 
@@ -111,8 +117,8 @@ class Audio(msgspec.Struct):
     type: Literal["audio"] = "audio"
 
 
-TextFrame = Union[Transcript, ToolCall, Usage, Error, Close]
-RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close]
+TextFrame = Union[Transcript, ToolCall, Usage, Error, Close, Resumed]
+RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close, Resumed]
 
 _encoder = msgspec.json.Encoder()
 _frame_decoder = msgspec.json.Decoder(TextFrame)

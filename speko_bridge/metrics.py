@@ -28,7 +28,8 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.sessions_active = Gauge(
-            "speko_sessions_active", "Sessions with an open client socket", ["provider"], registry=r)
+            "speko_sessions_active", "Sessions live in this process (a client socket open, or "
+            "waiting for a dropped one to come back)", ["provider"], registry=r)
         self.sessions_minted = Counter(
             "speko_sessions_minted", "Sessions minted (POST /v1/sessions answered 201)", ["provider"],
             registry=r)
@@ -68,6 +69,20 @@ class Metrics:
         self.tool_calls_refused = Counter(
             "speko_tool_calls_refused", "Provider calls of a tool the session did not declare "
             "(answered to the provider as an error, never forwarded)", ["provider"], registry=r)
+        # v2 resume after a dropped client socket (PROTOCOL.md "Resuming after a dropped connection")
+        self.resumes_attempted = Counter(
+            "speko_resumes_attempted", "Sockets offering the token of a session that is live here "
+            "or in its grace window on another replica", registry=r)
+        self.resumes_succeeded = Counter(
+            "speko_resumes_succeeded", "Sessions taken back by a new socket within the grace window",
+            registry=r)
+        self.resumes_refused = Counter(
+            "speko_resumes_refused", "Resume attempts refused, by error code (token_used: the "
+            "session has a live socket; session_elsewhere: another replica holds it)", ["reason"],
+            registry=r)
+        self.sessions_ended_in_grace = Counter(
+            "speko_sessions_ended_in_grace", "Sessions whose client dropped and did not come back "
+            "within SPEKO_RESUME_SECONDS (recorded 1006 client_gone)", ["provider"], registry=r)
         self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
 
     def for_session(self, provider: str) -> SessionMetrics:

@@ -121,11 +121,13 @@ def mint_token(
 
 
 def verify_token(
-    keys: SigningKeys, token: str, *, issuer: str, audience: str, now: float
+    keys: SigningKeys, token: str, *, issuer: str, audience: str, now: float,
+    check_expiry: bool = True,
 ) -> TokenClaims:
     """Check signature, algorithm, kid, issuer, audience, every claim's presence and the
     time window against ``now``. Raise :class:`TokenError` (``invalid_token`` or
-    ``token_expired``)."""
+    ``token_expired``). ``check_expiry=False`` accepts a token past its ``exp`` (a resume:
+    the opening window bounds the first open only; the caller checks the session is live)."""
     if not token or len(token) > MAX_TOKEN_BYTES:
         raise TokenError(ErrorCode.INVALID_TOKEN, "token missing or too long")
     try:
@@ -161,7 +163,7 @@ def verify_token(
         raise TokenError(ErrorCode.INVALID_TOKEN, "token subject malformed")
     if now < nbf:
         raise TokenError(ErrorCode.INVALID_TOKEN, "token not yet valid")
-    if now >= exp:
+    if check_expiry and now >= exp:
         raise TokenError(ErrorCode.TOKEN_EXPIRED, "token expired")
     return TokenClaims(session_id=sub, jti=jti, expires_at=int(exp))
 

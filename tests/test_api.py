@@ -43,7 +43,8 @@ async def test_mint_returns_a_token_whose_claims_decode_as_documented(http, brid
     assert body["turnDetection"] == {"type": "manual"}
     _, other = await mint(http, bridge, {**BODY, "inputSampleRate": 16000, "outputSampleRate": 16000})
     assert (other["inputSampleRate"], other["outputSampleRate"]) == (16000, 16000)
-    assert body["url"] == "wss://voice.example.com/v1/realtime"
+    # v2: the session id rides in the url, for load balancers that route resumes by it
+    assert body["url"] == f"wss://voice.example.com/v1/realtime?session={body['sessionId']}"
     assert body["ttlSeconds"] == 1800  # capped, not refused
     claims = jwt.decode(body["token"], SIGNING_KEY, algorithms=["HS256"], audience="speko-bridge/realtime",
                         issuer="speko-bridge")

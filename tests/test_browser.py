@@ -250,7 +250,8 @@ async def test_a_page_on_another_origin_talks_with_the_sdk_helpers(tmp_path):
                                             [[4000, "bye"]], 4000]
                     assert out["wire"] == [4000, "bye"]
                     assert out["used"] == ["SpekoError", "token_used", 4001]
-                    # the bridge recorded the code the page closed with, as the client's word
+                    # the bridge recorded the code the page closed with, as the client's word:
+                    # a normal end whose reason quotes it (no client writes a server code)
                     async with http.get(f"{bridge.base}/v1/sessions/{out['sid']}",
                                         headers={"Authorization": f"Bearer {API_KEY}"}) as r:
                         rec = await r.json()
@@ -265,3 +266,68 @@ async def test_a_page_on_another_origin_talks_with_the_sdk_helpers(tmp_path):
         backend.kill()
         await backend.wait()
         await bridge.stop()
+
+
+async def test_the_demo_resumes_after_its_network_drops(env, tmp_path):
+    """The page's socket runs through a TCP proxy that is stopped for a few seconds (every
+    connection through it aborted: the browser sees 1006) and started again. The SDK resumes
+    the same session with no code in the page, and the demo shows "reconnecting"."""
+    from playwright.async_api import async_playwright
+
+    from .tcpproxy import TcpProxy
+
+    wav = speech_wav(tmp_path / "mic.wav")
+    proxy = await TcpProxy(0).start()
+    # the page loads from the bridge itself (its dev mint is same-origin only); the socket's
+    # url, the minted one, names the proxy
+    env = {**env, "SPEKO_DEV": "1", "SPEKO_PUBLIC_URL": f"http://127.0.0.1:{proxy.port}"}
+    try:
+        async with run_bridge(env) as bridge, async_playwright() as pw:
+            proxy.target_port = bridge.port
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
+            try:
+                page = await browser.new_page()
+                console: list[str] = []
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                await page.goto(bridge.base + "/")
+                statuses: list[str] = []
+                await page.expose_function("sawStatus", lambda text: statuses.append(text))
+                await page.evaluate("""() => new MutationObserver(() => window.sawStatus(
+                    document.getElementById('status').textContent)).observe(
+                    document.getElementById('status'), {childList: true, characterData: true, subtree: true})""")
+
+                async def turn(finals: int) -> None:
+                    await page.dispatch_event("#talk", "pointerdown")
+                    await page.wait_for_function("() => window.spekoDemo.chunksSent >= 25", timeout=10000)
+                    await page.dispatch_event("#talk", "pointerup")
+                    await page.wait_for_function(
+                        f"() => document.querySelectorAll('p.assistant.final').length >= {finals}", timeout=15000)
+
+                await turn(1)
+                live = bridge.app.state.registry.sessions()
+                assert len(live) == 1
+                session_id = live[0].session_id
+                await proxy.stop()  # the network goes away
+                await page.wait_for_function("() => window.spekoDemo.reconnecting >= 1", timeout=5000)
+                assert any(s.startswith("reconnecting") for s in statuses), statuses
+                await page.wait_for_timeout(3000)
+                await proxy.start()  # and comes back
+                await page.wait_for_function("() => window.spekoDemo.resumed === 1", timeout=15000)
+                assert await page.text_content("#status") == "connected · resumed"
+                await page.evaluate("() => { window.spekoDemo.chunksSent = 0; }")
+                await turn(2)  # the same conversation goes on
+                assert [s.session_id for s in bridge.app.state.registry.sessions()] == [session_id]
+                stats = await page.evaluate("window.spekoDemo")
+                assert stats["restarted"] == 0
+                await page.click("#hangup")
+                await page.wait_for_selector("body[data-closed='1000']", timeout=5000)
+                # the browser itself logs each attempt made while the proxy was down
+                refused = "net::ERR_CONNECTION_REFUSED"
+                assert not [line for line in console
+                            if line.startswith(("error", "pageerror")) and refused not in line], console
+            finally:
+                await browser.close()
+    finally:
+        await proxy.stop()

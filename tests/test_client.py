@@ -23,7 +23,7 @@ async def test_mint_read_revoke_and_errors(speko):
     session = await speko.create_session(provider="google", model="gemini-2.5-flash-native-audio-preview-12-2025",
                                          tools=[ToolSpec(name="get_weather")], metadata={"user": 7},
                                          output_sample_rate=16000)
-    assert session.url.endswith("/v1/realtime") and session.token and session.output_sample_rate == 16000
+    assert session.url.endswith(f"/v1/realtime?session={session.session_id}") and session.token and session.output_sample_rate == 16000
     view = await speko.get_session(session.session_id)
     assert (view.status, view.provider, view.metadata) == ("pending", "google", {"user": 7})
     assert (await speko.revoke_session(session.session_id)).status == "revoked"

@@ -219,3 +219,47 @@ def test_nginx_upgrades_websockets_to_both_replicas_and_hides_metrics(nginx):
     timeout = re.search(r"proxy_read_timeout (\d+)s;", nginx)
     assert timeout and int(timeout.group(1)) >= 3600
     assert re.search(r"location = /metrics \{\s*return 404;", nginx)
+
+
+# ------------------------------------------------------------------------------- resume routing
+
+
+def minted_url_parameter(tmp_path) -> str:
+    """The query parameter that carries the session id in the url the app mints."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from starlette.testclient import TestClient
+
+    from .conftest import API_KEY
+
+    env = {**base_env(tmp_path), "OPENAI_API_KEY": "sk-unused", "SPEKO_OPENAI_URL": "ws://127.0.0.1:9/"}
+    app = create_app(load_settings(env))
+    with TestClient(app) as client:
+        r = client.post("/v1/sessions", json={"provider": "openai", "model": "gpt-realtime"},
+                        headers={"Authorization": f"Bearer {API_KEY}"})
+        assert r.status_code == 201, r.text
+        body = r.json()
+    query = parse_qs(urlsplit(body["url"]).query)
+    (name,) = [k for k, v in query.items() if v == [body["sessionId"]]]
+    return name
+
+
+def test_nginx_routes_every_socket_of_a_session_to_one_replica(nginx, tmp_path):
+    """A resume must reach the replica that holds the session: the compose proxy hashes
+    (consistently) on the parameter the minted url carries; requests without it spread."""
+    name = minted_url_parameter(tmp_path)
+    upstream = re.search(r"upstream speko_bridge \{(.*?)\}", nginx, re.S).group(1)
+    route = re.search(r"hash \$(\w+) consistent;", upstream)
+    assert route, "the upstream must hash consistently"
+    variable = route.group(1)
+    if variable != f"arg_{name}":  # through a map that falls back for requests without it
+        mapping = re.search(rf"map \$arg_{name} \${variable} \{{(.*?)\}}", nginx, re.S)
+        assert mapping, f"${variable} must be mapped from $arg_{name}"
+        rows = dict(line.split(None, 1) for line in mapping.group(1).strip().splitlines())
+        assert rows["default"].rstrip(";").strip() == f"$arg_{name}"
+
+
+def test_ingress_routes_every_socket_of_a_session_to_one_pod(tmp_path):
+    name = minted_url_parameter(tmp_path)
+    notes = one("Ingress")["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"] == f"$arg_{name}"

@@ -346,3 +346,31 @@ async def test_a_burst_of_concurrent_calls_all_succeed(store):
     await asyncio.gather(*(store.finish(f"sess_{i}", status="ended", close_code=1001, close_reason="drain",
                                         usage=UsageTotals(1, 2), now=time.time()) for i in range(300)))
     assert {(await store.get(f"sess_{i}", "key_a")).close_code for i in range(300)} == {1001}
+
+
+async def test_grace_window_is_seen_by_another_process_and_only_while_active(store, tmp_path):
+    """Resume (v2): the replica holding a session marks its grace window in the store; a
+    second store object on the same backend (another replica) reads it, until it passes,
+    the session takes a socket back, or the session ends."""
+    now = time.time()
+    await store.create(record())
+    await store.mark_away("sess_1", now + 15)  # pending: nothing to resume, not marked
+    assert await store.away_until("sess_1", now) is None
+    assert (await store.consume("sess_1", "jti_1", now)).outcome is ConsumeOutcome.OK
+    other = make_store(store.backend, tmp_path, store.redis_url)
+    await other.open()
+    try:
+        await store.mark_away("sess_1", now + 15)
+        assert await other.away_until("sess_1", now) == pytest.approx(now + 15)
+        assert await other.away_until("sess_1", now + 15.5) is None  # the window is over
+        await store.mark_back("sess_1")
+        assert await other.away_until("sess_1", now) is None
+        await store.mark_away("sess_1", now + 15)
+        await store.finish("sess_1", status="ended", close_code=1006, close_reason="client_gone",
+                           usage=UsageTotals(), now=now)
+        assert await other.away_until("sess_1", now) is None  # ended: not resumable
+        assert await other.away_until("sess_unknown", now) is None
+        await store.mark_away("sess_unknown", now + 15)  # no record: nothing created
+        assert await other.get("sess_unknown") is None
+    finally:
+        await other.close()

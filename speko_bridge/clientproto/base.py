@@ -128,6 +128,9 @@ class ClientCodec(abc.ABC):
 
     #: Said when a socket presents no token, in the words of this protocol.
     no_token_message: ClassVar[str]
+    #: Whether a session of this protocol survives a dropped client socket (PROTOCOL.md
+    #: "Resuming after a dropped connection"): its client must understand :meth:`resumed`.
+    resumable: ClassVar[bool] = False
 
     def __init__(self, params: SessionParams, session_id: str, provider: str, expires_at: int = 0) -> None:
         self.params = params
@@ -199,6 +202,10 @@ class ClientCodec(abc.ABC):
     @abc.abstractmethod
     def audio_message(self, chunk: AudioChunk) -> str | bytes:
         """The wire message for an audio chunk (called as it is sent)."""
+
+    def resumed(self) -> list[OutboxItem]:
+        """What a socket that took back this session hears first (only if :attr:`resumable`)."""
+        return []
 
     def cancelled(self) -> list[OutboxItem]:
         """The runner cancelled the in-flight response (interrupt)."""

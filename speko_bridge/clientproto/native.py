@@ -14,6 +14,7 @@ from ..frames import (
     ErrorCode,
     Interrupt,
     InvalidMessage,
+    Resumed,
     ToolResult,
     decode_client_message,
     encode_frame,
@@ -36,6 +37,7 @@ from .base import (
 
 class NativeCodec(ClientCodec):
     no_token_message = "no token: offer it as the first WebSocket subprotocol"
+    resumable = True
 
     @staticmethod
     def handshake(subprotocols: list[str], headers: dict[str, str]) -> Handshake:
@@ -76,6 +78,9 @@ class NativeCodec(ClientCodec):
 
     def frame(self, frame) -> list[OutboxItem]:
         return [TextMessage(encode_frame(frame))]
+
+    def resumed(self) -> list[OutboxItem]:
+        return [TextMessage(encode_frame(Resumed(self.session_id)))]
 
     def audio(self, item_id: str | None, pcm: bytes) -> list[OutboxItem]:
         return [AudioChunk(item_id, pcm)]

@@ -1,8 +1,17 @@
 """Who may start a session: origin, drain, token, server and per-key limits, single use.
 
 :func:`admit` either returns an :class:`Admission` (the consumed record, and the per-key slot
-this socket took) or raises :class:`Refused`, which the endpoint answers in one place, in the
-words of its client protocol. Nothing here knows which protocol that is.
+this socket took), a :class:`Resume` (the token's session is live in this process and waiting
+for its client: this socket takes it back), or raises :class:`Refused`, which the endpoint
+answers in one place, in the words of its client protocol. Nothing here knows which protocol
+that is.
+
+Resuming (PROTOCOL.md v2): a token whose session is live here is a resume, not a new
+session: it takes no server place and no per-key slot (the session holds both already), and
+it wins only while the session's client is away (one live socket per session: otherwise
+4001 ``token_used``). The token's opening window bounds the first open only. A used token
+whose session is in its grace window on another replica (the store says so) is refused with
+4001 ``session_elsewhere``, so that the client mints a new session instead of retrying.
 """
 
 from __future__ import annotations
@@ -11,10 +20,14 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..codes import CloseCode, ErrorCode
 from ..store import ConsumeOutcome, SessionRecord, StoreUnavailable
 from ..tokens import TokenError, verify_token
+
+if TYPE_CHECKING:
+    from .runner import Session
 
 log = logging.getLogger("speko_bridge.session")
 
@@ -48,6 +61,13 @@ class Admission:
     slot: Slot | None
 
 
+@dataclass(slots=True)
+class Resume:
+    """This socket took back ``session``, whose client was away (it is attached next)."""
+
+    session: Session
+
+
 #: A record that is no longer pending: its token was used, or can no longer be.
 _STATUS_REFUSALS = {
     "active": (ErrorCode.TOKEN_USED, "token already used"),
@@ -64,7 +84,10 @@ _CONSUME_REFUSALS = {
 }
 
 
-async def admit(state, token: str | None, origin: str | None, no_token: str) -> Admission:
+async def admit(state, token: str | None, origin: str | None, no_token: str,
+                codec: type | None = None) -> Admission | Resume:
+    """``codec``: the client codec class of the endpoint (a session is resumed only through
+    the endpoint that opened it)."""
     settings = state.settings
     if settings.allowed_origins is not None and origin not in settings.allowed_origins:
         raise Refused(CloseCode.ORIGIN_NOT_ALLOWED, ErrorCode.ORIGIN_NOT_ALLOWED,
@@ -77,7 +100,15 @@ async def admit(state, token: str | None, origin: str | None, no_token: str) -> 
         claims = verify_token(settings.signing, token, issuer=settings.issuer,
                               audience=settings.audience, now=time.time())
     except TokenError as exc:
-        raise Refused(CloseCode.BAD_TOKEN, exc.code, exc.message) from None
+        # a resume may come after the token's opening window: a live session here decides
+        claims = _expired_claims(settings, token, exc)
+        if claims is None:
+            raise Refused(CloseCode.BAD_TOKEN, exc.code, exc.message) from None
+        if state.registry.get(claims.session_id) is None:
+            raise await _used(state, claims.session_id, exc.code, exc.message) from None
+    live = state.registry.get(claims.session_id)
+    if live is not None:
+        return _resume(state, live, claims, codec)
     # Counted and reserved before any await, so concurrent opens cannot all pass the check.
     if not state.registry.reserve(settings.max_sessions):
         raise Refused(CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
@@ -87,6 +118,45 @@ async def admit(state, token: str | None, origin: str | None, no_token: str) -> 
     except BaseException:
         state.registry.cancel_reservation()
         raise
+
+
+def _expired_claims(settings, token: str, exc: TokenError):
+    """The claims of a token refused only for its expiry, else None."""
+    if exc.code != ErrorCode.TOKEN_EXPIRED:
+        return None
+    try:
+        return verify_token(settings.signing, token, issuer=settings.issuer,
+                            audience=settings.audience, now=time.time(), check_expiry=False)
+    except TokenError:
+        return None
+
+
+def _resume(state, session: Session, claims, codec: type | None) -> Resume:
+    """Take back ``session`` for this socket, or refuse. No await: of two sockets racing
+    with one token, exactly one takes it."""
+    metrics = state.metrics
+    if session.record.jti != claims.jti:
+        raise Refused(CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN, "token does not match any session")
+    metrics.resumes_attempted.inc()
+    if (codec is not None and type(session.client) is not codec) or not session.grace.take_back():
+        metrics.resumes_refused.labels(ErrorCode.TOKEN_USED).inc()
+        raise Refused(CloseCode.BAD_TOKEN, ErrorCode.TOKEN_USED, "token already used")
+    return Resume(session)
+
+
+async def _used(state, session_id: str, error_code: str, message: str) -> Refused:
+    """The refusal of a token already used: ``session_elsewhere`` while the session waits
+    for its client on another replica (the client should mint a new session), else as given."""
+    try:
+        away = await state.store.away_until(session_id, time.time())
+    except StoreUnavailable:
+        away = None
+    if away is None:
+        return Refused(CloseCode.BAD_TOKEN, error_code, message)
+    state.metrics.resumes_attempted.inc()
+    state.metrics.resumes_refused.labels(ErrorCode.SESSION_ELSEWHERE).inc()
+    return Refused(CloseCode.BAD_TOKEN, ErrorCode.SESSION_ELSEWHERE,
+                   "this session is held by another server; mint a new session")
 
 
 async def _consume(state, claims) -> Admission:
@@ -100,6 +170,8 @@ async def _consume(state, claims) -> Admission:
             # whose session is no longer pending is refused before it can take anything.
             pending = await store.get(claims.session_id)
             if pending is not None:
+                if pending.status == "active" and pending.jti == claims.jti:
+                    raise await _used(state, claims.session_id, *_STATUS_REFUSALS["active"])
                 if pending.status in _STATUS_REFUSALS:
                     raise Refused(CloseCode.BAD_TOKEN, *_STATUS_REFUSALS[pending.status])
                 member = f"{claims.session_id}.{secrets.token_hex(6)}"
@@ -117,6 +189,8 @@ async def _consume(state, claims) -> Admission:
     if result.outcome is not ConsumeOutcome.OK:
         await release(store, slot)
         error_code, message = _CONSUME_REFUSALS[result.outcome]
+        if result.outcome is ConsumeOutcome.USED:
+            raise await _used(state, claims.session_id, error_code, message)
         raise Refused(CloseCode.BAD_TOKEN, error_code, message)
     return Admission(result.record, slot)
 

@@ -1,6 +1,6 @@
-"""The three things the session needs from the server below ASGI, and why.
+"""The things the session needs from the server below ASGI, and why.
 
-ASGI gives an app ``receive`` and ``send`` and nothing else. The session needs three facts
+ASGI gives an app ``receive`` and ``send`` and nothing else. The session needs four facts
 ASGI does not carry:
 
 1. **How many client messages the server has already read and queued** (the client reader
@@ -13,6 +13,11 @@ ASGI does not carry:
 3. **The TCP transport, to abort it** (a client that stopped reading cannot complete a
    close handshake: after ``CLIENT_CLOSE_TIMEOUT`` the connection is dropped, or the socket
    would stay ESTABLISHED with megabytes unsent until the kernel gives up).
+4. **Whether the client's socket ended without a close frame from the client** (a dropped
+   connection, which a resumable session waits for; PROTOCOL.md v2). uvicorn's sans-IO
+   protocol reports a lost connection as 1005, the same code as a close frame without a
+   status, so the disconnect event cannot tell them apart; the protocol's ``conn.close_rcvd``
+   (websockets' record of the close frame received, None if none) can.
 
 uvicorn's WebSocket protocols pass their own bound methods as ``receive``/``send``, so the
 protocol object (``send.__self__``) holds both. Starlette wraps ``send`` in closures further
@@ -80,3 +85,15 @@ def abort_transport(scope) -> bool:
         return False
     transport.abort()
     return True
+
+
+def dropped(scope) -> bool | None:
+    """True if the client's socket ended with no close frame from the client, False if one
+    came, None when the server does not say (then the disconnect code decides: 1006)."""
+    protocol = scope.get(SCOPE_KEY)
+    conn = getattr(protocol, "conn", None)  # websockets-sansio: the websockets Protocol
+    if conn is not None and hasattr(conn, "close_rcvd"):
+        return conn.close_rcvd is None
+    if protocol is not None and hasattr(protocol, "close_rcvd"):  # legacy websockets
+        return protocol.close_rcvd is None
+    return None

@@ -25,7 +25,7 @@ from ..clientproto.base import (
     ToolOutput,
 )
 from ..codes import CloseCode, ErrorCode
-from .asgi import queued_messages
+from .asgi import dropped, queued_messages
 from .outbox import COALESCE_MAX_BYTES
 from .pacing import Pacer
 
@@ -60,8 +60,12 @@ def client_close(code: int | None) -> tuple[int, None, str]:
 
 
 class ClientToProvider:
-    def __init__(self, session: Session) -> None:
+    """The reader of one client socket (a resumed session gets a new one, with fresh
+    resampler and pacing state: the new socket's audio does not continue the old stream)."""
+
+    def __init__(self, session: Session, ws) -> None:
         self.session = session
+        self.ws = ws
         provider = session.provider
         in_rate = session.client.input_rate
         self.resample_in = Resampler(in_rate, provider.input_rate if provider else in_rate)
@@ -71,10 +75,10 @@ class ClientToProvider:
 
     async def run(self) -> None:
         session = self.session
-        receive = session.ws.receive
+        receive = self.ws.receive
         client = session.client
         metrics = session.metrics
-        waiting = queued_messages(session.ws.scope)
+        waiting = queued_messages(self.ws.scope)
         settings = session.state.settings
         monotonic = time.monotonic
         pacer = Pacer(client.input_rate, settings.audio_burst_seconds,
@@ -82,7 +86,10 @@ class ClientToProvider:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
-                session.end(*client_close(message.get("code")))
+                code = message.get("code")
+                if dropped(self.ws.scope):
+                    code = CloseCode.ABNORMAL  # no close frame: the connection was lost
+                session.client_left(self.ws, code)
                 return
             metrics.frames_in += 1
             data = message.get("bytes")

@@ -133,6 +133,17 @@ class Outbox:
             self._writable.set()
         return dropped
 
+    def clear(self) -> None:
+        """Drop everything queued (the client it was for is gone) and forget what it was
+        hearing; a chunk the writer holds from before is dropped too (new epoch)."""
+        self.epoch += 1
+        self._items = deque()
+        self._bytes = 0
+        self._readable.clear()
+        self._writable.set()
+        self.playing_item = None
+        self.played_bytes = 0
+
     def _playing(self, chunk: AudioChunk) -> None:
         """``chunk`` is being sent: the item the client hears is now its item (set before
         the send, so an interrupt during the send mutes that item)."""

@@ -58,7 +58,7 @@ class ProviderToClient:
             # The provider is about to drop this connection: hold client audio, resume on a
             # new one, and let the old one go. The client sees no break.
             log.info("upstream reconnect: %s", reconnect.reason, extra=session.log_context)
-            session.phase = Phase.RECONNECTING
+            session.set_upstream_phase(Phase.RECONNECTING)
             old = socket
             socket = await self._connect()
             session.spawn(session.upstream.close(old))
@@ -137,9 +137,9 @@ class ProviderToClient:
                 self._count_usage(ev)
                 await put_all(client.frame(ev))
             elif kind is Ready:
-                if session.phase is Phase.CONNECTING or session.phase is Phase.RECONNECTING:
+                if not session.upstream.ready.is_set():
                     await session.upstream.flush_held()
-                    session.phase = Phase.READY
+                    session.set_upstream_phase(Phase.READY)
             elif kind is ClearAudio:
                 self.drop_audio()
             elif kind is Reconnect:

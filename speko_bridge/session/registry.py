@@ -34,6 +34,10 @@ class SessionRegistry:
     def sessions(self) -> list[Session]:
         return list(self._live.values())
 
+    def get(self, session_id: str) -> Session | None:
+        """The live session with this id in this process, if any (a resume finds it here)."""
+        return self._live.get(session_id)
+
     def add(self, session: Session) -> None:
         """A reserved place becomes a live session."""
         self._reserved -= 1

@@ -1,10 +1,15 @@
 """The session runner: one client codec and one provider codec, composed, with all the IO.
 
-One :class:`Session` per admitted socket, three tasks::
+One :class:`Session` per admitted token, three tasks::
 
     client reader  : client WS -> client codec -> intents -> Resampler(in) -> provider codec -> upstream
     upstream reader: upstream WS -> provider codec -> frames -> Resampler(out) -> client codec -> outbox
     client writer  : outbox (bounded) -> client WS
+
+The two client tasks belong to the socket (``client_link.py``), not to the session: a socket
+that drops without a close handshake leaves the session waiting for its client for a grace
+window (``grace.py``), and a new socket with the same token is attached to the same session
+(:meth:`Session.attach`). The upstream reader, the TTL and the watchdog belong to the session.
 
 The runner never asks which endpoint or which provider it serves: everything protocol-specific
 is in the two codecs. Every way a session ends goes through :meth:`Session.end`, first caller
@@ -35,7 +40,7 @@ import time
 
 import aiohttp
 import msgspec
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from ..clientproto.base import AudioChunk, ClientCodec
 from ..codes import CloseCode, ErrorCode
@@ -43,8 +48,9 @@ from ..providers import get_provider
 from ..store import UsageTotals
 from . import record
 from .admission import Admission
-from .asgi import abort_transport, writable
-from .client_to_provider import ClientToProvider
+from .client_link import ClientLink
+from .client_to_provider import client_close
+from .grace import Grace
 from .outbox import Outbox
 from .phase import Outcome, Phase
 from .provider_to_client import ProviderToClient
@@ -52,14 +58,10 @@ from .upstream import Upstream
 
 log = logging.getLogger("speko_bridge.session")
 
-#: How long the close handshake with the client may take before the connection is aborted.
-CLIENT_CLOSE_TIMEOUT = 2.0
-
 
 class Session:
     def __init__(self, ws: WebSocket, admission: Admission, state, client_codec: type[ClientCodec]) -> None:
         record_ = admission.record
-        self.ws = ws
         self.record = record_
         self.slot = admission.slot
         self.session_id = record_.session_id
@@ -83,8 +85,11 @@ class Session:
         # read timeout: armed while a reply is due, measured from the last upstream message
         self.reply_due = False
         self.last_upstream = time.monotonic()
-        self.toward_provider = ClientToProvider(self)
         self.toward_client = ProviderToClient(self)
+        self.grace = Grace(self)
+        #: The client socket attached now; None while the client is away.
+        self.link: ClientLink | None = ClientLink(self, ws)
+        self.task: asyncio.Task | None = None  # what runs :meth:`run` (held: see endpoints.py)
 
     def _upstream_link(self) -> Upstream:
         endpoint = self.state.endpoints[self.spec.name]
@@ -112,36 +117,44 @@ class Session:
         )
         for item in self.client.opening():
             self.outbox.put_nowait(item)
-        ws = self.ws
-        tasks = [
-            asyncio.create_task(self.toward_provider.run(), name="client-reader"),
-            asyncio.create_task(self.toward_client.run(), name="upstream"),
-            asyncio.create_task(self._client_writer(), name="client-writer"),
-        ]
-        for task in tasks:
-            task.add_done_callback(self._task_done)
+        upstream = asyncio.create_task(self.toward_client.run(), name="upstream")
+        upstream.add_done_callback(self._task_done)
+        self.link.start()
         self._watchdog_handle = loop.call_later(self._watch_interval(), self._watchdog)
         try:
             await self.done.wait()
         finally:
             ttl.cancel()
+            self.grace.cancel()
             self._watchdog_handle.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._close_client(ws)
-            if self.upstream is not None:
-                await self.upstream.close()
-            self.metrics.flush()
-            if self.background:
-                await asyncio.gather(*self.background, return_exceptions=True)
-            outcome = self.outcome
-            await record.write_final(self.state, self.session_id, outcome.code, outcome.message,
-                                     self.usage, self.log_context)
-            self.metrics.closed(outcome.code)
-            log.info("session ended", extra={**self.log_context, "close_code": outcome.code})
-            registry.remove(self)
-            self.metrics.active.dec()
+            upstream.cancel()
+            await asyncio.gather(upstream, return_exceptions=True)
+            link, self.link = self.link, None
+            try:
+                await self._finish(link)
+            finally:
+                if link is not None:
+                    # last: the socket's handler returns (and the server lets the connection
+                    # go) only once the record is final
+                    link.finished.set()
+
+    async def _finish(self, link: ClientLink | None) -> None:
+        """Close the client socket (if one is attached) and the provider's, write the record."""
+        if link is not None:
+            await link.stop()
+            await link.close(self.outcome)
+        if self.upstream is not None:
+            await self.upstream.close()
+        self.metrics.flush()
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
+        outcome = self.outcome
+        await record.write_final(self.state, self.session_id, outcome.code, outcome.message,
+                                 self.usage, self.log_context)
+        self.metrics.closed(outcome.code)
+        log.info("session ended", extra={**self.log_context, "close_code": outcome.code})
+        self.state.registry.remove(self)
+        self.metrics.active.dec()
 
     def _watch_interval(self) -> float:
         return min(1.0, self.state.settings.upstream_read_timeout / 4)
@@ -171,19 +184,53 @@ class Session:
         log.error("session task %s failed", task.get_name(), exc_info=exc, extra=self.log_context)
         self.end(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR, "internal error")
 
-    async def _close_client(self, ws: WebSocket) -> None:
-        outcome = self.outcome
-        if ws.client_state is not WebSocketState.CONNECTED:
+    # -- the client socket: leaving, coming back --------------------------------------------
+
+    def client_left(self, ws: WebSocket, code: int | None) -> None:
+        """The reader of ``ws`` saw it end with ``code``: a dropped socket leaves a resumable
+        session waiting for its client (``grace.py``); any other end ends the session."""
+        link = self.link
+        if link is None or link.ws is not ws:
             return
+        if not self.grace.applies(code):
+            self.end(*client_close(code))
+            return
+        self.link = None
+        for task in link.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        link.finished.set()
+        self.grace.begin()
+
+    async def attach(self, ws: WebSocket) -> None:
+        """Serve ``ws``, a socket that took this session back (:meth:`Grace.take_back`):
+        ``resumed`` first, then the conversation goes on; returns when the socket is done
+        with (dropped again, or closed by the session's end)."""
+        self.outbox.clear()
+        for item in self.client.resumed():
+            self.outbox.put_nowait(item)
+        self.link = link = ClientLink(self, ws)
+        link.start()
+        self.state.metrics.resumes_succeeded.inc()
+        log.info("session resumed", extra=self.log_context)
+        await self.serve_link(link)
+
+    async def serve_link(self, link: ClientLink) -> None:
+        """Wait in the socket's ASGI handler until ``link`` is done with. A handler the server
+        cancels (its graceful shutdown ran out) ends the session."""
         try:
-            async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT):
-                for text in self.client.final(outcome.code, outcome.error_code, outcome.message):
-                    await ws.send_text(text)
-                await ws.close(outcome.code, outcome.message[:120])
-        except TimeoutError:
-            abort_transport(ws.scope)  # a client that does not read cannot hold us
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            pass  # the client is already gone
+            await link.finished.wait()
+        except asyncio.CancelledError:
+            self.end(CloseCode.GOING_AWAY, None, "server shutting down")
+            raise
+
+    def set_upstream_phase(self, phase: Phase) -> None:
+        """The provider side moved to ``phase``; while the client is away that is where the
+        session goes when it comes back."""
+        if self.phase is Phase.CLIENT_AWAY:
+            self.grace.resume_phase = phase
+        elif self.phase is not Phase.ENDING:
+            self.phase = phase
 
     def expect_reply(self) -> None:
         """The provider owes a reply from now: the read timeout is armed."""
@@ -199,7 +246,12 @@ class Session:
     async def put(self, item) -> None:
         """Queue for the client; a client that leaves the outbox full past the send timeout
         is not reading and ends the session (memory stays bounded meanwhile: the upstream
-        reader waits here, and TCP pushes back on the provider)."""
+        reader waits here, and TCP pushes back on the provider). While the client is away
+        nothing is queued for it."""
+        if self.phase is Phase.CLIENT_AWAY:
+            if type(item) is AudioChunk:
+                self.metrics.dropped.inc(len(item.pcm))
+            return
         outbox = self.outbox
         if outbox.put_nowait(item):
             return
@@ -220,11 +272,3 @@ class Session:
     async def put_all(self, items: list) -> None:
         for item in items:
             await self.put(item)
-
-    async def _client_writer(self) -> None:
-        ws = self.ws
-        try:
-            await self.outbox.pump(ws.send_text, ws.send_bytes, self.client.audio_message, self.metrics,
-                                   writable(ws.scope))
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.end(CloseCode.NORMAL, None, "client connection lost")

@@ -79,6 +79,7 @@ class SessionStore(abc.ABC):
     def __init__(self) -> None:
         self._mint_tat: dict[str, float] = {}  # GCRA theoretical arrival time per key
         self._slots: dict[str, set[str]] = {}  # live session ids per key
+        self._away: dict[str, float] = {}  # session id -> end of its grace window
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -174,3 +175,23 @@ class SessionStore(abc.ABC):
     async def watch_revocations(self, on_revoke: Callable[[str], object]) -> None:
         """Call ``on_revoke(session_id)`` when another replica revokes a session; returns at
         once when there are no other replicas."""
+
+    # -- resume after a dropped client socket (process-local defaults, as above) -----------
+
+    async def mark_away(self, session_id: str, until: float) -> None:
+        """The session's client dropped: it may be resumed (on the replica that holds it)
+        until ``until`` (epoch seconds). Other replicas read it with :meth:`away_until`."""
+        self._away[session_id] = until
+
+    async def mark_back(self, session_id: str) -> None:
+        """The session has a live socket again (or ended): no longer in a grace window."""
+        self._away.pop(session_id, None)
+
+    async def away_until(self, session_id: str, now: float) -> float | None:
+        """The end of the session's grace window if it is active and in one at ``now``,
+        else None."""
+        until = self._away.get(session_id)
+        if until is None or until <= now:
+            self._away.pop(session_id, None)
+            return None
+        return until

@@ -110,6 +110,14 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
+# KEYS[1] session hash; ARGV[1] end of the grace window. Only an active record is marked (a
+# session that ended meanwhile must not look resumable, nor be re-created without a TTL).
+_MARK_AWAY = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return 0 end
+redis.call('HSET', KEYS[1], 'away_until', ARGV[1])
+return 1
+"""
+
 _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'revoked' then
@@ -266,6 +274,7 @@ class RedisStore(SessionStore):
                 ("create", _CREATE), ("consume", _CONSUME), ("revoke", _REVOKE), ("finish", _FINISH),
                 ("add_usage", _ADD_USAGE), ("expire_stale", _EXPIRE_STALE),
                 ("take_mint", _TAKE_MINT), ("acquire_slot", _ACQUIRE_SLOT),
+                ("mark_away", _MARK_AWAY),
             ):
                 self._scripts[name] = self._redis.register_script(source)
         await self.ping()
@@ -362,6 +371,20 @@ class RedisStore(SessionStore):
             total += int(expired)
             if int(seen) < SWEEP_BATCH:
                 return total
+
+    # -- resume after a dropped client socket: in the record, so every replica sees it -----
+
+    async def mark_away(self, session_id: str, until: float) -> None:
+        await self._script("mark_away", [self._key(session_id)], [repr(until)])
+
+    async def mark_back(self, session_id: str) -> None:
+        await self._call(self.redis.hdel(self._key(session_id), "away_until"))
+
+    async def away_until(self, session_id: str, now: float) -> float | None:
+        status, until = await self._call(self.redis.hmget(self._key(session_id), "status", "away_until"))
+        if status != "active" or until in (None, "") or float(until) <= now:
+            return None
+        return float(until)
 
     # -- fleet-wide limits ---------------------------------------------------------------
 

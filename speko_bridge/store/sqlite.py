@@ -62,6 +62,10 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX sessions_token_expiry ON sessions (token_expires_at);
     """,
+    # resume: the end of an active session's grace window while its client is away (v2)
+    """
+    ALTER TABLE sessions ADD COLUMN away_until REAL;
+    """,
 ]
 
 COLUMNS = (
@@ -385,3 +389,20 @@ class SQLiteStore(SessionStore):
             total += deleted
             if deleted < DELETE_BATCH:
                 return total
+
+    # -- resume after a dropped client socket: in the file, so every process sharing it sees it
+
+    async def mark_away(self, session_id: str, until: float) -> None:
+        await self._run(lambda conn: conn.execute(
+            "UPDATE sessions SET away_until = ? WHERE session_id = ? AND status = 'active'",
+            (until, session_id)))
+
+    async def mark_back(self, session_id: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "UPDATE sessions SET away_until = NULL WHERE session_id = ?", (session_id,)))
+
+    async def away_until(self, session_id: str, now: float) -> float | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT away_until FROM sessions WHERE session_id = ? AND status = 'active' "
+            "AND away_until > ?", (session_id, now)).fetchone())
+        return None if row is None else row[0]

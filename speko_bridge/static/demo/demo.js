@@ -5,7 +5,8 @@ import { connect, createPlayer, startCapture } from "/sdk/speko-realtime.js";
 
 const MODELS = { openai: "gpt-realtime", google: "gemini-2.5-flash-native-audio-preview-12-2025", xai: "grok-voice-latest" };
 const $ = (id) => document.getElementById(id);
-const stats = { framesIn: 0, samplesIn: 0, samplesPlayed: 0, chunksSent: 0, usage: [0, 0] };
+const stats = { framesIn: 0, samplesIn: 0, samplesPlayed: 0, chunksSent: 0, usage: [0, 0], reconnecting: 0,
+  resumed: 0, restarted: 0 };
 window.spekoDemo = stats;  // read by the browser test
 
 let rt = null;          // the live session
@@ -76,7 +77,8 @@ function ended(session, { code, reason }) {
 async function open() {
   status("minting...");
   const answer = await mint();
-  const session = await connect(answer);
+  // a dropped network resumes the conversation; if it cannot, a fresh session starts
+  const session = await connect(answer, { reconnect: true, getSession: mint });
   player = createPlayer(session);
   session.on((f) => {
     if (f.type === "transcript") transcript(f);
@@ -85,6 +87,12 @@ async function open() {
     else if (f.type === "usage") {
       stats.usage[0] += f.inputAudioTokens; stats.usage[1] += f.outputAudioTokens;
       status(`connected · usage in ${stats.usage[0]} / out ${stats.usage[1]} audio tokens`);
+    } else if (f.type === "reconnecting") {
+      stats.reconnecting += 1;
+      status(`reconnecting (attempt ${f.attempt})...`);
+    } else if (f.type === "resumed" || f.type === "restarted") {
+      stats[f.type] += 1;
+      status(f.type === "resumed" ? "connected · resumed" : "connected · new session (the conversation restarted)");
     } else if (f.type === "error") {
       const p = document.createElement("p"); p.textContent = `error ${f.code}: ${f.message}`; $("log").append(p);
     } else if (f.type === "close") ended(session, f);

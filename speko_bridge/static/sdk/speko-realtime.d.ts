@@ -32,16 +32,38 @@ export interface ErrorFrame { type: "error"; code: string; message: string }
  * when the socket ended without one: your own close, or 1006 when the connection dropped). */
 export interface CloseFrame { type: "close"; code: number; reason: string }
 export interface SpeechFrame { type: "speech"; state: "started" | "stopped" }
+/** The first frame on a socket that took the session back after a dropped connection. */
 export interface ResumedFrame { type: "resumed"; sessionId: string }
+/** Made by the SDK (connect with `reconnect`): the connection dropped; attempt `attempt`
+ * starts in `delayMs`. `code` is how the socket ended (1006: no close frame). */
+export interface ReconnectingFrame { type: "reconnecting"; attempt: number; delayMs: number; code: number }
+/** Made by the SDK: the old session could not be resumed and getSession() gave a fresh one;
+ * the conversation starts over. */
+export interface RestartedFrame { type: "restarted"; sessionId: string | null }
 
 export type RealtimeFrame =
-  | AudioFrame | TranscriptFrame | ToolCallFrame | UsageFrame | ErrorFrame | CloseFrame | SpeechFrame | ResumedFrame;
+  | AudioFrame | TranscriptFrame | ToolCallFrame | UsageFrame | ErrorFrame | CloseFrame | SpeechFrame | ResumedFrame
+  | ReconnectingFrame | RestartedFrame;
 export type FrameType = RealtimeFrame["type"];
 export type FrameOf<T extends FrameType> = Extract<RealtimeFrame, { type: T }>;
 export type Unsubscribe = () => void;
 
 export declare const DEFAULT_TIMEOUT_MS: number;
 export declare const DEFAULT_CONFIRM_MS: number;
+
+export interface ReconnectPolicy {
+  /** Resume attempts at most (default 6). */
+  attempts?: number;
+  /** Backoff base and cap: each wait is uniform in [0, min(maxDelayMs, baseDelayMs * 2^attempt)]. */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /** Give up resuming after this long (default 15000: the bridge's SPEKO_RESUME_SECONDS). */
+  windowMs?: number;
+}
+export declare const DEFAULT_RECONNECT: Readonly<Required<ReconnectPolicy>>;
+/** What a socket that ended with `code` calls for. */
+export declare function reconnectPlan(code: number): "resume" | "restart" | "final";
+export declare function reconnectDelay(policy: Required<ReconnectPolicy>, attempt: number, random?: () => number): number;
 
 export declare class SpekoError extends Error {
   /** The bridge's error code (token_used, invalid_token, token_expired, session_revoked,
@@ -57,6 +79,11 @@ export interface ConnectOptions {
   timeout?: number;
   /** Milliseconds an open socket must go unrefused before connect() resolves. */
   confirmMs?: number;
+  /** Survive a dropped connection: true for DEFAULT_RECONNECT, or a policy (default false). */
+  reconnect?: boolean | ReconnectPolicy;
+  /** A fresh mint answer when the session cannot be resumed (session_elsewhere, 1001 drain,
+   * the window ran out); without it such an end is final. */
+  getSession?: (() => Promise<MintAnswer>) | null;
 }
 
 export declare class RealtimeSession {
@@ -74,13 +101,17 @@ export declare class RealtimeSession {
   readonly closeReason: string;
   /** Resolves with how the session ended. */
   readonly closed: Promise<{ code: number; reason: string }>;
+  /** True between a dropped socket and the next one (or the final close). */
+  readonly reconnecting: boolean;
+  /** Audio bytes dropped because they were sent while reconnecting. */
+  readonly droppedAudioBytes: number;
 
   /** Every frame, to one handler. */
   on(handler: (frame: RealtimeFrame) => void): Unsubscribe;
   /** Frames of one type ("*": every frame). */
   on<T extends FrameType>(type: T, handler: (frame: FrameOf<T>) => void): Unsubscribe;
   on(type: "*", handler: (frame: RealtimeFrame) => void): Unsubscribe;
-  /** PCM16 LE mono at inputSampleRate; false if the socket is not open. */
+  /** PCM16 LE mono at inputSampleRate; false if the socket is not open (dropped while reconnecting). */
   sendAudio(pcm: Uint8Array | Int16Array | ArrayBuffer): boolean;
   commit(): boolean;
   /** Cancel the assistant's reply; flushes players made with createPlayer(this session). */

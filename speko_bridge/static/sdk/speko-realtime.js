@@ -13,6 +13,14 @@
 // the JSON frames as sent (transcript, tool_call, usage, error, close, and any newer type).
 // Every way a socket ends reaches "close" subscribers once, as {type: "close", code, reason}.
 // The token is the first WebSocket subprotocol: it never goes into a URL.
+//
+// connect(answer, { reconnect: true, getSession }) survives a dropped connection: a socket that
+// ends without a close frame (1006) is reopened with the same token (backoff with full jitter,
+// bounded attempts, within the bridge's grace window) and the bridge answers "resumed";
+// session_elsewhere, 1001 (drain) or a window that ran out call getSession() (the app's mint)
+// and go on with a fresh session ("restarted"); 1000, 4001, 4003, 4004, 4008 and 4009 end for
+// good. Subscribers see "reconnecting" (each attempt), "resumed" or "restarted", and one final
+// "close". Audio sent while disconnected is dropped (sendAudio returns false), not queued.
 
 /** How long connect() waits for the socket to open and be accepted, unless told otherwise. */
 export const DEFAULT_TIMEOUT_MS = 10000;
@@ -22,7 +30,29 @@ export const DEFAULT_TIMEOUT_MS = 10000;
  * covers the server's token check (a store round trip, well under 10 ms), not the network. */
 export const DEFAULT_CONFIRM_MS = 250;
 const DEFAULT_RATE = 24000;
-const LEGACY_TYPES = new Set(["audio", "transcript", "tool_call", "usage", "error", "close", "speech", "resumed", "*"]);
+const LEGACY_TYPES = new Set(["audio", "transcript", "tool_call", "usage", "error", "close", "speech", "resumed",
+  "reconnecting", "restarted", "*"]);
+/** The reconnect policy `reconnect: true` means. windowMs should not exceed the bridge's
+ * SPEKO_RESUME_SECONDS (default 15 s): past it the session is gone. */
+export const DEFAULT_RECONNECT = Object.freeze({ attempts: 6, baseDelayMs: 250, maxDelayMs: 4000, windowMs: 15000 });
+/** How long a reopened socket may take to say "resumed" (or refuse): no provider round trip. */
+const RESUME_ANSWER_MS = 5000;
+
+/** What a socket that ended with `code` calls for: "resume" (no close frame: the bridge keeps
+ * the session for its grace window), "restart" (the server drains: a fresh session, through
+ * getSession) or "final" (1000, and the codes a retry cannot fix: 4001 token, 4003 origin,
+ * 4004 revoked, 4008 TTL, 4009 protocol violation; and any other close the bridge meant). */
+export function reconnectPlan(code) {
+  if (code === 1006) return "resume";
+  if (code === 1001) return "restart";
+  return "final";
+}
+
+/** Full jitter (each wait uniform in [0, min(max, base * 2^attempt)]): clients dropped together
+ * do not come back together. */
+export function reconnectDelay(policy, attempt, random = Math.random) {
+  return random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
+}
 
 /** connect() refused or could not reach the bridge; `code` is the bridge's error code
  * (token_used, invalid_token, origin_not_allowed, rate_limited, ...) or one of this SDK's:
@@ -47,8 +77,8 @@ function toBuffer(pcm) {
 }
 
 export class RealtimeSession {
-  constructor(ws, answer) {
-    this.ws = ws;
+  constructor(ws, answer, { reconnect = null, getSession = null, timeout = DEFAULT_TIMEOUT_MS,
+    confirmMs = DEFAULT_CONFIRM_MS } = {}) {
     this.url = answer.url;
     this.sessionId = answer.sessionId ?? null;
     this.expiresAt = answer.expiresAt ?? null;
@@ -65,8 +95,26 @@ export class RealtimeSession {
     this._closing = null;
     this._pending = null; // set by connect() until the session is confirmed
     this.closed = new Promise((resolve) => { this._resolveClosed = resolve; });
-    ws.addEventListener("message", (e) => this._onMessage(e));
-    ws.addEventListener("close", (e) => this._onClose(e));
+    this._token = answer.token;
+    this._policy = reconnect === true ? { ...DEFAULT_RECONNECT }
+      : reconnect ? { ...DEFAULT_RECONNECT, ...reconnect } : (getSession ? { ...DEFAULT_RECONNECT } : null);
+    this._getSession = getSession;
+    this._timeout = timeout;
+    this._confirmMs = confirmMs;
+    this._heldClose = null; // a close frame kept back while a reconnect may follow
+    /** True between a dropped socket and the next one (or the final close). */
+    this.reconnecting = false;
+    /** Audio bytes dropped because they were sent while reconnecting. */
+    this.droppedAudioBytes = 0;
+    this._wake = null; // ends a reconnect wait early (close())
+    this._attach(ws);
+  }
+
+  _attach(ws) {
+    this.ws = ws;
+    ws.binaryType = "arraybuffer";
+    ws.addEventListener("message", (e) => { if (this.ws === ws) this._onMessage(e); });
+    ws.addEventListener("close", (e) => { if (this.ws === ws) this._onClose(e); });
   }
 
   /** on(handler): every frame; on(type, handler): frames of that type ("*": every frame).
@@ -90,6 +138,7 @@ export class RealtimeSession {
   /** PCM16 LE mono at inputSampleRate, any length. False when the socket is not open. */
   sendAudio(pcm) {
     const data = toBuffer(pcm);
+    if (this.reconnecting) { this.droppedAudioBytes += data.byteLength; return false; }
     if (!this.isOpen) return false;
     this.ws.send(data);
     return true;
@@ -111,6 +160,7 @@ export class RealtimeSession {
   close(code = 1000, reason = "") {
     if (this._closing === null) {
       this._closing = { code, reason };
+      if (this.reconnecting) { if (this._wake) this._wake(); return this.closed; }
       if (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN) {
         try {
           this.ws.close(code, reason);
@@ -144,6 +194,10 @@ export class RealtimeSession {
     } else {
       try { frame = JSON.parse(e.data); } catch { console.warn("speko: ignoring a frame that is not JSON"); return; }
       if (frame === null || typeof frame !== "object" || typeof frame.type !== "string") return;
+      if (frame.type === "close" && this._policy && !this._pending && reconnectPlan(frame.code) !== "final") {
+        this._heldClose = frame; // shown only if the session cannot go on
+        return;
+      }
       if (frame.type === "close") {
         this._closeFrameSeen = true;
         this.closeCode = frame.code;
@@ -155,6 +209,10 @@ export class RealtimeSession {
   }
 
   _onClose(e) {
+    if (this._policy && !this._pending && this._closing === null && this.closeCode === null) {
+      const code = this._heldClose ? this._heldClose.code : (e.code === 1005 ? 1006 : e.code);
+      if (reconnectPlan(code) !== "final") { this._reconnect(code); return; }
+    }
     if (this.closeCode === null) {
       // no close frame from the bridge: our own close, or the connection dropped (1006)
       this.closeCode = this._closing && e.code === 1005 ? this._closing.code : e.code;
@@ -167,13 +225,103 @@ export class RealtimeSession {
     if (!this._closeFrameSeen) this._emit({ type: "close", ...end });
     this._resolveClosed(end);
   }
+
+  // ---------------------------------------------------------------- reconnection
+
+  async _reconnect(code) {
+    this.reconnecting = true;
+    let kind = reconnectPlan(code);
+    let refusal = null;
+    if (kind === "resume") {
+      const deadline = Date.now() + this._policy.windowMs;
+      kind = "restart"; // unless a resume succeeds or is refused for good
+      for (let attempt = 1; attempt <= this._policy.attempts && this._closing === null; attempt++) {
+        const delayMs = Math.min(reconnectDelay(this._policy, attempt), Math.max(0, deadline - Date.now()));
+        this._emit({ type: "reconnecting", attempt, delayMs: Math.round(delayMs), code });
+        await new Promise((resolve) => { this._wake = resolve; setTimeout(resolve, delayMs); });
+        this._wake = null;
+        if (this._closing !== null || Date.now() >= deadline) break;
+        const got = await this._tryOpen(this.url, this._token, RESUME_ANSWER_MS);
+        if (!got) continue; // unreachable for now
+        if (got.first && got.first.type === "resumed" && this._closing === null) {
+          this._heldClose = null;
+          this.reconnecting = false;
+          this._attach(got.ws);
+          this._emit(got.first);
+          return;
+        }
+        try { got.ws.close(); } catch { /* already closing */ }
+        if (got.first && got.first.type === "error" && got.first.code === "session_elsewhere") break;
+        if (got.first && got.first.type === "error") { refusal = got.first; kind = "final"; break; }
+      }
+    }
+    if (kind === "restart" && this._getSession && this._closing === null && await this._restart()) return;
+    this.reconnecting = false;
+    if (refusal) this._emit(refusal);
+    const end = this._closing ? { ...this._closing }
+      : this._heldClose ? { code: this._heldClose.code, reason: this._heldClose.reason || "" }
+      : { code, reason: "connection lost" };
+    this.closeCode = end.code;
+    this.closeReason = end.reason;
+    this._interruptListeners.clear();
+    this._emit({ type: "close", ...end });
+    this._resolveClosed(end);
+  }
+
+  async _restart() {
+    let answer;
+    try { answer = await this._getSession(); } catch (err) { console.error("speko: getSession failed", err); return false; }
+    if (!answer || typeof answer.url !== "string" || typeof answer.token !== "string") return false;
+    const got = await this._tryOpen(answer.url, answer.token, this._confirmMs);
+    if (!got || (got.first && got.first.type === "error") || this._closing !== null) {
+      if (got) try { got.ws.close(); } catch { /* already closing */ }
+      return false;
+    }
+    this.url = answer.url; this._token = answer.token;
+    this.sessionId = answer.sessionId ?? null; this.expiresAt = answer.expiresAt ?? null;
+    this.provider = answer.provider ?? this.provider; this.model = answer.model ?? this.model;
+    this.inputSampleRate = answer.inputSampleRate ?? DEFAULT_RATE;
+    this.outputSampleRate = answer.outputSampleRate ?? DEFAULT_RATE;
+    this._heldClose = null;
+    this.reconnecting = false;
+    this._attach(got.ws);
+    this._emit({ type: "restarted", sessionId: this.sessionId });
+    return true;
+  }
+
+  /** A new socket and its first text frame: {ws, first} (first null when nothing came within
+   * answerMs of the open), or null when it could not be opened. */
+  _tryOpen(url, token, answerMs) {
+    return new Promise((resolve) => {
+      let ws;
+      try { ws = new WebSocket(url, [token]); } catch { resolve(null); return; }
+      ws.binaryType = "arraybuffer";
+      let quiet = null;
+      const finish = (result) => {
+        clearTimeout(limit); clearTimeout(quiet);
+        ws.removeEventListener("message", onMessage); ws.removeEventListener("close", onClose);
+        resolve(result);
+      };
+      const onMessage = (e) => {
+        let first = null;
+        if (typeof e.data === "string") { try { first = JSON.parse(e.data); } catch { first = null; } }
+        finish({ ws, first });
+      };
+      const onClose = () => finish(null);
+      ws.addEventListener("message", onMessage);
+      ws.addEventListener("close", onClose);
+      ws.addEventListener("open", () => { quiet = setTimeout(() => finish({ ws, first: null }), answerMs); }, { once: true });
+      const limit = setTimeout(() => { try { ws.close(); } catch { /* not open */ } finish(null); }, this._timeout);
+    });
+  }
 }
 
 /** Open the session a backend minted. `answer` is the 201 body of POST /v1/sessions as it is
  * ({url, token, sessionId, expiresAt, inputSampleRate, outputSampleRate, ...}). Resolves once
  * the bridge has accepted the socket; rejects with a SpekoError when it refuses it, cannot be
  * reached, or `timeout` ms pass first. */
-export function connect(answer, { timeout = DEFAULT_TIMEOUT_MS, confirmMs = DEFAULT_CONFIRM_MS } = {}) {
+export function connect(answer, { timeout = DEFAULT_TIMEOUT_MS, confirmMs = DEFAULT_CONFIRM_MS, reconnect = false,
+  getSession = null } = {}) {
   if (!answer || typeof answer.url !== "string" || typeof answer.token !== "string" || !answer.token) {
     return Promise.reject(new SpekoError("invalid_request", "connect() takes the mint answer: {url, token, ...}"));
   }
@@ -185,8 +333,7 @@ export function connect(answer, { timeout = DEFAULT_TIMEOUT_MS, confirmMs = DEFA
       reject(new SpekoError("invalid_request", err.message));
       return;
     }
-    ws.binaryType = "arraybuffer";
-    const session = new RealtimeSession(ws, answer);
+    const session = new RealtimeSession(ws, answer, { reconnect, getSession, timeout, confirmMs });
     const early = []; // frames that came before connect() resolved, for the first subscribers
     let refusal = null;
     let timer = null;

@@ -1,0 +1,105 @@
+"""The browser SDK's reconnection decisions, run by Node (its WebSocket is the WHATWG one the
+browser SDK is written for) against the real bridge, through a TCP proxy the test stops:
+codes that must not be retried end for good, and when resuming is impossible getSession()
+starts a fresh session. (Resuming itself is shown in Chromium: tests/test_browser.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import API_KEY, auth, run_bridge
+from .tcpproxy import TcpProxy
+from .wsclient import mint
+
+NODE = shutil.which("node")
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).parent / "node" / "sdk_reconnect.mjs"
+SDK = (ROOT / "speko_bridge" / "static" / "sdk" / "speko-realtime.js").as_uri()
+pytestmark = pytest.mark.skipif(NODE is None, reason="node missing")
+
+
+@pytest.fixture
+async def bridge(env, openai_sims):
+    sim = await openai_sims(reply_ms=500)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim"}) as server:
+        server.sim = sim
+        yield server
+
+
+@pytest.fixture
+async def proxy(bridge):
+    p = await TcpProxy(bridge.port).start()
+    yield p
+    await p.stop()
+
+
+class NodeSession:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict] = []
+
+    async def until(self, kind: str, timeout: float = 15.0) -> dict:
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"node ended before {kind}: {self.events} "
+                                         f"{(await self.proc.stderr.read()).decode()[-2000:]}")
+                event = json.loads(line)
+                self.events.append(event)
+                if event["type"] == kind:
+                    return event
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+
+async def start(mode: str, answer: dict, bridge) -> NodeSession:
+    proc = await asyncio.create_subprocess_exec(
+        NODE, "--experimental-websocket", "--no-warnings", str(SCRIPT), SDK, mode, json.dumps(answer),
+        bridge.base, API_KEY, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    return NodeSession(proc)
+
+
+async def test_a_revoked_session_is_not_retried(http, bridge, proxy):
+    created = await mint(http, bridge)
+    node = await start("plain", {**created, "url": proxy.url(created["url"], bridge.port)}, bridge)
+    try:
+        await node.until("open")
+        async with http.delete(f"{bridge.base}/v1/sessions/{created['sessionId']}", headers=auth()) as r:
+            assert r.status == 200
+        done = await node.until("done")
+        assert done["code"] == 4004
+        assert "reconnecting" not in node.types() and node.types().count("close") == 1
+    finally:
+        if node.proc.returncode is None:
+            node.proc.kill()
+        await node.proc.wait()
+
+
+async def test_get_session_starts_over_when_the_window_runs_out(http, bridge, proxy):
+    created = await mint(http, bridge)
+    node = await start("restart", {**created, "url": proxy.url(created["url"], bridge.port)}, bridge)
+    try:
+        await node.until("open")
+        await proxy.stop()  # down for longer than the SDK's 0.8 s window
+        reconnecting = await node.until("reconnecting")
+        assert reconnecting["code"] == 1006
+        sent = await node.until("sendAudio")
+        assert sent == {"type": "sendAudio", "accepted": False, "dropped": 2 * 24000 * 0.3}
+        restarted = await node.until("restarted")
+        assert restarted["sessionId"] not in (None, created["sessionId"])
+        await node.until("usage")  # the fresh session answers (it was minted on the bridge directly)
+        done = await node.until("done")
+        assert (done["code"], done["sessionId"]) == (1000, restarted["sessionId"])
+        assert node.types().count("close") == 1 and "resumed" not in node.types()
+    finally:
+        if node.proc.returncode is None:
+            node.proc.kill()
+        await node.proc.wait()
+    assert bridge.sim.connections == 2
