@@ -120,26 +120,16 @@ def _row_to_record(row: tuple[Any, ...], now: float | None = None) -> SessionRec
 
 _INSERT = f"INSERT INTO sessions ({COLUMNS}) VALUES ({', '.join('?' * 16)})"
 
-class SQLiteStore(SessionStore):
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
-    ) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.busy_timeout_ms = busy_timeout_ms
-        self.retention_seconds = retention_seconds
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        # group commit: creates waiting for the next batch, and whether one is in flight
-        self._pending: list[tuple[tuple, asyncio.Future]] = []
-        self._batch_running = False
-        self._batch_task: asyncio.Future | None = None
+class SQLiteFile:
+    """The database file and the one thread that touches it: connection, migrations, open,
+    close, ping. Every call runs on that thread (:meth:`_run`), so the event loop never
+    blocks on SQLite. :class:`SQLiteStore` sets the attributes (``path``, ``busy_timeout_ms``,
+    ``_executor``, ``_conn``) and adds the records on top."""
 
-    # -- plumbing ------------------------------------------------------------------------
+    path: Path
+    busy_timeout_ms: int
+    _executor: ThreadPoolExecutor | None
+    _conn: sqlite3.Connection | None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None:
@@ -191,8 +181,6 @@ class SQLiteStore(SessionStore):
             conn.execute(f"PRAGMA user_version = {target}")
             conn.execute("COMMIT")
 
-    # -- interface -----------------------------------------------------------------------
-
     async def open(self) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speko-sqlite")
@@ -218,6 +206,26 @@ class SQLiteStore(SessionStore):
             conn.execute("ROLLBACK")
 
         await self._run(_ping)
+
+
+class SQLiteStore(SQLiteFile, SessionStore):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retention_seconds = retention_seconds
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        # group commit: creates waiting for the next batch, and whether one is in flight
+        self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._batch_running = False
+        self._batch_task: asyncio.Future | None = None
 
     async def create(self, record: SessionRecord) -> None:
         """Insert a new record; returns once it is committed.
