@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 
-from speko_bridge.frames import Transcript
+from speko_bridge.frames import Transcript, Usage
 from speko_bridge.params import SessionParams
 from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Reconnect
 from speko_bridge.providers.google import GoogleCodec
@@ -44,7 +44,7 @@ def test_audio_end_is_sent_exactly_once_per_reply():
     c = codec()
     assert feed(c, GEN_DONE) == []  # no audio yet: nothing to end
     c.commit()
-    assert feed(c, turn(audio(b"\1\0")), DONE) == [AudioOut(b"\1\0", 24000), AudioDone()]
+    assert feed(c, turn(audio(b"\1\0")), DONE) == [AudioOut(b"\1\0", 24000), AudioDone(), Usage(0, 0)]
     assert feed(c, GEN_DONE) == []
 
 
@@ -71,7 +71,8 @@ def test_a_second_turn_with_transcripts_works_like_the_first():
     for n in range(2):
         c.commit()
         out = feed(c, {"serverContent": {"outputTranscription": {"text": f"reply {n}"}}}, DONE)
-        assert out == [Transcript("assistant", f"reply {n}", False), Transcript("assistant", f"reply {n}", True)]
+        assert out == [Transcript("assistant", f"reply {n}", False), Transcript("assistant", f"reply {n}", True),
+                       Usage(0, 0)]
 
 
 def test_no_resume_while_the_model_is_speaking_even_unprompted():
@@ -82,8 +83,8 @@ def test_no_resume_while_the_model_is_speaking_even_unprompted():
     feed(c, {"serverContent": {"outputTranscription": {"text": "Well,"}}})
     assert feed(c, GO_AWAY) == []
     reconnect = feed(c, DONE, RESUMABLE)
-    assert [type(e) for e in reconnect] == [Transcript, Reconnect]
-    assert "goAway" in reconnect[1].reason
+    assert [type(e) for e in reconnect] == [Transcript, Usage, Reconnect]
+    assert "goAway" in reconnect[-1].reason
 
 
 def test_a_handle_gemini_calls_not_resumable_is_never_used():

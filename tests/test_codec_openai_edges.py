@@ -40,7 +40,8 @@ def test_client_audio_goes_up_at_24k_and_the_first_turn_has_no_empty_commit():
     c = codec()
     assert c.input_rate == 24000  # the bridge resamples client audio to this
     assert types(c.commit()) == ["response.create"]  # no audio yet: nothing to commit
-    assert feed(c, {"type": "response.done", "response": {"status": "completed"}}) == []
+    # the response ends with its usage frame (zeros: none reported) and nothing else
+    assert feed(c, {"type": "response.done", "response": {"status": "completed"}}) == [Usage(0, 0)]
     assert c.drain_outbound() == []  # nothing was deferred
 
 
@@ -60,7 +61,7 @@ def test_tool_calls_only_listed_in_response_done_are_not_lost():
         {"type": "function_call", "call_id": "call_1", "name": "a", "arguments": '{"x":1}'},
         {"type": "function_call", "call_id": "call_2", "name": "b", "arguments": "{}"},
     ]}})
-    assert out == [ToolCall("call_1", "a", '{"x":1}'), ToolCall("call_2", "b", "{}")]
+    assert out == [ToolCall("call_1", "a", '{"x":1}'), ToolCall("call_2", "b", "{}"), Usage(0, 0)]
 
 
 def test_a_cancelled_reply_still_ends_its_audio_once():
@@ -68,24 +69,25 @@ def test_a_cancelled_reply_still_ends_its_audio_once():
     c = codec()
     c.commit()
     feed(c, {"type": "response.created", "response": {"id": "r1"}}, audio_delta())
-    assert feed(c, {"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}) == [AudioDone()]
+    assert feed(c, {"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}) == [AudioDone(), Usage(0, 0)]
     assert feed(c, {"type": "response.output_audio.done"}) == []
 
 
 def test_a_failed_response_without_details_tells_the_client():
     c = codec()
+    # the error comes inside the response: the usage frame still ends it
     assert feed(c, {"type": "response.done", "response": {"status": "failed"}}) == [
-        ErrorFrame("provider_error", "the provider failed the response")]
+        ErrorFrame("provider_error", "the provider failed the response"), Usage(0, 0)]
     assert feed(c, {"type": "response.done", "response": {"status": "failed", "status_details": {
         "type": "failed", "error": {"code": "server_error", "message": "try again"}}}}) == [
-        ErrorFrame("provider_error", "try again")]
+        ErrorFrame("provider_error", "try again"), Usage(0, 0)]
 
 
 def test_a_response_failed_for_a_bad_key_ends_the_session_as_an_auth_failure():
     c = codec()
     assert feed(c, {"type": "response.done", "response": {"status": "failed", "status_details": {
         "error": {"code": "invalid_api_key", "message": "Incorrect API key"}}}}) == [
-        Fatal(4502, "provider_auth_failed", "Incorrect API key")]
+        Usage(0, 0), Fatal(4502, "provider_auth_failed", "Incorrect API key")]
 
 
 def test_the_deferred_reply_counts_as_active():
