@@ -311,6 +311,43 @@ def test_gemini_usage_without_a_token_count_is_zero():
     assert gfeed(c, {"serverContent": {"turnComplete": True}}) == [Usage(0, 7)]
 
 
+def test_gemini_tool_schemas_keep_unions_references_and_maps():
+    """anyOf/oneOf, $ref/$defs (or the older definitions) and additionalProperties have
+    Gemini Schema fields (docs/providers.md): a tool that uses them keeps its meaning."""
+    params = {
+        "type": "object",
+        "properties": {
+            "guest": {"$ref": "#/$defs/person"},
+            "host": {"$ref": "https://example.com/person.json"},  # not local: passed as is
+            "note": {"anyOf": [{"type": "string", "maxLength": 200}, {"type": "integer"}]},
+            "kind": {"oneOf": [{"type": "integer"}, {"type": "string", "enum": ["a"]}]},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "meta": {"type": "object", "additionalProperties": False},
+            "maybe": {"type": ["null", "string"]},  # null first: the other one is the type
+        },
+        "$defs": {"person": {"type": "object", "properties": {"name": {"type": "string"}}}},
+    }
+    legacy = {"type": "object", "properties": {"p": {"$ref": "#/definitions/p"}},
+              "definitions": {"p": {"type": "number"}}}
+    c = gemini(tools=[ToolSpec(name="book", parameters=params), ToolSpec(name="old", parameters=legacy)])
+    decls = gemini_sent(c.start())[0]["setup"]["tools"][0]["functionDeclarations"]
+    assert decls[0]["parameters"] == {
+        "type": "OBJECT",
+        "properties": {
+            "guest": {"ref": "#/defs/person"},
+            "host": {"ref": "https://example.com/person.json"},
+            "note": {"anyOf": [{"type": "STRING", "maxLength": 200}, {"type": "INTEGER"}]},
+            "kind": {"anyOf": [{"type": "INTEGER"}, {"type": "STRING", "enum": ["a"]}]},
+            "tags": {"type": "OBJECT", "additionalProperties": {"type": "STRING"}},
+            "meta": {"type": "OBJECT", "additionalProperties": False},
+            "maybe": {"nullable": True, "type": "STRING"},
+        },
+        "defs": {"person": {"type": "OBJECT", "properties": {"name": {"type": "STRING"}}}},
+    }
+    assert decls[1]["parameters"] == {"type": "OBJECT", "properties": {"p": {"ref": "#/definitions/p"}},
+                                      "defs": {"p": {"type": "NUMBER"}}}
+
+
 # --------------------------------------------------------------------------- xAI
 
 
@@ -366,3 +403,45 @@ def test_xai_errors_other_than_the_cancel_race_reach_the_client():
 def test_xai_usage_without_token_counts_is_zero():
     assert feed(xai(), {"type": "response.done", "response": {"status": "completed", "usage": {"total_tokens": 3}}}) == [
         Usage(0, 0)]
+
+
+def abandon(c: XAICodec, rid: str) -> list[str]:
+    """Ask for a reply, interrupt it before any audio (so xAI may never send its done), then
+    commit again: the types of what goes upstream for that commit."""
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": rid}})
+    c.interrupt(0)
+    return [e["type"] for e in sent(c.commit())]
+
+
+def test_xai_each_abandoned_response_and_each_swallowed_error_is_counted():
+    """CodecStats counts (kept for metrics and debugging) under their own names."""
+    c = xai()
+    assert abandon(c, "r1") == ["response.create"]
+    assert abandon(c, "r2") == ["response.create"]
+    race = {"type": "error", "error": {"message": "Cancellation failed: no active response found"}}
+    assert feed(c, race, race) == []
+    assert (c.stats.counts["abandoned_responses"], c.stats.counts["benign_error"]) == (2, 2)
+
+
+def test_xai_an_abandoned_response_leaves_no_second_reply_owed():
+    c = xai()
+    abandon(c, "r1")
+    feed(c, {"type": "response.created", "response": {"id": "r2"}})
+    assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == [Usage(0, 0)]
+    assert c.drain_outbound() == []  # one commit, one reply: nothing more is asked for
+
+
+def test_xai_a_reply_that_spoke_is_not_taken_for_abandoned_after_a_deferred_one():
+    """The reply sent when the previous one is done (deferred) is tracked like any other: if
+    it had audio before the interrupt, xAI will send its done, so the next commit waits."""
+    c = xai()
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": "r1"}})
+    assert c.commit() == []  # deferred behind r1
+    feed(c, {"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    assert [e["type"] for e in sent(c.drain_outbound())] == ["response.create"]
+    feed(c, {"type": "response.created", "response": {"id": "r2"}},
+         {"type": "response.output_audio.delta", "item_id": "i2", "delta": b64(b"\0\0")})
+    c.interrupt(10)
+    assert c.commit() == []  # r2 will be done: asking now would be refused

@@ -13,7 +13,7 @@ import pytest
 from speko_bridge.frames import Error as ErrorFrame
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams
-from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Ready
+from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Malformed, Ready
 from speko_bridge.providers.openai import OpenAICodec
 
 
@@ -160,3 +160,46 @@ def test_every_malformed_event_is_counted_once_each_time():
     c.receive("{")
     assert c.stats.malformed_events == 2 * len(bad) + 2
     assert feed(c, audio_delta()) == [AudioOut(b"\0\0" * 240, 24000, "item_A")]  # still working
+
+
+def test_a_response_done_without_its_response_object_still_ends_the_response():
+    """A bare response.done (no response object) still closes the reply: its audio ends, the
+    usage frame (zeros) marks the end, and a reply the client asked for meanwhile is sent."""
+    c = codec()
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": "r1"}}, audio_delta())
+    c.commit()  # deferred: a response is active
+    assert feed(c, {"type": "response.done"}) == [AudioDone(), Usage(0, 0)]
+    assert types(c.drain_outbound()) == ["response.create"]
+
+
+def test_a_failed_response_for_a_bad_key_first_ends_its_audio_and_hands_over_its_tool_calls():
+    c = codec()
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": "r1"}}, audio_delta())
+    assert feed(c, {"type": "response.done", "response": {"id": "r1", "status": "failed", "output": [
+        {"type": "function_call", "call_id": "call_1", "name": "a", "arguments": "{}"}],
+        "status_details": {"error": {"code": "invalid_api_key", "message": "Incorrect API key"}}}}) == [
+        AudioDone(), ToolCall("call_1", "a", "{}"), Usage(0, 0),
+        Fatal(4502, "provider_auth_failed", "Incorrect API key")]
+
+
+def test_the_counters_count_every_event_once_and_known_ones_by_type():
+    """CodecStats (kept for metrics and debugging): ``events`` counts every readable event,
+    ``counts`` each known type, ``benign_error`` the races the bridge swallows."""
+    c = codec()
+    benign = {"type": "error", "error": {"code": "response_cancel_not_active", "message": "no response"}}
+    assert feed(c, {"type": "session.created"}, audio_delta(), audio_delta(), benign, benign,
+                {"type": "response.brand_new"}) == [AudioOut(b"\0\0" * 240, 24000, "item_A")] * 2
+    assert c.stats.events == 6
+    assert c.stats.counts == {"session.created": 1, "response.output_audio.delta": 2, "error": 2,
+                              "benign_error": 2}
+
+
+def test_an_event_nested_too_deep_to_read_is_reported_as_unreadable():
+    """A hostile upstream's deep nesting (in a field the codec does not read) is one
+    Malformed event whose reason names what went wrong, and the codec goes on."""
+    c = codec()
+    deep = '{"type": "session.updated", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert c.receive(deep) == [Malformed("unreadable event: RecursionError")]
+    assert feed(c, {"type": "session.updated"}) == [Ready()]
