@@ -12,7 +12,7 @@ import json
 from speko_bridge.frames import Error as ErrorFrame
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams, ToolSpec
-from speko_bridge.providers.base import AudioOut, Fatal, Reconnect
+from speko_bridge.providers.base import AudioOut, Fatal, Malformed, Ready, Reconnect
 from speko_bridge.providers.google import GoogleCodec, google_headers
 from speko_bridge.providers.openai import OpenAICodec
 from speko_bridge.providers.xai import XAICodec
@@ -90,9 +90,20 @@ def test_openai_failed_user_transcription_is_an_error_the_client_can_read():
         ErrorFrame("provider_error", "user transcription failed: transcription failed")]
 
 
+def ready_openai() -> OpenAICodec:
+    """A codec whose session config the provider accepted (``session.updated`` seen)."""
+    c = openai()
+    assert feed(c, {"type": "session.updated"}) == [Ready()]
+    return c
+
+
 def test_openai_an_error_without_details_still_says_provider_error():
-    assert feed(openai(), {"type": "error", "error": {}}) == [ErrorFrame("provider_error", "provider error")]
-    assert feed(openai(), {"type": "error"}) == [ErrorFrame("provider_error", "provider error")]
+    assert feed(ready_openai(), {"type": "error", "error": {}}) == [ErrorFrame("provider_error", "provider error")]
+    assert feed(ready_openai(), {"type": "error"}) == [ErrorFrame("provider_error", "provider error")]
+    # before session.updated the error is a refusal of the config: an immediate 4502 that
+    # still says what little the provider said (docs/providers.md, "A refusal is immediate")
+    assert feed(openai(), {"type": "error"}) == [
+        Fatal(4502, "provider_error", "the provider refused the session config: provider error")]
 
 
 def test_openai_every_malformed_event_is_counted_once():
@@ -176,7 +187,7 @@ def test_gemini_tool_schemas_keep_what_gemini_understands():
         "properties": {
             "city": {"type": "string", "description": "City name", "format": "city", "pattern": "^[A-Z]"},
             "unit": {"type": "string", "enum": ["C", "F"]},
-            "days": {"type": ["integer", "null"]},
+            "days": {"type": ["integer", "null"], "exclusiveMinimum": 0},  # no Schema field: dropped
             "nothing": {"type": ["null"]},
             "hours": {"type": "array", "items": {"type": "integer", "nullable": True}},
         },
@@ -185,12 +196,13 @@ def test_gemini_tool_schemas_keep_what_gemini_understands():
                       ToolSpec(name="ping"), ToolSpec(name="noop", parameters={"type": "object"})])
     (setup,) = gemini_sent(c.start())
     decls = setup["setup"]["tools"][0]["functionDeclarations"]
-    assert decls[1:] == [{"name": "ping"}, {"name": "noop"}]  # no properties: no parameters
-    assert decls[0] == {"name": "get_weather", "description": "Weather", "parameters": {
+    # no properties: no parameters; every tool BLOCKING (the model waits for tool_result)
+    assert decls[1:] == [{"name": "ping", "behavior": "BLOCKING"}, {"name": "noop", "behavior": "BLOCKING"}]
+    assert decls[0] == {"name": "get_weather", "behavior": "BLOCKING", "description": "Weather", "parameters": {
         "type": "OBJECT",
         "required": ["city"],
         "properties": {
-            "city": {"type": "STRING", "description": "City name", "format": "city"},
+            "city": {"type": "STRING", "description": "City name", "format": "city", "pattern": "^[A-Z]"},
             "unit": {"type": "STRING", "enum": ["C", "F"]},
             "days": {"type": "INTEGER", "nullable": True},
             "nothing": {"nullable": True},
@@ -205,7 +217,8 @@ def test_gemini_audio_after_a_text_part_still_plays():
     out = gfeed(c, {"serverContent": {"modelTurn": {"parts": [
         {"text": "thinking"}, {"inlineData": {"mimeType": "audio/pcm;rate=24000"}},
         {"inlineData": {"data": "!!not base64!!"}}, gaudio(b"\1\0" * 10)]}}})
-    assert out == [AudioOut(b"\1\0" * 10, 24000)]
+    # the bad part is reported (one Malformed per message), the good audio still plays
+    assert out == [Malformed("modelTurn audio is not base64"), AudioOut(b"\1\0" * 10, 24000)]
     gfeed(c, {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "abcde"}}]}}})
     assert c.stats.malformed_events == 2
 
@@ -220,10 +233,12 @@ def test_gemini_tool_calls_without_ids_get_distinct_ones_and_bad_entries_are_ski
         {"id": "fc_1", "name": "c", "args": {}}, {"id": "fc_1", "name": "c", "args": {}},
         {"id": "fc_2", "name": "d", "args": {}},
     ]}})
-    assert out == [ToolCall("call_1", "a", '{"x": 1}'), ToolCall("call_2", "b", "{}"),
-                   ToolCall("fc_1", "c", "{}"), ToolCall("fc_2", "d", "{}")]
+    # each toolCall message is the model's answer: it ends the turn with one usage frame
+    assert out == [Malformed("functionCall without name"), ToolCall("call_1", "a", '{"x": 1}'),
+                   ToolCall("call_2", "b", "{}"), Usage(0, 0),
+                   ToolCall("fc_1", "c", "{}"), ToolCall("fc_2", "d", "{}"), Usage(0, 0)]
     assert c.stats.malformed_events == 1
-    assert gfeed(c, {"toolCall": {"functionCalls": [{"name": "e"}]}}) == [ToolCall("call_3", "e", "{}")]
+    assert gfeed(c, {"toolCall": {"functionCalls": [{"name": "e"}]}}) == [ToolCall("call_3", "e", "{}"), Usage(0, 0)]
 
 
 def test_gemini_result_of_an_unknown_call_is_still_well_formed():
@@ -240,9 +255,18 @@ def test_gemini_interrupt_works_right_after_a_commit_and_after_a_tool_result():
     c2 = gemini()
     c2.commit()
     gfeed(c2, {"toolCall": {"functionCalls": [{"id": "fc_1", "name": "f", "args": {}}]}})
-    assert c2.interrupt(0) == []  # waiting for the tool result: nothing to interrupt
     c2.tool_result("fc_1", "{}")
     assert gemini_sent(c2.interrupt(0)) == [{"realtimeInput": {"activityStart": {}}}]
+    # Interrupting while the call waits gives the call up (answered with an error, so Gemini
+    # stops waiting and the gate reopens) and interrupts what the model then says.
+    c3 = gemini()
+    c3.commit()
+    gfeed(c3, {"toolCall": {"functionCalls": [{"id": "fc_1", "name": "f", "args": {}}]}})
+    assert gemini_sent(c3.interrupt(0)) == [
+        {"toolResponse": {"functionResponses": [
+            {"id": "fc_1", "name": "f", "response": {"error": "the user interrupted before the tool result"}}]}},
+        {"realtimeInput": {"activityStart": {}}}]
+    assert c3.tool_result("fc_1", "{}") == []  # too late: Gemini no longer expects it
 
 
 def test_gemini_a_resumed_connection_starts_clean():
@@ -278,9 +302,50 @@ def test_gemini_close_details_reach_the_client():
 
 
 def test_gemini_usage_without_a_token_count_is_zero():
-    assert gfeed(gemini(), {"usageMetadata": {
+    c = gemini()
+    c.commit()
+    # usage is carried by the usage frame that ends the turn (one per response)
+    assert gfeed(c, {"usageMetadata": {
         "promptTokensDetails": [{"modality": "AUDIO"}, {"modality": "TEXT", "tokenCount": 9}],
-        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 7}]}}) == [Usage(0, 7)]
+        "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 7}]}}) == []
+    assert gfeed(c, {"serverContent": {"turnComplete": True}}) == [Usage(0, 7)]
+
+
+def test_gemini_tool_schemas_keep_unions_references_and_maps():
+    """anyOf/oneOf, $ref/$defs (or the older definitions) and additionalProperties have
+    Gemini Schema fields (docs/providers.md): a tool that uses them keeps its meaning."""
+    params = {
+        "type": "object",
+        "properties": {
+            "guest": {"$ref": "#/$defs/person"},
+            "host": {"$ref": "https://example.com/person.json"},  # not local: passed as is
+            "note": {"anyOf": [{"type": "string", "maxLength": 200}, {"type": "integer"}]},
+            "kind": {"oneOf": [{"type": "integer"}, {"type": "string", "enum": ["a"]}]},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "meta": {"type": "object", "additionalProperties": False},
+            "maybe": {"type": ["null", "string"]},  # null first: the other one is the type
+        },
+        "$defs": {"person": {"type": "object", "properties": {"name": {"type": "string"}}}},
+    }
+    legacy = {"type": "object", "properties": {"p": {"$ref": "#/definitions/p"}},
+              "definitions": {"p": {"type": "number"}}}
+    c = gemini(tools=[ToolSpec(name="book", parameters=params), ToolSpec(name="old", parameters=legacy)])
+    decls = gemini_sent(c.start())[0]["setup"]["tools"][0]["functionDeclarations"]
+    assert decls[0]["parameters"] == {
+        "type": "OBJECT",
+        "properties": {
+            "guest": {"ref": "#/defs/person"},
+            "host": {"ref": "https://example.com/person.json"},
+            "note": {"anyOf": [{"type": "STRING", "maxLength": 200}, {"type": "INTEGER"}]},
+            "kind": {"anyOf": [{"type": "INTEGER"}, {"type": "STRING", "enum": ["a"]}]},
+            "tags": {"type": "OBJECT", "additionalProperties": {"type": "STRING"}},
+            "meta": {"type": "OBJECT", "additionalProperties": False},
+            "maybe": {"nullable": True, "type": "STRING"},
+        },
+        "defs": {"person": {"type": "OBJECT", "properties": {"name": {"type": "STRING"}}}},
+    }
+    assert decls[1]["parameters"] == {"type": "OBJECT", "properties": {"p": {"ref": "#/definitions/p"}},
+                                      "defs": {"p": {"type": "NUMBER"}}}
 
 
 # --------------------------------------------------------------------------- xAI
@@ -338,3 +403,45 @@ def test_xai_errors_other_than_the_cancel_race_reach_the_client():
 def test_xai_usage_without_token_counts_is_zero():
     assert feed(xai(), {"type": "response.done", "response": {"status": "completed", "usage": {"total_tokens": 3}}}) == [
         Usage(0, 0)]
+
+
+def abandon(c: XAICodec, rid: str) -> list[str]:
+    """Ask for a reply, interrupt it before any audio (so xAI may never send its done), then
+    commit again: the types of what goes upstream for that commit."""
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": rid}})
+    c.interrupt(0)
+    return [e["type"] for e in sent(c.commit())]
+
+
+def test_xai_each_abandoned_response_and_each_swallowed_error_is_counted():
+    """CodecStats counts (kept for metrics and debugging) under their own names."""
+    c = xai()
+    assert abandon(c, "r1") == ["response.create"]
+    assert abandon(c, "r2") == ["response.create"]
+    race = {"type": "error", "error": {"message": "Cancellation failed: no active response found"}}
+    assert feed(c, race, race) == []
+    assert (c.stats.counts["abandoned_responses"], c.stats.counts["benign_error"]) == (2, 2)
+
+
+def test_xai_an_abandoned_response_leaves_no_second_reply_owed():
+    c = xai()
+    abandon(c, "r1")
+    feed(c, {"type": "response.created", "response": {"id": "r2"}})
+    assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == [Usage(0, 0)]
+    assert c.drain_outbound() == []  # one commit, one reply: nothing more is asked for
+
+
+def test_xai_a_reply_that_spoke_is_not_taken_for_abandoned_after_a_deferred_one():
+    """The reply sent when the previous one is done (deferred) is tracked like any other: if
+    it had audio before the interrupt, xAI will send its done, so the next commit waits."""
+    c = xai()
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": "r1"}})
+    assert c.commit() == []  # deferred behind r1
+    feed(c, {"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    assert [e["type"] for e in sent(c.drain_outbound())] == ["response.create"]
+    feed(c, {"type": "response.created", "response": {"id": "r2"}},
+         {"type": "response.output_audio.delta", "item_id": "i2", "delta": b64(b"\0\0")})
+    c.interrupt(10)
+    assert c.commit() == []  # r2 will be done: asking now would be refused

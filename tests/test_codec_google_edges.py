@@ -8,10 +8,10 @@ from __future__ import annotations
 import base64
 import json
 
-from speko_bridge.frames import Transcript
+from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams
-from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Reconnect
-from speko_bridge.providers.google import GoogleCodec
+from speko_bridge.providers.base import AudioDone, AudioOut, ClearAudio, Malformed, Ready, Reconnect
+from speko_bridge.providers.google import GEMINI_INPUT_RATE, TOOL_WAIT_MAX_MS, GoogleCodec
 
 
 def codec() -> GoogleCodec:
@@ -44,7 +44,7 @@ def test_audio_end_is_sent_exactly_once_per_reply():
     c = codec()
     assert feed(c, GEN_DONE) == []  # no audio yet: nothing to end
     c.commit()
-    assert feed(c, turn(audio(b"\1\0")), DONE) == [AudioOut(b"\1\0", 24000), AudioDone()]
+    assert feed(c, turn(audio(b"\1\0")), DONE) == [AudioOut(b"\1\0", 24000), AudioDone(), Usage(0, 0)]
     assert feed(c, GEN_DONE) == []
 
 
@@ -71,7 +71,8 @@ def test_a_second_turn_with_transcripts_works_like_the_first():
     for n in range(2):
         c.commit()
         out = feed(c, {"serverContent": {"outputTranscription": {"text": f"reply {n}"}}}, DONE)
-        assert out == [Transcript("assistant", f"reply {n}", False), Transcript("assistant", f"reply {n}", True)]
+        assert out == [Transcript("assistant", f"reply {n}", False), Transcript("assistant", f"reply {n}", True),
+                       Usage(0, 0)]
 
 
 def test_no_resume_while_the_model_is_speaking_even_unprompted():
@@ -82,8 +83,8 @@ def test_no_resume_while_the_model_is_speaking_even_unprompted():
     feed(c, {"serverContent": {"outputTranscription": {"text": "Well,"}}})
     assert feed(c, GO_AWAY) == []
     reconnect = feed(c, DONE, RESUMABLE)
-    assert [type(e) for e in reconnect] == [Transcript, Reconnect]
-    assert "goAway" in reconnect[1].reason
+    assert [type(e) for e in reconnect] == [Transcript, Usage, Reconnect]
+    assert "goAway" in reconnect[-1].reason
 
 
 def test_a_handle_gemini_calls_not_resumable_is_never_used():
@@ -112,3 +113,76 @@ def test_stats_count_each_message_once():
     c.receive(b"{")
     feed(c, {"toolCall": {"functionCalls": [{"name": ""}, {"name": ""}]}})
     assert c.stats.malformed_events == 4
+
+
+def call(*ids: str) -> dict:
+    return {"toolCall": {"functionCalls": [{"id": i, "name": "f", "args": {}} for i in ids]}}
+
+
+def test_user_audio_is_held_back_for_the_full_tool_wait_and_not_a_byte_longer():
+    """TOOL_WAIT_MAX_MS of user speech (15 s at 16 kHz) while a call waits: up to its last
+    10 ms the audio is dropped, the byte that completes it gives the call up."""
+    c = codec()
+    c.commit()
+    feed(c, call("fc_1"))
+    almost = GEMINI_INPUT_RATE * 2 * (TOOL_WAIT_MAX_MS - 10) // 1000
+    assert c.audio(b"\0" * almost) == []
+    out = [json.loads(m) for m in c.audio(b"\0" * (GEMINI_INPUT_RATE * 2 // 100))]
+    assert out[0]["toolResponse"]["functionResponses"][0]["id"] == "fc_1"
+    assert [list(m["realtimeInput"]) for m in out[1:]] == [["activityStart"], ["audio"]]
+
+
+def test_what_the_tool_gate_dropped_is_counted():
+    """CodecStats counts (kept for metrics and debugging): the audio and commits dropped while
+    a call waited, and the calls given up, each under its own name."""
+    c = codec()
+    c.commit()
+    feed(c, call("fc_1"))
+    assert c.audio(b"\0\0" * 10) == [] and c.audio(b"\0\0" * 5) == []
+    assert c.commit() == [] and c.commit() == []
+    c.interrupt(0)
+    assert c.stats.counts == {"audio_bytes_dropped_during_tool_call": 30,
+                              "commits_dropped_during_tool_call": 2, "tool_calls_abandoned": 1}
+
+
+def test_cancelling_one_of_two_waiting_calls_keeps_the_gate_closed_for_the_other():
+    c = codec()
+    c.commit()
+    feed(c, call("fc_1", "fc_2"))
+    feed(c, {"toolCallCancellation": {"ids": ["fc_1"]}})
+    assert c.audio(b"\0\0") == []  # fc_2 still waits: input would end the session (1008)
+    c.tool_result("fc_2", "{}")
+    assert [list(json.loads(m)["realtimeInput"]) for m in c.audio(b"\0\0")] == [["activityStart"], ["audio"]]
+
+
+def test_usage_reported_in_parts_within_a_turn_adds_up():
+    c = codec()
+    c.commit()
+    part = {"usageMetadata": {"promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 3}],
+                              "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}]}}
+    assert feed(c, part, turn(audio(b"\1\0")), part, DONE) == [
+        AudioOut(b"\1\0", 24000), AudioDone(), Usage(6, 10)]
+
+
+def test_a_turn_complete_with_no_reply_under_way_adds_no_usage_frame():
+    """One usage frame per response: a stray turnComplete (none open, or a second one for a
+    turn already ended) must not look like another response to the client."""
+    c = codec()
+    assert feed(c, DONE) == []
+    c.commit()
+    assert feed(c, turn(audio(b"\1\0")), DONE) == [AudioOut(b"\1\0", 24000), AudioDone(), Usage(0, 0)]
+    assert feed(c, DONE) == []
+
+
+def test_a_call_whose_args_are_not_utf8_does_not_hide_the_calls_after_it():
+    c = codec()
+    bad = (b'{"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {"x": "\xff"}},'
+           b' {"id": "c2", "name": "g", "args": {}}]}}')
+    assert c.receive(bad) == [Malformed("functionCall args are not UTF-8"), ToolCall("c2", "g", "{}"), Usage(0, 0)]
+
+
+def test_a_message_nested_too_deep_to_read_is_reported_as_unreadable():
+    c = codec()
+    deep = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert c.receive(deep) == [Malformed("unreadable message: RecursionError")]
+    assert feed(c, {"setupComplete": {}}) == [Ready()]

@@ -13,7 +13,7 @@ import pytest
 from speko_bridge.frames import Error as ErrorFrame
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import SessionParams
-from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Ready
+from speko_bridge.providers.base import AudioDone, AudioOut, Fatal, Malformed, Ready
 from speko_bridge.providers.openai import OpenAICodec
 
 
@@ -40,7 +40,8 @@ def test_client_audio_goes_up_at_24k_and_the_first_turn_has_no_empty_commit():
     c = codec()
     assert c.input_rate == 24000  # the bridge resamples client audio to this
     assert types(c.commit()) == ["response.create"]  # no audio yet: nothing to commit
-    assert feed(c, {"type": "response.done", "response": {"status": "completed"}}) == []
+    # the response ends with its usage frame (zeros: none reported) and nothing else
+    assert feed(c, {"type": "response.done", "response": {"status": "completed"}}) == [Usage(0, 0)]
     assert c.drain_outbound() == []  # nothing was deferred
 
 
@@ -60,7 +61,7 @@ def test_tool_calls_only_listed_in_response_done_are_not_lost():
         {"type": "function_call", "call_id": "call_1", "name": "a", "arguments": '{"x":1}'},
         {"type": "function_call", "call_id": "call_2", "name": "b", "arguments": "{}"},
     ]}})
-    assert out == [ToolCall("call_1", "a", '{"x":1}'), ToolCall("call_2", "b", "{}")]
+    assert out == [ToolCall("call_1", "a", '{"x":1}'), ToolCall("call_2", "b", "{}"), Usage(0, 0)]
 
 
 def test_a_cancelled_reply_still_ends_its_audio_once():
@@ -68,24 +69,25 @@ def test_a_cancelled_reply_still_ends_its_audio_once():
     c = codec()
     c.commit()
     feed(c, {"type": "response.created", "response": {"id": "r1"}}, audio_delta())
-    assert feed(c, {"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}) == [AudioDone()]
+    assert feed(c, {"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}) == [AudioDone(), Usage(0, 0)]
     assert feed(c, {"type": "response.output_audio.done"}) == []
 
 
 def test_a_failed_response_without_details_tells_the_client():
     c = codec()
+    # the error comes inside the response: the usage frame still ends it
     assert feed(c, {"type": "response.done", "response": {"status": "failed"}}) == [
-        ErrorFrame("provider_error", "the provider failed the response")]
+        ErrorFrame("provider_error", "the provider failed the response"), Usage(0, 0)]
     assert feed(c, {"type": "response.done", "response": {"status": "failed", "status_details": {
         "type": "failed", "error": {"code": "server_error", "message": "try again"}}}}) == [
-        ErrorFrame("provider_error", "try again")]
+        ErrorFrame("provider_error", "try again"), Usage(0, 0)]
 
 
 def test_a_response_failed_for_a_bad_key_ends_the_session_as_an_auth_failure():
     c = codec()
     assert feed(c, {"type": "response.done", "response": {"status": "failed", "status_details": {
         "error": {"code": "invalid_api_key", "message": "Incorrect API key"}}}}) == [
-        Fatal(4502, "provider_auth_failed", "Incorrect API key")]
+        Usage(0, 0), Fatal(4502, "provider_auth_failed", "Incorrect API key")]
 
 
 def test_the_deferred_reply_counts_as_active():
@@ -158,3 +160,46 @@ def test_every_malformed_event_is_counted_once_each_time():
     c.receive("{")
     assert c.stats.malformed_events == 2 * len(bad) + 2
     assert feed(c, audio_delta()) == [AudioOut(b"\0\0" * 240, 24000, "item_A")]  # still working
+
+
+def test_a_response_done_without_its_response_object_still_ends_the_response():
+    """A bare response.done (no response object) still closes the reply: its audio ends, the
+    usage frame (zeros) marks the end, and a reply the client asked for meanwhile is sent."""
+    c = codec()
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": "r1"}}, audio_delta())
+    c.commit()  # deferred: a response is active
+    assert feed(c, {"type": "response.done"}) == [AudioDone(), Usage(0, 0)]
+    assert types(c.drain_outbound()) == ["response.create"]
+
+
+def test_a_failed_response_for_a_bad_key_first_ends_its_audio_and_hands_over_its_tool_calls():
+    c = codec()
+    c.commit()
+    feed(c, {"type": "response.created", "response": {"id": "r1"}}, audio_delta())
+    assert feed(c, {"type": "response.done", "response": {"id": "r1", "status": "failed", "output": [
+        {"type": "function_call", "call_id": "call_1", "name": "a", "arguments": "{}"}],
+        "status_details": {"error": {"code": "invalid_api_key", "message": "Incorrect API key"}}}}) == [
+        AudioDone(), ToolCall("call_1", "a", "{}"), Usage(0, 0),
+        Fatal(4502, "provider_auth_failed", "Incorrect API key")]
+
+
+def test_the_counters_count_every_event_once_and_known_ones_by_type():
+    """CodecStats (kept for metrics and debugging): ``events`` counts every readable event,
+    ``counts`` each known type, ``benign_error`` the races the bridge swallows."""
+    c = codec()
+    benign = {"type": "error", "error": {"code": "response_cancel_not_active", "message": "no response"}}
+    assert feed(c, {"type": "session.created"}, audio_delta(), audio_delta(), benign, benign,
+                {"type": "response.brand_new"}) == [AudioOut(b"\0\0" * 240, 24000, "item_A")] * 2
+    assert c.stats.events == 6
+    assert c.stats.counts == {"session.created": 1, "response.output_audio.delta": 2, "error": 2,
+                              "benign_error": 2}
+
+
+def test_an_event_nested_too_deep_to_read_is_reported_as_unreadable():
+    """A hostile upstream's deep nesting (in a field the codec does not read) is one
+    Malformed event whose reason names what went wrong, and the codec goes on."""
+    c = codec()
+    deep = '{"type": "session.updated", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert c.receive(deep) == [Malformed("unreadable event: RecursionError")]
+    assert feed(c, {"type": "session.updated"}) == [Ready()]

@@ -405,17 +405,20 @@ class OpenAICodec(Codec):
             for item in response.output or ():
                 if item.type == "function_call":
                     out += self._tool_call(item.call_id, item.name, item.arguments)
-            # PROTOCOL v2: every response ends with exactly one usage frame, zeros if none
-            out.append(self._usage(ev) or Usage(0, 0))
+            # PROTOCOL v2: every response ends with exactly one usage frame, zeros if none;
+            # a failure's error frame comes before it (the usage marks the end, as on Gemini),
+            # a Fatal after it (the session ends; the response's counts are recorded first).
+            usage = self._usage(ev) or Usage(0, 0)
             details = response.status_details
             if response.status == "failed":
                 err = details.error if details and details.error else _Err()
                 message = err.message or "the provider failed the response"
                 if err.code in REFUSED_ERRORS or err.code in AUTH_ERRORS:
                     code = ErrorCode.PROVIDER_AUTH_FAILED if err.code in AUTH_ERRORS else ErrorCode.PROVIDER_ERROR
-                    out.append(Fatal(CloseCode.PROVIDER_REFUSED, code, message))
+                    out += [usage, Fatal(CloseCode.PROVIDER_REFUSED, code, message)]
                     return out
                 out.append(ErrorFrame(ErrorCode.PROVIDER_ERROR, message))
+            out.append(usage)
         if self._create_deferred:
             self._create_deferred = False
             self._outbound.append(self._response_create())
