@@ -1,4 +1,4 @@
-"""The wire vocabulary of ``/v1/realtime`` (PROTOCOL.md sections 3 and 4).
+"""The wire vocabulary of ``/v1/realtime`` (docs/protocol.md sections 4 and 5).
 
 Everything a client sends as text and everything the bridge sends back as text is a
 msgspec tagged Struct here, so that decoding *is* validation and encoding is one call.

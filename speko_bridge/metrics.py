@@ -3,7 +3,7 @@ process (the tests) never collide.
 
 Names follow Prometheus conventions (counters end in ``_total``, durations in seconds).
 Labels are bounded: provider (3 values), direction (2), close code (the table of
-PROTOCOL.md), reason; never a session id, key or model string chosen by a caller.
+docs/protocol.md), reason; never a session id, key or model string chosen by a caller.
 """
 
 from __future__ import annotations

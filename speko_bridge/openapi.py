@@ -24,7 +24,8 @@ from .wire import ErrorBody, Health, SessionCreated, SessionView
 WEBSOCKET_PROSE = f"""\
 ## Realtime WebSocket: `GET /v1/realtime`
 
-OpenAPI cannot describe a WebSocket; this is the contract (PROTOCOL.md sections 2-5).
+OpenAPI cannot describe a WebSocket; this is its summary. The full contract, every message,
+frame, code and limit, is `docs/protocol.md` in the repository.
 
 **Opening.** `new WebSocket(url, [token])`: the token minted by `POST /v1/sessions` is the
 FIRST offered subprotocol, and the server selects it in its handshake answer. Never put it

@@ -1,4 +1,4 @@
-"""``RealtimeConnectParams``: the body of ``POST /v1/sessions`` (PROTOCOL.md section 1).
+"""``RealtimeConnectParams``: the body of ``POST /v1/sessions`` (docs/protocol.md section 1).
 
 The msgspec Struct *is* the schema: the API decodes with it, the store keeps it, the
 codecs read it, and ``openapi.yaml`` is generated from it (see ``speko_bridge/openapi.py``).
@@ -17,11 +17,11 @@ SampleRate = Literal[16000, 24000]
 MAX_TTL_SECONDS = 1800
 #: Session duration when the mint does not say (documented in the README and openapi.yaml).
 DEFAULT_TTL_SECONDS = 600
-#: ``systemPrompt`` limit, in UTF-8 bytes (PROTOCOL.md: at most 32 KiB).
+#: ``systemPrompt`` limit, in UTF-8 bytes (docs/protocol.md: at most 32 KiB).
 MAX_SYSTEM_PROMPT_BYTES = 32 * 1024
-#: ``metadata`` limit, as JSON (PROTOCOL.md: at most 16 KiB).
+#: ``metadata`` limit, as JSON (docs/protocol.md: at most 16 KiB).
 MAX_METADATA_BYTES = 16 * 1024
-#: At most 64 tools (PROTOCOL.md).
+#: At most 64 tools (docs/protocol.md).
 MAX_TOOLS = 64
 
 ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]

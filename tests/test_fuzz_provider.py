@@ -37,7 +37,7 @@ def google_audio(b64: str) -> bytes:
 
 AUDIO_EVENT = {"openai": openai_audio, "xai": openai_audio, "google": google_audio}
 
-#: A well-formed reply per provider (from ../shared/providers.md), cut anywhere below.
+#: A well-formed reply per provider (from docs/providers.md), cut anywhere below.
 REPLY = {
     "openai": [
         {"type": "session.updated", "session": {"type": "realtime"}},

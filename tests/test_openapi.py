@@ -54,7 +54,7 @@ async def test_served_copy_and_schemathesis_finds_no_failures(env, http, tmp_pat
             "--url", bridge.base,
             "--header", f"Authorization: Bearer {API_KEY}",
             "--checks", "all",
-            # DELETE revokes; the record stays readable with status "revoked" (PROTOCOL.md
+            # DELETE revokes; the record stays readable with status "revoked" (docs/protocol.md
             # section 1), so "deleted resource still available" is the contract, not a bug.
             "--exclude-checks", EXCLUDED_CHECKS,
             "--max-examples", "40",

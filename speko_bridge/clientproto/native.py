@@ -1,4 +1,4 @@
-"""``/v1/realtime``: the bridge's own client protocol (PROTOCOL.md sections 2-4).
+"""``/v1/realtime``: the bridge's own client protocol (docs/protocol.md sections 3-5).
 
 Binary messages are PCM16 audio at the minted ``inputSampleRate``; text messages are the
 JSON control messages of :mod:`speko_bridge.frames`; everything the provider says comes back

@@ -20,7 +20,7 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
   the call's id and remembered name; an ``output`` that is a JSON object goes as the
   ``response`` object, anything else as ``{"output": <text>}``.
 - **toolCallCancellation** (after an interruption): the cancelled ids are forgotten and a
-  later ``tool_result`` for them is not forwarded (Gemini no longer expects it). PROTOCOL.md
+  later ``tool_result`` for them is not forwarded (Gemini no longer expects it). docs/protocol.md
   has no cancel frame, so the client is not told; it already saw the interruption.
 - **Usage** counts the ``AUDIO`` entries of ``promptTokensDetails`` and
   ``responseTokensDetails``.

@@ -8,7 +8,7 @@ package's ``types/realtime`` (the tests validate every event we emit against
 Turn model: ``turn_detection`` is off, so the client's ``commit`` ends a turn and the
 codec asks for a response (``input_audio_buffer.commit`` + ``response.create``).
 
-Decisions (PROTOCOL.md is silent on these):
+Decisions (docs/protocol.md is silent on these):
 
 - A ``commit`` with no audio since the previous one sends only ``response.create``: an
   empty commit is an upstream error (``input_audio_buffer_commit_empty``).
