@@ -25,6 +25,7 @@ from .params import (
     MAX_TOOLS,
     MAX_TTL_SECONDS,
     SessionParams,
+    TurnDetection,
 )
 from .protocol_text import (
     API_ERROR_TEXT,
@@ -155,7 +156,9 @@ def document() -> str:
         SECTION_MINT.format(
             params=field_table(SessionParams),
             tool=field_table(wire_tool(), with_default=True),
-            turn=field_table(wire.TurnDetection),
+            turn="\n".join(f"`{{\"type\": \"{cls.type}\"}}`, {FIELD_TEXT[cls.__name__]}:\n\n"
+                           + (field_table(cls) if struct_fields(cls) else "no other field.\n")
+                           for cls in typing.get_args(TurnDetection)),
             created=field_table(wire.SessionCreated, with_default=False),
             view=field_table(wire.SessionView, with_default=False),
             api_errors=code_table(ApiErrorCode, API_ERROR_TEXT, "`error.code`"),

@@ -16,7 +16,7 @@ import pytest
 
 from speko_bridge import frames, protocol_doc, protocol_text, wire
 from speko_bridge.codes import ApiErrorCode, CloseCode, ErrorCode
-from speko_bridge.params import SessionParams, ToolSpec
+from speko_bridge.params import SemanticTurns, ServerTurns, SessionParams, ToolSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.md"
@@ -27,7 +27,8 @@ def test_committed_page_is_generated_from_the_types():
         "docs/protocol.md is stale: run `python -m speko_bridge.protocol_doc > docs/protocol.md`"
 
 
-@pytest.mark.parametrize("cls", [SessionParams, ToolSpec, wire.TurnDetection, wire.SessionCreated, wire.SessionView])
+@pytest.mark.parametrize("cls", [SessionParams, ToolSpec, ServerTurns, SemanticTurns, wire.SessionCreated,
+                                 wire.SessionView])
 def test_every_field_is_described(cls):
     missing = [k for k in protocol_doc.described_fields(cls) if k not in protocol_text.FIELD_TEXT]
     assert not missing
