@@ -99,6 +99,13 @@ class Close(msgspec.Struct, tag="close", tag_field="type"):
     reason: str = ""
 
 
+class Speech(msgspec.Struct, tag="speech", tag_field="type"):
+    """Protocol v2, ``server``/``semantic`` turns only: the provider heard the user start
+    (``started``: the reply was already cut, stop playback) or stop (``stopped``) speaking."""
+
+    state: Literal["started", "stopped"]
+
+
 class Audio(msgspec.Struct):
     """The binary ``audio`` frame as SDKs expose it: PCM16 LE mono at ``sample_rate``.
 
@@ -111,8 +118,8 @@ class Audio(msgspec.Struct):
     type: Literal["audio"] = "audio"
 
 
-TextFrame = Union[Transcript, ToolCall, Usage, Error, Close]
-RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close]
+TextFrame = Union[Transcript, ToolCall, Usage, Error, Close, Speech]
+RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close, Speech]
 
 _encoder = msgspec.json.Encoder()
 _frame_decoder = msgspec.json.Decoder(TextFrame)

@@ -51,6 +51,19 @@ class ClearAudio:
 
 
 @dataclass(slots=True)
+class SpeechStarted:
+    """The provider heard the user start speaking (``server``/``semantic`` turn detection):
+    the bridge cancels the reply at the audio delivered (barge-in), drops its unsent audio,
+    then tells the client ``speech: started``. Codecs emit it only in those modes; in
+    ``manual`` mode a provider's own cut is a :class:`ClearAudio`."""
+
+
+@dataclass(slots=True)
+class SpeechStopped:
+    """The provider decided the user's turn is over: a response is now due from it."""
+
+
+@dataclass(slots=True)
 class Fatal:
     """The upstream is unusable: send ``error`` then ``close`` with these codes and end."""
 
@@ -82,7 +95,7 @@ class Reconnect:
 
 CodecEvent = Union[
     Ready, AudioOut, AudioDone, ClearAudio, Fatal, Malformed, Reconnect, Transcript, ToolCall,
-    Usage, Error,
+    Usage, Error, SpeechStarted, SpeechStopped,
 ]
 
 #: What decoding an upstream message may raise besides ``msgspec.DecodeError`` (of which

@@ -7,6 +7,17 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
 - **Turns** are bracketed by ``activityStart``/``activityEnd`` (automatic activity
   detection is off: the client's ``commit`` ends a turn, and Gemini answers after
   ``activityEnd``). A ``commit`` with no audio sends an empty activity.
+- **Server turns** (``turnDetection`` ``server``): ``automaticActivityDetection`` is on with
+  ``silenceDurationMs``/``prefixPaddingMs`` from ``silenceMs``/``prefixMs`` and both
+  ``start``/``endOfSpeechSensitivity`` ``HIGH`` or ``LOW`` (Gemini has no middle setting:
+  ``medium`` leaves its default), and ``activityHandling`` ``START_OF_ACTIVITY_INTERRUPTS``.
+  The bridge then sends no ``activityStart``/``activityEnd`` (explicit activity signals are
+  refused under automatic detection); a ``commit`` sends ``audioStreamEnd``, which flushes
+  the audio and ends the turn. Speech start/stop come from ``voiceActivity``
+  (``ACTIVITY_START``/``ACTIVITY_END``, google-genai ``LiveServerMessage.voice_activity``);
+  where Gemini sends none, ``interrupted`` counts as the start and the first reply part as
+  the stop. An ``interrupt`` in this mode only drops the rest of the reply (Gemini cuts its
+  reply when it hears speech; there is no message to cut it otherwise).
 - **Interrupt** starts a new activity, which interrupts Gemini; the codec drops the rest
   of the interrupted reply's audio until Gemini confirms with ``interrupted`` or
   ``turnComplete`` (Gemini has no item ids to tell replies apart).
@@ -43,7 +54,7 @@ import msgspec
 
 from ..codes import CloseCode, ErrorCode
 from ..frames import ToolCall, Transcript, Usage
-from ..params import SessionParams
+from ..params import SessionParams, hands_free, turn_detection
 from .base import (
     UNREADABLE,
     AudioDone,
@@ -55,6 +66,8 @@ from .base import (
     Outbound,
     Ready,
     Reconnect,
+    SpeechStarted,
+    SpeechStopped,
 )
 
 GEMINI_INPUT_RATE = 16000
@@ -77,6 +90,9 @@ _GONE = (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE)
 
 _ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
 _ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
+_STREAM_END = '{"realtimeInput":{"audioStreamEnd":true}}'
+#: ``sensitivity`` -> Gemini's two-level start/end-of-speech sensitivities.
+SENSITIVITIES = {"low": "LOW", "high": "HIGH"}
 _AUDIO_HEAD = '{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
 _AUDIO_TAIL = '"}}}'
 _RATE_RE = re.compile(r"rate=(\d+)")
@@ -142,6 +158,10 @@ class _Resumption(msgspec.Struct):
     resumable: bool | None = None
 
 
+class _VoiceActivity(msgspec.Struct):
+    voiceActivityType: str | None = None
+
+
 class _Message(msgspec.Struct):
     setupComplete: dict | None = None
     serverContent: _ServerContent | None = None
@@ -150,6 +170,7 @@ class _Message(msgspec.Struct):
     usageMetadata: _UsageMetadata | None = None
     goAway: _GoAway | None = None
     sessionResumptionUpdate: _Resumption | None = None
+    voiceActivity: _VoiceActivity | None = None
 
 
 _decoder = msgspec.json.Decoder(_Message)
@@ -191,6 +212,23 @@ def gemini_schema(schema: Any) -> Any:
     return out
 
 
+def gemini_input_config(params: SessionParams) -> dict[str, Any]:
+    """``realtimeInputConfig`` for the minted turn detection."""
+    turn = turn_detection(params)
+    if turn.type != "server":
+        return {"automaticActivityDetection": {"disabled": True}}
+    detection: dict[str, Any] = {"disabled": False}
+    level = SENSITIVITIES.get(turn.sensitivity or "")
+    if level is not None:
+        detection["startOfSpeechSensitivity"] = f"START_SENSITIVITY_{level}"
+        detection["endOfSpeechSensitivity"] = f"END_SENSITIVITY_{level}"
+    if turn.prefix_ms is not None:
+        detection["prefixPaddingMs"] = turn.prefix_ms
+    if turn.silence_ms is not None:
+        detection["silenceDurationMs"] = turn.silence_ms
+    return {"automaticActivityDetection": detection, "activityHandling": "START_OF_ACTIVITY_INTERRUPTS"}
+
+
 def gemini_setup(params: SessionParams, handle: str | None) -> dict[str, Any]:
     model = params.model if params.model.startswith("models/") else f"models/{params.model}"
     generation: dict[str, Any] = {
@@ -202,7 +240,7 @@ def gemini_setup(params: SessionParams, handle: str | None) -> dict[str, Any]:
     setup: dict[str, Any] = {
         "model": model,
         "generationConfig": generation,
-        "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+        "realtimeInputConfig": gemini_input_config(params),
         "inputAudioTranscription": {},
         "outputAudioTranscription": {},
         "sessionResumption": {"handle": handle} if handle else {},
@@ -240,6 +278,8 @@ class GoogleCodec(Codec):
         self._calls: dict[str, str] = {}
         self._cancelled: set[str] = set()
         self._call_seq = 0
+        self._hands_free = hands_free(params)
+        self._speaking = False  # server turns: the user is speaking (voiceActivity)
 
     @property
     def input_rate(self) -> int:
@@ -255,12 +295,15 @@ class GoogleCodec(Codec):
 
     def audio(self, pcm: bytes) -> list[Outbound]:
         frame = _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
-        if self._in_activity:
+        if self._in_activity or self._hands_free:
             return [frame]
         self._in_activity = True
         return [_ACTIVITY_START, frame]
 
     def commit(self) -> list[Outbound]:
+        if self._hands_free:
+            self._responding = True
+            return [_STREAM_END]
         out = [] if self._in_activity else [_ACTIVITY_START]
         self._in_activity = False
         self._responding = True  # the model answers after activityEnd
@@ -270,7 +313,7 @@ class GoogleCodec(Codec):
         if not self._responding:
             return []
         self._gated = True
-        if self._in_activity:
+        if self._in_activity or self._hands_free:
             return []  # the open activity already interrupts
         self._in_activity = True
         return [_ACTIVITY_START]
@@ -327,6 +370,13 @@ class GoogleCodec(Codec):
                 self._handle = update.newHandle
                 if self._go_away and self._idle:
                     out.append(Reconnect("goAway: resuming at the end of the turn"))
+        if msg.voiceActivity is not None:
+            known = True
+            kind = msg.voiceActivity.voiceActivityType
+            if kind == "ACTIVITY_START":
+                self._speech_started(out)
+            elif kind == "ACTIVITY_END":
+                self._speech_stopped(out)
         if msg.goAway is not None:
             known = True
             self._go_away = True
@@ -340,6 +390,22 @@ class GoogleCodec(Codec):
     def _idle(self) -> bool:
         """No user activity open and no model turn under way: safe to resume elsewhere."""
         return not self._in_activity and not self._responding
+
+    def _speech_started(self, out: list[CodecEvent]) -> None:
+        if self._hands_free and not self._speaking:
+            self._speaking = True
+            out.append(SpeechStarted())
+
+    def _speech_stopped(self, out: list[CodecEvent]) -> None:
+        if self._hands_free and self._speaking:
+            self._speaking = False
+            out.append(SpeechStopped())
+
+    def _model_answers(self, out: list[CodecEvent]) -> None:
+        """The model's reply began: the user's turn is over (where Gemini sent no
+        ``ACTIVITY_END``, this is the stop), and the user's transcript is final."""
+        self._speech_stopped(out)
+        self._close_user_turn(out)
 
     def _close_user_turn(self, out: list[CodecEvent]) -> None:
         if self._user_pending:
@@ -363,19 +429,20 @@ class GoogleCodec(Codec):
                 except (binascii.Error, ValueError):
                     self._malformed("modelTurn audio is not base64", out)
                     continue
-                self._close_user_turn(out)
+                self._model_answers(out)
                 self._responding = True
                 if self._gated or not pcm:
                     continue
                 self._audio_open = True
                 out.append(AudioOut(pcm, _rate(inline.mimeType)))
         if content.outputTranscription is not None and content.outputTranscription.text:
-            self._close_user_turn(out)
+            self._model_answers(out)
             self._responding = True
             text = content.outputTranscription.text
             self._assistant_text.append(text)
             out.append(Transcript("assistant", text, False))
         if content.interrupted:
+            self._speech_started(out)  # Gemini cut its reply because it heard the user
             self._gated = False
             self._audio_open = False
             out.append(ClearAudio())
@@ -394,7 +461,7 @@ class GoogleCodec(Codec):
             self._gated = False
 
     def _tool_call(self, call: _ToolCall, out: list[CodecEvent]) -> None:
-        self._close_user_turn(out)
+        self._model_answers(out)
         for fc in call.functionCalls or ():
             if not fc.name:
                 self._malformed("functionCall without name", out)

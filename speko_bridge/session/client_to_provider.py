@@ -143,16 +143,16 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
-                self._expect_reply()
+                session.expect_reply()
                 await upstream.send(provider.commit())
             elif kind is Cancel:
-                await self._interrupt()
+                await session.cancel_reply()
             elif kind is ToolOutput:
-                self._expect_reply()
+                session.expect_reply()
                 await upstream.send(provider.tool_result(intent.call_id, intent.output))
             elif kind is Forward:
                 if intent.reply_due:
-                    self._expect_reply()
+                    session.expect_reply()
                 await upstream.send([intent.message])
 
     async def _send_joined(self) -> None:
@@ -162,18 +162,3 @@ class ClientToProvider:
         self._joined_bytes = 0
         if self.session.provider is not None:
             await self.session.upstream.send(self.session.provider.audio(pcm))
-
-    def _expect_reply(self) -> None:
-        """The provider owes a reply from now: the read timeout is armed."""
-        session = self.session
-        if not session.reply_due:
-            session.reply_due = True
-            session.last_upstream = time.monotonic()
-
-    async def _interrupt(self) -> None:
-        session = self.session
-        played_ms = int(session.outbox.played_bytes * 1000 / (2 * session.client.output_rate))
-        session.toward_client.drop_audio()
-        for item in session.client.cancelled():
-            await session.put(item)
-        await session.upstream.send(session.provider.interrupt(played_ms))

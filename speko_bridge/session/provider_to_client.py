@@ -15,8 +15,18 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from ..audio import Resampler
-from ..frames import CloseCode, Error, ErrorCode, ToolCall, Transcript, Usage
-from ..providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Malformed, Ready, Reconnect
+from ..frames import CloseCode, Error, ErrorCode, Speech, ToolCall, Transcript, Usage
+from ..providers.base import (
+    AudioDone,
+    AudioOut,
+    ClearAudio,
+    Fatal,
+    Malformed,
+    Ready,
+    Reconnect,
+    SpeechStarted,
+    SpeechStopped,
+)
 from ..store import UsageTotals
 from . import record
 from .phase import Phase
@@ -135,6 +145,11 @@ class ProviderToClient:
                     session.phase = Phase.READY
             elif kind is ClearAudio:
                 self.drop_audio()
+            elif kind is SpeechStarted:
+                await self.barge_in()
+            elif kind is SpeechStopped:
+                session.expect_reply()
+                await put_all(client.frame(Speech("stopped")))
             elif kind is Reconnect:
                 reconnect = ev
             elif kind is Malformed:
@@ -165,6 +180,14 @@ class ProviderToClient:
         if self.malformed_run >= MALFORMED_RUN_MAX:
             self.session.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_ERROR,
                              f"provider sent {self.malformed_run} unreadable messages in a row")
+
+    async def barge_in(self) -> None:
+        """The provider heard the user start speaking over the reply (server/semantic turns):
+        cancel it and cut the provider's copy at the audio delivered, exactly as a client's
+        ``interrupt``, and only then tell the client ``speech: started``: everything of the
+        old reply still queued was dropped and its item muted, so no audio of it follows."""
+        await self.session.cancel_reply()
+        await self.session.put_all(self.session.client.frame(Speech("started")))
 
     def drop_audio(self) -> None:
         """Drop assistant audio not yet sent (interrupt, or the provider cut its reply)."""

@@ -215,6 +215,24 @@ class Session:
         for item in items:
             await self.put(item)
 
+    def expect_reply(self) -> None:
+        """The provider owes a reply from now (a commit, a tool result, a typed turn, or its
+        own voice activity detection ending the user's turn): the read timeout is armed."""
+        if not self.reply_due:
+            self.reply_due = True
+            self.last_upstream = time.monotonic()
+
+    async def cancel_reply(self) -> None:
+        """Cancel the assistant's reply at the audio the client received (a client's
+        ``interrupt``, or barge-in): unsent audio is dropped and its item muted, then the
+        provider is asked to cancel and to cut its copy of the reply there."""
+        played_ms = int(self.outbox.played_bytes * 1000 / (2 * self.client.output_rate))
+        self.toward_client.drop_audio()
+        for item in self.client.cancelled():
+            await self.put(item)
+        if self.provider is not None:
+            await self.upstream.send(self.provider.interrupt(played_ms))
+
     async def _client_writer(self) -> None:
         ws = self.ws
         try:

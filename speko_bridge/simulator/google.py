@@ -32,6 +32,15 @@ Deterministic turns (manual activity detection, as the bridge configures it):
   (no ``generationComplete``), and a ``toolCallCancellation`` for a pending call. With
   ``send_interrupted=False`` the turn ends with ``turnComplete`` alone: the service does
   not promise the ``interrupted`` flag, and a client must not wait for it.
+- Automatic activity detection (``realtimeInputConfig.automaticActivityDetection`` not
+  disabled): speech start/stop from the audio's energy (:mod:`.vad`) with
+  ``silenceDurationMs``, ``prefixPaddingMs`` and the start sensitivity (``HIGH``/``LOW``),
+  announced as ``voiceActivity{voiceActivityType: ACTIVITY_START|ACTIVITY_END}``
+  (google-genai ``LiveServerMessage.voice_activity``). A start during a reply interrupts it
+  (``activityHandling`` ``START_OF_ACTIVITY_INTERRUPTS``, the default); the end starts the
+  reply. ``audioStreamEnd`` ends speech in progress. ``activityStart``/``activityEnd`` in
+  this mode close 1007 (providers.md 3.3). ``realtimeInput.text`` is a typed turn in either
+  mode.
 - Usage: prompt AUDIO tokens = ceil(input ms * 32 / 1000) (Gemini counts 32 tokens per
   second of audio), TEXT 10; response AUDIO tokens = ceil(output ms * 32 / 1000).
 - With ``sessionResumption`` in the setup, a handle is issued right after
@@ -56,12 +65,17 @@ from aiohttp import WSMsgType, web
 
 from .base import SimulatorServer
 from .openai import _example_args, _tone, _words
+from .vad import EnergyVad
 
 OUTPUT_RATE = 24000
 CHUNK_MS = 100
 TOKENS_PER_SECOND = 32
 PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
 MAX_REASON_BYTES = 123  # observed: Gemini truncates close reasons
+#: Gemini documents no defaults for silenceDurationMs/prefixPaddingMs: OpenAI's are used.
+DEFAULT_SILENCE_MS, DEFAULT_PREFIX_MS = 500, 300
+#: startOfSpeechSensitivity -> the detector's threshold (HIGH: quieter speech counts).
+SENSITIVITY_THRESHOLDS = {"START_SENSITIVITY_HIGH": 0.3, "START_SENSITIVITY_LOW": 0.7}
 
 BAD_KEY = (1007, "API key not valid. Please pass a valid API key.")
 INVALID_ARGUMENT = (1007, "Request contains an invalid argument.")
@@ -150,6 +164,7 @@ class _Conn:
         self.audio_rate = 16000
         self.reply: asyncio.Task | None = None
         self.interrupted = False
+        self.vad: EnergyVad | None = None  # automatic activity detection is on
 
 
 class GoogleSimulator(SimulatorServer):
@@ -284,6 +299,13 @@ class GoogleSimulator(SimulatorServer):
         conn.resumption = resumption is not None
         conn.transcribe_in = _get(setup, "inputAudioTranscription") is not None
         conn.transcribe_out = _get(setup, "outputAudioTranscription") is not None
+        detection = _get(_get(setup, "realtimeInputConfig") or {}, "automaticActivityDetection") or {}
+        if not _get(detection, "disabled"):
+            conn.vad = EnergyVad(
+                16000, SENSITIVITY_THRESHOLDS.get(_get(detection, "startOfSpeechSensitivity"), 0.5),
+                _get(detection, "silenceDurationMs") or DEFAULT_SILENCE_MS,
+                _get(detection, "prefixPaddingMs") if _get(detection, "prefixPaddingMs") is not None
+                else DEFAULT_PREFIX_MS)
         conn.setup_done = True
         await self._send(ws, {"setupComplete": {}})
         if conn.resumption:
@@ -296,6 +318,19 @@ class GoogleSimulator(SimulatorServer):
     async def _on_message(self, ws, conn: _Conn, message: dict) -> bool:
         realtime = _get(message, "realtimeInput")
         if realtime is not None:
+            if conn.vad is not None and (_get(realtime, "activityStart") is not None
+                                         or _get(realtime, "activityEnd") is not None):
+                self.violations.append("activity signals while automatic activity detection is on")
+                await self._close(ws, INVALID_ARGUMENT)
+                return False
+            if _get(realtime, "text") is not None:
+                await self._interrupt(ws, conn)
+                self._start_reply(ws, conn, {"kind": "text"})
+                return True
+            if _get(realtime, "audioStreamEnd"):
+                if conn.vad is not None and conn.vad.speaking:
+                    await self._speech_stopped(ws, conn, conn.vad.stop())
+                return True
             if _get(realtime, "activityStart") is not None:
                 if conn.reply is not None and not conn.reply.done():
                     conn.interrupted = True
@@ -318,16 +353,24 @@ class GoogleSimulator(SimulatorServer):
             else:
                 audio = _get(realtime, "audio")
                 if audio is not None:
-                    if not conn.in_activity:
+                    if not conn.in_activity and conn.vad is None:
                         self.violations.append("audio outside an activity (automatic detection is off)")
                     mime = str(_get(audio, "mimeType") or "")
                     rate = mime.partition("rate=")[2]
                     conn.audio_rate = int(rate) if rate.isdigit() else 16000
                     try:
-                        conn.audio += binascii.a2b_base64(_get(audio, "data") or "")
+                        pcm = binascii.a2b_base64(_get(audio, "data") or "")
                     except (binascii.Error, ValueError):
                         await self._close(ws, INVALID_ARGUMENT)
                         return False
+                    conn.audio += pcm
+                    if conn.vad is not None:
+                        for ev in conn.vad.feed(pcm):
+                            if ev.kind == "start":
+                                await self._send(ws, {"voiceActivity": {"voiceActivityType": "ACTIVITY_START"}})
+                                await self._interrupt(ws, conn)
+                            else:
+                                await self._speech_stopped(ws, conn, ev)
             return True
         response = _get(message, "toolResponse")
         if response is not None:
@@ -347,6 +390,17 @@ class GoogleSimulator(SimulatorServer):
         if content is not None and _get(content, "turnComplete"):
             self._start_reply(ws, conn, {"kind": "text"})
         return True
+
+    async def _interrupt(self, ws, conn: _Conn) -> None:
+        """New user input during a reply cuts it (START_OF_ACTIVITY_INTERRUPTS)."""
+        if conn.reply is not None and not conn.reply.done():
+            conn.interrupted = True
+            await conn.reply
+
+    async def _speech_stopped(self, ws, conn: _Conn, ev) -> None:
+        await self._send(ws, {"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}})
+        conn.audio.clear()
+        self._start_reply(ws, conn, {"kind": "audio", "ms": ev.speech_ms})
 
     def _start_reply(self, ws, conn: _Conn, last: dict) -> None:
         conn.interrupted = False
