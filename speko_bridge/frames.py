@@ -11,7 +11,7 @@ so ``from speko_bridge.frames import CloseCode, ErrorCode`` keeps working.
 from __future__ import annotations
 
 import json
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import msgspec
 
@@ -37,7 +37,18 @@ class ToolResult(
     output: str
 
 
-ClientMessage = Union[Commit, Interrupt, ToolResult]
+#: A typed turn's limit in UTF-8 bytes (protocol v2: 32 KiB, as ``systemPrompt``): a
+#: message, not a document.
+MAX_TEXT_BYTES = 32 * 1024
+
+
+class Text(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+    """Protocol v2: a typed user turn, added as the user's words and answered (any mode)."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_BYTES)]
+
+
+ClientMessage = Union[Commit, Interrupt, ToolResult, Text]
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 
@@ -64,6 +75,8 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise InvalidMessage(str(exc)) from None
     json.loads(data, object_pairs_hook=_no_duplicate_keys)
+    if type(message) is Text and not message.text.isascii() and len(message.text.encode()) > MAX_TEXT_BYTES:
+        raise InvalidMessage(f"text is over {MAX_TEXT_BYTES} bytes as UTF-8 - at `$.text`")
     return message
 
 

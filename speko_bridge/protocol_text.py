@@ -16,6 +16,7 @@ from .session.client_to_provider import MAX_CLIENT_MESSAGE_BYTES
 from .session.outbox import COALESCE_MAX_BYTES, OUTBOX_MAX_BYTES, OUTBOX_MAX_ITEMS
 from .session.provider_to_client import MALFORMED_RUN_MAX
 from .session.upstream import HELD_MAX_BYTES, UPSTREAM_MAX_MESSAGE_BYTES
+from .frames import MAX_TEXT_BYTES
 from .tokens import MAX_TOKEN_BYTES
 
 _DEFAULTS = Settings.__dataclass_fields__ if hasattr(Settings, "__dataclass_fields__") else {}
@@ -196,6 +197,8 @@ LIMITS = [
     ("time to open the socket after mint", f"{_setting('token_window_seconds')} s (`SPEKO_TOKEN_WINDOW_SECONDS`)",
      "`token_expired`, 4001"),
     ("client message (audio or text)", f"{MAX_CLIENT_MESSAGE_BYTES // _KIB} KiB", "`invalid_message`, close 4009"),
+    ("typed turn `text`", f"{MAX_TEXT_BYTES // _KIB} KiB of UTF-8, at least 1 character",
+     "`invalid_message`, the session goes on"),
     ("client audio ahead of real time", f"{_setting('audio_burst_seconds'):g} s (`SPEKO_AUDIO_BURST_SECONDS`)",
      "the bridge reads more slowly (TCP pushes back)"),
     ("client messages per second", f"{_setting('client_messages_per_second'):g} (`SPEKO_CLIENT_MESSAGES_PER_SECOND`)",

@@ -141,3 +141,28 @@ async def test_barge_in_cuts_the_reply_at_the_audio_delivered(http, bridge, sim,
         assert abs(truncates[0]["audio_end_ms"] - heard * 1000 // (2 * RATE)) <= 1, (truncates, heard)
     if provider == "xai":  # xAI's VAD does not cut the reply itself: the bridge's cancel did
         assert [m["type"] for m in sent if m.get("type") == "response.cancel"] == ["response.cancel"]
+
+
+@pytest.mark.parametrize("turns", [None, SERVER_TURNS], ids=["manual", "server"])
+async def test_a_typed_turn_is_echoed_and_answered_in_each_mode(http, bridge, sim, provider, turns):
+    extra = {"turnDetection": turns} if turns else {}
+    created = await mint(http, bridge, provider, **extra)
+    got = Timeline()
+    async with http.ws_connect(created["url"], protocols=[created["token"]]) as ws:
+        await ws.send_str(json.dumps({"type": "text", "text": "Bonjour, ça va ?"}))
+        await got.read(ws, lambda t: t.count("usage") == 1)
+        # bad typed turns are refused, and the session goes on
+        for bad in ({"type": "text", "text": ""}, {"type": "text"}, {"type": "text", "text": 7},
+                    {"type": "text", "text": "é" * (16 * 1024 + 1)}, {"type": "text", "text": "x", "role": "user"}):
+            await ws.send_str(json.dumps(bad))
+        await got.read(ws, lambda t: t.count("error") == 5)
+        await ws.send_str(json.dumps({"type": "text", "text": "again"}))
+        await got.read(ws, lambda t: t.count("usage") == 2)
+    frames = [f for f in got.frames() if f["type"] != "transcript" or f["final"]]
+    assert frames[0] == {"type": "transcript", "role": "user", "text": "Bonjour, ça va ?", "final": True}
+    finals = [f["text"] for f in got.frames("transcript") if f["role"] == "assistant" and f["final"]]
+    assert finals == ["You wrote: Bonjour, ça va ?", "You wrote: again"]
+    assert {e["code"] for e in got.frames("error")} == {"invalid_message"}
+    assert "speech" not in [f["type"] for f in got.frames()]  # nobody spoke
+    assert got.kinds().count("usage") == 2 and got.kinds()[-2:] == ["audio", "usage"]
+    assert sim.violations == []

@@ -14,6 +14,7 @@ from ..frames import (
     ErrorCode,
     Interrupt,
     InvalidMessage,
+    Text,
     ToolResult,
     decode_client_message,
     encode_frame,
@@ -29,6 +30,7 @@ from .base import (
     OutboxItem,
     Respond,
     SendAudio,
+    SendText,
     TextMessage,
     ToolOutput,
 )
@@ -72,6 +74,8 @@ class NativeCodec(ClientCodec):
             return [Cancel()]
         if kind is ToolResult:
             return [ToolOutput(message.call_id, message.output)]
+        if kind is Text:
+            return [SendText(message.text)]
         raise AssertionError(f"unhandled client message {kind.__name__}")  # pragma: no cover
 
     def frame(self, frame) -> list[OutboxItem]:

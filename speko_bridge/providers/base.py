@@ -155,6 +155,10 @@ class Codec(abc.ABC):
         """The user's turn ended: ask the provider for a response."""
 
     @abc.abstractmethod
+    def text(self, text: str) -> list[Outbound]:
+        """A typed user turn (protocol v2): add it as the user's words and have the model answer."""
+
+    @abc.abstractmethod
     def interrupt(self, played_ms: int) -> list[Outbound]:
         """Cancel the in-flight reply; ``played_ms`` of its audio reached the client."""
 

@@ -309,6 +309,17 @@ class GoogleCodec(Codec):
         self._responding = True  # the model answers after activityEnd
         return out + [_ACTIVITY_END]
 
+    def text(self, text: str) -> list[Outbound]:
+        """Server turns: ``realtimeInput.text``, real-time input like speech (it interrupts a
+        reply, and the model answers it). Manual turns: a complete ``clientContent`` user
+        turn (``turnComplete``), which the model answers with no activity signals (google-genai
+        ``LiveClientRealtimeInput.text`` / ``LiveClientContent``)."""
+        self._responding = True
+        if self._hands_free:
+            return [_encoder.encode({"realtimeInput": {"text": text}}).decode()]
+        turn = {"role": "user", "parts": [{"text": text}]}
+        return [_encoder.encode({"clientContent": {"turns": [turn], "turnComplete": True}}).decode()]
+
     def interrupt(self, played_ms: int) -> list[Outbound]:
         if not self._responding:
             return []

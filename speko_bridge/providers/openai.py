@@ -306,6 +306,12 @@ class OpenAICodec(Codec):
             self._audio_since_commit = False
         return out + self._create_response()
 
+    def text(self, text: str) -> list[Outbound]:
+        """A user message item with ``input_text`` (GA ``conversation.item.create``), then a
+        response: in every turn mode (the VAD answers audio only)."""
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        return [_json({"type": "conversation.item.create", "item": item}), *self._create_response()]
+
     def interrupt(self, played_ms: int) -> list[Outbound]:
         out: list[Outbound] = []
         if self._response_active:

@@ -21,10 +21,12 @@ from ..clientproto.base import (
     Reply,
     Respond,
     SendAudio,
+    SendText,
     TextMessage,
     ToolOutput,
 )
 from ..codes import CloseCode, ErrorCode
+from ..frames import Transcript
 from .asgi import queued_messages
 from .outbox import COALESCE_MAX_BYTES
 from .pacing import Pacer
@@ -145,6 +147,10 @@ class ClientToProvider:
             elif kind is Respond:
                 session.expect_reply()
                 await upstream.send(provider.commit())
+            elif kind is SendText:
+                session.expect_reply()
+                await session.put_all(session.client.frame(Transcript("user", intent.text, True)))
+                await upstream.send(provider.text(intent.text))
             elif kind is Cancel:
                 await session.cancel_reply()
             elif kind is ToolOutput:

@@ -26,8 +26,8 @@ Deterministic turns (manual activity detection, as the bridge configures it):
   The model continues by itself after the matching ``toolResponse``.
 - Otherwise a spoken reply: ``reply_ms`` of 24 kHz tone in 100 ms ``inlineData`` chunks
   (``audio/pcm;rate=24000``), ``outputTranscription`` word fragments ("You spoke for S
-  seconds." or "The tool said: <response JSON>"), ``generationComplete``, then
-  ``turnComplete`` with ``usageMetadata`` and a resumable ``sessionResumptionUpdate``.
+  seconds.", "The tool said: <response JSON>", or "You wrote: <text>" after a typed
+  turn), ``generationComplete``, then ``turnComplete`` with ``usageMetadata`` and a resumable ``sessionResumptionUpdate``.
 - ``activityStart`` during a reply interrupts it: ``interrupted`` then ``turnComplete``
   (no ``generationComplete``), and a ``toolCallCancellation`` for a pending call. With
   ``send_interrupted=False`` the turn ends with ``turnComplete`` alone: the service does
@@ -325,7 +325,7 @@ class GoogleSimulator(SimulatorServer):
                 return False
             if _get(realtime, "text") is not None:
                 await self._interrupt(ws, conn)
-                self._start_reply(ws, conn, {"kind": "text"})
+                self._start_reply(ws, conn, {"kind": "text", "text": str(_get(realtime, "text"))})
                 return True
             if _get(realtime, "audioStreamEnd"):
                 if conn.vad is not None and conn.vad.speaking:
@@ -388,7 +388,10 @@ class GoogleSimulator(SimulatorServer):
         # clientContent: a text turn.
         content = _get(message, "clientContent")
         if content is not None and _get(content, "turnComplete"):
-            self._start_reply(ws, conn, {"kind": "text"})
+            words = [str(_get(p, "text")) for t in _get(content, "turns") or () for p in _get(t, "parts") or ()
+                     if _get(p, "text") is not None]
+            await self._interrupt(ws, conn)
+            self._start_reply(ws, conn, {"kind": "text", "text": " ".join(words)})
         return True
 
     async def _interrupt(self, ws, conn: _Conn) -> None:
@@ -444,6 +447,7 @@ class GoogleSimulator(SimulatorServer):
             await self._send(ws, {"usageMetadata": _usage(prompt, 0)})
             return
         text = (f"The tool said: {last['output']}" if last["kind"] == "tool"
+                else f"You wrote: {last['text']}" if last.get("text")
                 else f"You spoke for {in_ms / 1000:.1f} seconds.")
         audio = _tone(cfg.reply_ms, OUTPUT_RATE)
         step = 2 * OUTPUT_RATE * CHUNK_MS // 1000

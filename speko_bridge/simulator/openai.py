@@ -13,8 +13,8 @@ Deterministic rules (so tests can assert content):
   the first tool, with arguments built from its JSON Schema properties: strings
   ``"Paris"``, numbers and integers ``1``, booleans ``true``, arrays ``[]``, objects ``{}``.
 - Any other response is spoken: ``reply_ms`` of a 24 kHz two-tone signal in 100 ms deltas,
-  with transcript ``"You spoke for S seconds."``, or ``"The tool said: <output>"`` after a
-  ``function_call_output``.
+  with transcript ``"You spoke for S seconds."``, ``"The tool said: <output>"`` after a
+  ``function_call_output``, or ``"You wrote: <text>"`` after a user ``input_text`` item.
 - Usage: input audio tokens = ceil(input ms / 100), output audio tokens = ceil(output
   ms / 50); text tokens: 10 in, words out.
 - Turn detection (``server_vad``/``semantic_vad`` in the session): speech start/stop from
@@ -523,7 +523,8 @@ class OpenAISimulator(SimulatorServer):
             conn.last_input = {"id": item_id, "kind": "tool", "output": item.get("output", "")}
         else:
             item_id = conn.nid("item")
-            conn.last_input = {"id": item_id, "kind": "text"}
+            words = [c.get("text", "") for c in item.get("content") or () if c.get("type") == "input_text"]
+            conn.last_input = {"id": item_id, "kind": "text", "text": " ".join(words)}
         added = {"id": item_id, "status": "completed", **item}
         await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": None, "item": added})
         await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": None, "item": added})
@@ -621,6 +622,8 @@ class OpenAISimulator(SimulatorServer):
             return
         if last["kind"] == "tool":
             text = f"The tool said: {last['output']}"
+        elif last.get("text"):
+            text = f"You wrote: {last['text']}"
         else:
             text = f"You spoke for {in_ms / 1000:.1f} seconds."
         item_id = conn.nid("item")
