@@ -155,6 +155,7 @@ def test_spoken_reply_ga_and_beta_names(beta):
         AudioOut(audio, 24000, "item_A1"),
         AudioDone(),
         Transcript("assistant", "It's 21 degrees in Paris.", True),
+        Usage(0, 0),  # protocol v2: a usage ends every response, zeros when none was reported
     ]
 
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from speko_bridge.frames import Usage
 from speko_bridge.params import ManualTurns, SemanticTurns, ServerTurns, SessionParams
 from speko_bridge.providers.base import AudioOut, ClearAudio, SpeechStarted, SpeechStopped
 from speko_bridge.providers.google import GoogleCodec
@@ -108,3 +109,24 @@ def test_gemini_speech_events():
     assert SpeechStopped() not in codec.receive('{"serverContent":{"turnComplete":true}}')
     manual = GoogleCodec(params("google", None))
     assert manual.receive('{"voiceActivity":{"voiceActivityType":"ACTIVITY_START"}}') == []
+
+
+def test_one_usage_ends_every_openai_response_failed_included():
+    codec = OpenAICodec(params("openai", None))
+    failed = codec.receive('{"type":"response.done","response":{"id":"r","status":"failed","status_details":'
+                           '{"type":"failed","error":{"type":"server_error","message":"boom"}}}}')
+    assert [type(e).__name__ for e in failed] == ["Error", "Usage"] and failed[-1] == Usage(0, 0)
+    cancelled = codec.receive('{"type":"response.done","response":{"id":"r2","status":"cancelled","usage":'
+                              '{"input_token_details":{"audio_tokens":4},"output_token_details":{"audio_tokens":2}}}}')
+    assert cancelled == [Usage(4, 2)]
+
+
+def test_one_usage_ends_every_gemini_turn():
+    codec = GoogleCodec(params("google", None))
+    codec.start()
+    usage = '{"promptTokensDetails":[{"modality":"AUDIO","tokenCount":5}]}'
+    assert codec.receive('{"serverContent":{"turnComplete":true}}') == [Usage(0, 0)]
+    assert codec.receive('{"serverContent":{"turnComplete":true},"usageMetadata":%s}' % usage) == [Usage(5, 0)]
+    assert codec.receive('{"usageMetadata":%s}' % usage) == [Usage(5, 0)]
+    assert codec.receive('{"serverContent":{"turnComplete":true}}') == []
+    assert codec.receive('{"serverContent":{"turnComplete":true}}') == [Usage(0, 0)]

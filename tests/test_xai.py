@@ -114,7 +114,8 @@ def test_duplicates_pings_and_usage_placement():
     top = feed(c, {"type": "response.done", "response": {"id": "r", "status": "completed"},
                    "usage": {"total_tokens": 5, "input_tokens": 3, "output_tokens": 2}})
     assert top == [Usage(3, 2)]
-    assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == []
+    # protocol v2: a usage ends every response, zeros when xAI reported none
+    assert feed(c, {"type": "response.done", "response": {"id": "r2", "status": "completed"}}) == [Usage(0, 0)]
 
 
 @pytest.mark.parametrize("kind", ["updated", "completed"])

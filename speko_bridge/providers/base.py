@@ -162,6 +162,12 @@ class Codec(abc.ABC):
     def interrupt(self, played_ms: int) -> list[Outbound]:
         """Cancel the in-flight reply; ``played_ms`` of its audio reached the client."""
 
+    def barge_in(self, played_ms: int) -> list[Outbound]:
+        """The provider heard the user start speaking (after :class:`SpeechStarted`): cut the
+        reply that was under way, as :meth:`interrupt` does, but not a reply the client asked
+        for after the speech began."""
+        return self.interrupt(played_ms)
+
     @abc.abstractmethod
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:
         """Return a tool's output to the model and let it continue."""

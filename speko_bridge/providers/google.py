@@ -280,6 +280,8 @@ class GoogleCodec(Codec):
         self._call_seq = 0
         self._hands_free = hands_free(params)
         self._speaking = False  # server turns: the user is speaking (voiceActivity)
+        self._turn_usage = False  # a usageMetadata came during the current model turn
+        self._model_output = False  # the model produced output since its last turnComplete
 
     @property
     def input_rate(self) -> int:
@@ -329,6 +331,12 @@ class GoogleCodec(Codec):
         self._in_activity = True
         return [_ACTIVITY_START]
 
+    def barge_in(self, played_ms: int) -> list[Outbound]:
+        # Gemini cuts its own reply when it hears speech (START_OF_ACTIVITY_INTERRUPTS); the
+        # codec drops the rest of a reply already under way until Gemini confirms. A reply
+        # not begun yet (asked by a commit or typed turn meanwhile) is the answer to come.
+        return self.interrupt(played_ms) if self._model_output else []
+
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:
         if call_id in self._cancelled:
             return []
@@ -371,8 +379,16 @@ class GoogleCodec(Codec):
                 self._cancelled.add(call_id)
         if msg.usageMetadata is not None:
             known = True
+            self._turn_usage = True
             out.append(Usage(_audio_tokens(msg.usageMetadata.promptTokensDetails),
                              _audio_tokens(msg.usageMetadata.responseTokensDetails)))
+        if msg.serverContent is not None and msg.serverContent.turnComplete:
+            # protocol v2: one usage ends every model turn; Gemini may send no
+            # usageMetadata for a turn (usually it rides on turnComplete, or comes just
+            # before it): zeros then
+            if not self._turn_usage:
+                out.append(Usage(0, 0))
+            self._turn_usage = False
         if msg.sessionResumptionUpdate is not None:
             known = True
             update = msg.sessionResumptionUpdate
@@ -415,6 +431,7 @@ class GoogleCodec(Codec):
     def _model_answers(self, out: list[CodecEvent]) -> None:
         """The model's reply began: the user's turn is over (where Gemini sent no
         ``ACTIVITY_END``, this is the stop), and the user's transcript is final."""
+        self._model_output = True
         self._speech_stopped(out)
         self._close_user_turn(out)
 
@@ -470,6 +487,7 @@ class GoogleCodec(Codec):
                 self._assistant_text = []
             self._responding = False
             self._gated = False
+            self._model_output = False
 
     def _tool_call(self, call: _ToolCall, out: list[CodecEvent]) -> None:
         self._model_answers(out)

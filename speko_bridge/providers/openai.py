@@ -319,6 +319,20 @@ class OpenAICodec(Codec):
             if self._response_id:
                 cancel["response_id"] = self._response_id
             out.append(_json(cancel))
+        return out + self._truncate(played_ms)
+
+    def barge_in(self, played_ms: int) -> list[Outbound]:
+        """As :meth:`interrupt`, but only a response the provider had begun (``response.created``
+        seen): the provider's events are in order, so a ``response.create`` it has not answered
+        yet reached it after it heard the user (a commit or typed turn sent meanwhile), and is
+        the answer to come, not the reply to cut."""
+        out: list[Outbound] = []
+        if self._response_active and self._response_id:
+            out.append(_json({"type": "response.cancel", "response_id": self._response_id}))
+        return out + self._truncate(played_ms)
+
+    def _truncate(self, played_ms: int) -> list[Outbound]:
+        out: list[Outbound] = []
         if self._audio_item is not None and self._audio_item_bytes:
             received_ms = self._audio_item_bytes * 1000 // (2 * self._out_rate)
             out.append(_json({
@@ -439,18 +453,19 @@ class OpenAICodec(Codec):
             for item in response.output or ():
                 if item.type == "function_call":
                     out += self._tool_call(item.call_id, item.name, item.arguments)
-            usage = self._usage(ev)
-            if usage is not None:
-                out.append(usage)
             details = response.status_details
             if response.status == "failed":
                 err = details.error if details and details.error else _Err()
                 message = err.message or "the provider failed the response"
                 if err.code in REFUSED_ERRORS or err.code in AUTH_ERRORS:
                     code = ErrorCode.PROVIDER_AUTH_FAILED if err.code in AUTH_ERRORS else ErrorCode.PROVIDER_ERROR
+                    out.append(self._usage(ev) or Usage())
                     out.append(Fatal(CloseCode.PROVIDER_REFUSED, code, message))
                     return out
                 out.append(ErrorFrame(ErrorCode.PROVIDER_ERROR, message))
+        # protocol v2: exactly one usage ends every response (completed, cancelled or
+        # failed), zeros where the provider reported none; after a failure's error frame
+        out.append(self._usage(ev) or Usage())
         if self._create_deferred:
             self._create_deferred = False
             self._outbound.append(self._response_create())

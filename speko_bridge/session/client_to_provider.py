@@ -145,6 +145,7 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
+                await session.toward_client.speech_stopped()  # a commit ends speech under way
                 session.expect_reply()
                 await upstream.send(provider.commit())
             elif kind is SendText:

@@ -47,6 +47,7 @@ class ProviderToClient:
         self.resample_out: Resampler | None = None  # made on the first audio (rate from provider)
         self.last_item: str | None = None  # the provider item of the latest assistant audio
         self.malformed_run = 0
+        self.speaking = False  # between speech: started and speech: stopped (server turns)
 
     async def run(self) -> None:
         session = self.session
@@ -146,10 +147,10 @@ class ProviderToClient:
             elif kind is ClearAudio:
                 self.drop_audio()
             elif kind is SpeechStarted:
-                await self.barge_in()
+                if not self.speaking:
+                    await self.barge_in()
             elif kind is SpeechStopped:
-                session.expect_reply()
-                await put_all(client.frame(Speech("stopped")))
+                await self.speech_stopped()
             elif kind is Reconnect:
                 reconnect = ev
             elif kind is Malformed:
@@ -186,8 +187,19 @@ class ProviderToClient:
         cancel it and cut the provider's copy at the audio delivered, exactly as a client's
         ``interrupt``, and only then tell the client ``speech: started``: everything of the
         old reply still queued was dropped and its item muted, so no audio of it follows."""
-        await self.session.cancel_reply()
+        self.speaking = True
+        await self.session.cancel_reply(barge_in=True)
         await self.session.put_all(self.session.client.frame(Speech("started")))
+
+    async def speech_stopped(self) -> None:
+        """The user's turn is over: by the provider's detection, or by the client's
+        ``commit`` while the provider heard speech (every ``started`` gets its ``stopped``,
+        once)."""
+        if not self.speaking:
+            return
+        self.speaking = False
+        self.session.expect_reply()
+        await self.session.put_all(self.session.client.frame(Speech("stopped")))
 
     def drop_audio(self) -> None:
         """Drop assistant audio not yet sent (interrupt, or the provider cut its reply)."""

@@ -430,6 +430,7 @@ class GoogleSimulator(SimulatorServer):
         cfg = self.config
         conv = conn.conversation
         conv.turns += 1
+        self.replies += 1
         in_ms = last.get("ms", 0)
         if last["kind"] == "audio" and conn.transcribe_in:
             for word in _words(f"I spoke for {in_ms / 1000:.1f} seconds."):

@@ -608,6 +608,7 @@ class OpenAISimulator(SimulatorServer):
     async def _respond(self, ws, conn: _Conn, rid: str) -> None:
         cfg = self.config
         conn.responses += 1
+        self.replies += 1
         last = conn.last_input or {"kind": "text"}
         response = {"id": rid, "object": "realtime.response", "status": "in_progress", "output": [],
                     "conversation_id": "conv_sim", "output_modalities": ["audio"]}
