@@ -385,6 +385,10 @@ class RealtimeConnection:
     async def interrupt(self) -> None:
         await self._socket().send_str('{"type":"interrupt"}')
 
+    async def send_text(self, text: str) -> None:
+        """A typed user turn (protocol v2): echoed back as a final user transcript, answered."""
+        await self._socket().send_str(json.dumps({"type": "text", "text": text}))
+
     async def send_tool_result(self, call_id: str, output: str | dict | list) -> None:
         """``output`` as text, or any JSON value (sent as JSON text)."""
         text = output if isinstance(output, str) else json.dumps(output)

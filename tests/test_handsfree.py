@@ -166,3 +166,31 @@ async def test_a_typed_turn_is_echoed_and_answered_in_each_mode(http, bridge, si
     assert "speech" not in [f["type"] for f in got.frames()]  # nobody spoke
     assert got.kinds().count("usage") == 2 and got.kinds()[-2:] == ["audio", "usage"]
     assert sim.violations == []
+
+
+async def test_python_sdk_hands_free_and_typed_turns(bridge, sim, provider):
+    from speko_bridge.client import Speko
+    from speko_bridge.frames import Audio, Speech, Transcript, Usage
+
+    from .conftest import API_KEY
+
+    seen: list = []
+    async with Speko(bridge.base, API_KEY) as speko:
+        async with speko.realtime.connect(provider=provider, model={"openai": "gpt-realtime", "google":
+                                          "gemini-2.5-flash-native-audio", "xai": "grok-voice-latest"}[provider],
+                                          turn_detection=SERVER_TURNS) as session:
+            assert session.session.turn_detection == SERVER_TURNS
+            await session.send_audio(utterance(0.5))
+            async for frame in session:
+                seen.append(frame)
+                if isinstance(frame, Usage):
+                    break
+            await session.send_text("hello")
+            async for frame in session:
+                seen.append(frame)
+                if isinstance(frame, Usage):
+                    break
+    kinds = [type(f).__name__ for f in seen if not isinstance(f, (Audio, Transcript))]
+    assert kinds == ["Speech", "Speech", "Usage", "Usage"], kinds
+    assert [f.state for f in seen if isinstance(f, Speech)] == ["started", "stopped"]
+    assert Transcript("user", "hello", True) in seen

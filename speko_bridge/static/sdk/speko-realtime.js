@@ -103,6 +103,9 @@ export class RealtimeSession {
     return this._send({ type: "interrupt" });
   }
 
+  /** A typed user turn (any turn mode): echoed as a final user transcript, then answered. */
+  sendText(text) { return this._send({ type: "text", text: String(text) }); }
+
   sendToolResult(callId, output) {
     return this._send({ type: "tool_result", callId, output: typeof output === "string" ? output : JSON.stringify(output) });
   }
@@ -144,6 +147,10 @@ export class RealtimeSession {
     } else {
       try { frame = JSON.parse(e.data); } catch { console.warn("speko: ignoring a frame that is not JSON"); return; }
       if (frame === null || typeof frame !== "object" || typeof frame.type !== "string") return;
+      if (frame.type === "speech" && frame.state === "started") {
+        // barge-in: the bridge already cut the reply; players stop at once, before any handler
+        for (const flush of this._interruptListeners) flush();
+      }
       if (frame.type === "close") {
         this._closeFrameSeen = true;
         this.closeCode = frame.code;
