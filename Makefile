@@ -11,7 +11,7 @@ CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
 NPM      := /usr/bin/npm
 
-.PHONY: run test bench bench-stores bench-smoke soak openapi mutants clean
+.PHONY: run test bench bench-stores bench-smoke soak openapi protocol-doc mutants clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -98,6 +98,10 @@ mutants: $(MUTANTS_STAMP) $(REDIS)
 ## openapi: regenerate openapi.yaml from the msgspec types
 openapi: $(STAMP)
 	$(BIN)/python -m speko_bridge.openapi > openapi.yaml
+
+## protocol-doc: regenerate docs/protocol.md from the msgspec types and speko_bridge/protocol_text.py
+protocol-doc: $(STAMP)
+	$(BIN)/python -m speko_bridge.protocol_doc > docs/protocol.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis mutants

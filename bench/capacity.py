@@ -24,7 +24,6 @@ import time
 import aiohttp
 import msgspec
 import numpy as np
-
 from common import SIM_KEY, CpuMeter, endpoint_and_tokens, pct
 
 FRAME_MS = 20

@@ -9,7 +9,6 @@ import statistics
 import time
 
 import aiohttp
-
 from common import endpoint_and_tokens, pct
 
 

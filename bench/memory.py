@@ -9,7 +9,6 @@ import json
 
 import aiohttp
 import numpy as np
-
 from common import endpoint_and_tokens, rss_bytes
 
 FRAME = np.full(480, 1200, dtype="<i2").tobytes()  # 20 ms at 24 kHz

@@ -9,7 +9,6 @@ import statistics
 import time
 
 import aiohttp
-
 from common import API_KEY, pct
 
 BODY = {"provider": "openai", "model": "gpt-realtime", "inputSampleRate": 16000,

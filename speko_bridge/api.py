@@ -20,7 +20,7 @@ from starlette.routing import Route
 from . import models, openapi
 from .codes import ApiErrorCode
 from .jsondepth import MAX_JSON_DEPTH, too_deep
-from .params import ParamsError, SessionParams, check_params
+from .params import ParamsError, SessionParams, check_params, turn_detection
 from .store import SessionRecord, StoreUnavailable
 from .tokens import mint_token, new_id
 from .wire import (
@@ -29,7 +29,6 @@ from .wire import (
     Health,
     SessionCreated,
     SessionView,
-    TurnDetection,
     validation_message,
 )
 
@@ -108,6 +107,8 @@ async def read_json_body(request: Request) -> bytes | Response:
 
 #: Top-level integer fields; JSON Schema counts ``600.0`` as an integer, so do we.
 _INTEGER_FIELDS = ("ttlSeconds", "inputSampleRate", "outputSampleRate")
+#: The same inside ``turnDetection`` (protocol v2).
+_TURN_INTEGER_FIELDS = ("silenceMs", "prefixMs")
 
 
 def integral_floats_as_ints(obj: object) -> bool:
@@ -120,6 +121,13 @@ def integral_floats_as_ints(obj: object) -> bool:
             if isinstance(value, float) and value.is_integer():
                 obj[key] = int(value)
                 changed = True
+        turn = obj.get("turnDetection")
+        if isinstance(turn, dict):
+            for key in _TURN_INTEGER_FIELDS:
+                value = turn.get(key)
+                if isinstance(value, float) and value.is_integer():
+                    turn[key] = int(value)
+                    changed = True
     return changed
 
 
@@ -259,7 +267,7 @@ async def mint_for(request: Request, owner: str) -> Response:
         model=params.model,
         input_sample_rate=params.input_sample_rate,
         output_sample_rate=params.output_sample_rate,
-        turn_detection=TurnDetection(),
+        turn_detection=turn_detection(params),
     )
     return json_response(created, 201, {"Cache-Control": "no-store"})
 

@@ -1,4 +1,4 @@
-"""PCM16 framing and streaming resampling (PROTOCOL.md section 5).
+"""PCM16 framing and streaming resampling (docs/protocol.md section 6).
 
 One :class:`Resampler` per direction per session. Audio is PCM16 little-endian mono.
 

@@ -54,7 +54,7 @@ import msgspec
 from .client_reconnect import Reconnect, Reconnecting, Restarted, reconnect_after
 from .codes import ApiErrorCode, CloseCode
 from .frames import Audio, Close, Error, RealtimeFrame, Resumed, decode_frame
-from .params import SessionParams, ToolSpec
+from .params import SessionParams, ToolSpec, TurnDetection
 from .wire import SessionCreated, SessionView, validation_message
 
 log = logging.getLogger("speko_bridge.client")
@@ -190,14 +190,16 @@ class SpekoClient:
                              system_prompt: str | None = None, temperature: float | None = None,
                              input_sample_rate: int = 24000, output_sample_rate: int = 24000,
                              tools: list[ToolSpec | dict] | None = None, metadata: dict | None = None,
-                             ttl_seconds: int | None = None) -> Session:
+                             ttl_seconds: int | None = None,
+                             turn_detection: TurnDetection | dict | None = None) -> Session:
         """Mint a session. Pass a :class:`SessionParams`, or its fields as keywords
         (snake_case); they are checked here before anything is sent."""
         if params is None:
             fields = {"provider": provider, "model": model, "voice": voice, "systemPrompt": system_prompt,
                       "temperature": temperature, "inputSampleRate": input_sample_rate,
                       "outputSampleRate": output_sample_rate, "metadata": metadata, "ttlSeconds": ttl_seconds,
-                      "tools": [msgspec.to_builtins(t) for t in tools] if tools is not None else None}
+                      "tools": [msgspec.to_builtins(t) for t in tools] if tools is not None else None,
+                      "turnDetection": msgspec.to_builtins(turn_detection) if turn_detection is not None else None}
             try:
                 params = msgspec.convert({k: v for k, v in fields.items() if v is not None}, SessionParams)
             except msgspec.ValidationError as exc:  # what the server would answer
@@ -418,6 +420,10 @@ class RealtimeConnection:
 
     async def interrupt(self) -> None:
         await self._socket().send_str('{"type":"interrupt"}')
+
+    async def send_text(self, text: str) -> None:
+        """A typed user turn (protocol v2): echoed back as a final user transcript, answered."""
+        await self._socket().send_str(json.dumps({"type": "text", "text": text}))
 
     async def send_tool_result(self, call_id: str, output: str | dict | list) -> None:
         """``output`` as text, or any JSON value (sent as JSON text)."""

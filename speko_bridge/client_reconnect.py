@@ -1,4 +1,4 @@
-"""The Python SDK's reconnection (``connect(answer, reconnect=True)``), PROTOCOL.md v2
+"""The Python SDK's reconnection (``connect(answer, reconnect=True)``), docs/protocol.md (v2)
 "Resuming after a dropped connection".
 
 What a socket's end means, and what the SDK does about it:

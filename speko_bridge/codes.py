@@ -1,6 +1,6 @@
 """Every named code the bridge answers with, in one module that imports nothing.
 
-- :class:`CloseCode`: WebSocket close codes (PROTOCOL.md section 4, "Close codes").
+- :class:`CloseCode`: WebSocket close codes (docs/protocol.md section 5, "Close codes").
 - :class:`ErrorCode`: the ``code`` of an ``error`` frame on a socket, also the
   ``close_reason`` some session records carry (section 4, "Error codes").
 - :class:`ApiErrorCode`: the ``error.code`` of a REST error body (``openapi.yaml``).
@@ -18,7 +18,7 @@ import enum
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes of PROTOCOL.md section 4."""
+    """WebSocket close codes of docs/protocol.md section 5."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server drain
@@ -37,7 +37,7 @@ class CloseCode(enum.IntEnum):
 
 
 class ErrorCode(enum.StrEnum):
-    """The ``code`` of an ``error`` frame (PROTOCOL.md section 4)."""
+    """The ``code`` of an ``error`` frame (docs/protocol.md section 5)."""
 
     INVALID_TOKEN = "invalid_token"
     TOKEN_EXPIRED = "token_expired"

@@ -1,4 +1,4 @@
-"""The wire vocabulary of ``/v1/realtime`` (PROTOCOL.md sections 3 and 4).
+"""The wire vocabulary of ``/v1/realtime`` (docs/protocol.md sections 4 and 5).
 
 Everything a client sends as text and everything the bridge sends back as text is a
 msgspec tagged Struct here, so that decoding *is* validation and encoding is one call.
@@ -11,7 +11,7 @@ so ``from speko_bridge.frames import CloseCode, ErrorCode`` keeps working.
 from __future__ import annotations
 
 import json
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import msgspec
 
@@ -37,7 +37,18 @@ class ToolResult(
     output: str
 
 
-ClientMessage = Union[Commit, Interrupt, ToolResult]
+#: A typed turn's limit in UTF-8 bytes (protocol v2: 32 KiB, as ``systemPrompt``): a
+#: message, not a document.
+MAX_TEXT_BYTES = 32 * 1024
+
+
+class Text(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+    """Protocol v2: a typed user turn, added as the user's words and answered (any mode)."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_BYTES)]
+
+
+ClientMessage = Union[Commit, Interrupt, ToolResult, Text]
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 
@@ -64,6 +75,8 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise InvalidMessage(str(exc)) from None
     json.loads(data, object_pairs_hook=_no_duplicate_keys)
+    if type(message) is Text and not message.text.isascii() and len(message.text.encode()) > MAX_TEXT_BYTES:
+        raise InvalidMessage(f"text is over {MAX_TEXT_BYTES} bytes as UTF-8 - at `$.text`")
     return message
 
 
@@ -105,6 +118,13 @@ class Resumed(msgspec.Struct, tag="resumed", tag_field="type", rename="camel"):
     session_id: str
 
 
+class Speech(msgspec.Struct, tag="speech", tag_field="type"):
+    """Protocol v2, ``server``/``semantic`` turns only: the provider heard the user start
+    (``started``: the reply was already cut, stop playback) or stop (``stopped``) speaking."""
+
+    state: Literal["started", "stopped"]
+
+
 class Audio(msgspec.Struct):
     """The binary ``audio`` frame as SDKs expose it: PCM16 LE mono at ``sample_rate``.
 
@@ -117,8 +137,8 @@ class Audio(msgspec.Struct):
     type: Literal["audio"] = "audio"
 
 
-TextFrame = Union[Transcript, ToolCall, Usage, Error, Close, Resumed]
-RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close, Resumed]
+TextFrame = Union[Transcript, ToolCall, Usage, Error, Close, Speech, Resumed]
+RealtimeFrame = Union[Audio, Transcript, ToolCall, Usage, Error, Close, Speech, Resumed]
 
 _encoder = msgspec.json.Encoder()
 _frame_decoder = msgspec.json.Decoder(TextFrame)

@@ -3,7 +3,7 @@ process (the tests) never collide.
 
 Names follow Prometheus conventions (counters end in ``_total``, durations in seconds).
 Labels are bounded: provider (3 values), direction (2), close code (the table of
-PROTOCOL.md), reason; never a session id, key or model string chosen by a caller.
+docs/protocol.md), reason; never a session id, key or model string chosen by a caller.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Metrics:
         self.tool_calls_refused = Counter(
             "speko_tool_calls_refused", "Provider calls of a tool the session did not declare "
             "(answered to the provider as an error, never forwarded)", ["provider"], registry=r)
-        # v2 resume after a dropped client socket (PROTOCOL.md "Resuming after a dropped connection")
+        # v2 resume after a dropped client socket (docs/protocol.md "Resuming after a dropped connection")
         self.resumes_attempted = Counter(
             "speko_resumes_attempted", "Sockets offering the token of a session that is live here "
             "or in its grace window on another replica", registry=r)

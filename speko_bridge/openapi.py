@@ -18,14 +18,14 @@ from . import __version__
 from .codes import ApiErrorCode
 from .config import DEFAULT_MINT_RATE_PER_MINUTE
 from .jsondepth import MAX_JSON_DEPTH
-from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SessionParams
+from .params import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SEMANTIC_PROVIDERS, SessionParams
 from .wire import ErrorBody, Health, SessionCreated, SessionView
 
 WEBSOCKET_PROSE = f"""\
 ## Realtime WebSocket: `GET /v1/realtime`
 
-OpenAPI cannot describe a WebSocket; this is its contract in brief (the full reference is
-`docs/protocol.md` in the repository).
+OpenAPI cannot describe a WebSocket; this is its summary. The full contract, every message,
+frame, code and limit, is `docs/protocol.md` in the repository.
 
 **Opening.** `new WebSocket(url, [token])`: the token minted by `POST /v1/sessions` is the
 FIRST offered subprotocol, and the server selects it in its handshake answer. Never put it
@@ -98,12 +98,23 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+#: The one mint rule across two fields that JSON Schema can say but a msgspec type cannot:
+#: ``semantic`` turn detection only for the providers that offer it (``check_params``
+#: answers 422 naming ``$.turnDetection.type`` otherwise).
+SEMANTIC_RULE = {
+    "if": {"required": ["turnDetection"],
+           "properties": {"turnDetection": {"required": ["type"], "properties": {"type": {"const": "semantic"}}}}},
+    "then": {"properties": {"provider": {"enum": sorted(SEMANTIC_PROVIDERS)}}},
+}
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [SessionParams, SessionCreated, SessionView, ErrorBody, Health],
         ref_template="#/components/schemas/{name}",
     )
+    components["SessionParams"] = {**components["SessionParams"], **SEMANTIC_RULE}
     session_id = {
         "name": "session_id",
         "in": "path",

@@ -1,4 +1,4 @@
-"""``RealtimeConnectParams``: the body of ``POST /v1/sessions`` (PROTOCOL.md section 1).
+"""``RealtimeConnectParams``: the body of ``POST /v1/sessions`` (docs/protocol.md section 1).
 
 The msgspec Struct *is* the schema: the API decodes with it, the store keeps it, the
 codecs read it, and ``openapi.yaml`` is generated from it (see ``speko_bridge/openapi.py``).
@@ -6,7 +6,7 @@ codecs read it, and ``openapi.yaml`` is generated from it (see ``speko_bridge/op
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import msgspec
 
@@ -17,12 +17,20 @@ SampleRate = Literal[16000, 24000]
 MAX_TTL_SECONDS = 1800
 #: Session duration when the mint does not say (documented in the README and openapi.yaml).
 DEFAULT_TTL_SECONDS = 600
-#: ``systemPrompt`` limit, in UTF-8 bytes (PROTOCOL.md: at most 32 KiB).
+#: ``systemPrompt`` limit, in UTF-8 bytes (docs/protocol.md: at most 32 KiB).
 MAX_SYSTEM_PROMPT_BYTES = 32 * 1024
-#: ``metadata`` limit, as JSON (PROTOCOL.md: at most 16 KiB).
+#: ``metadata`` limit, as JSON (docs/protocol.md: at most 16 KiB).
 MAX_METADATA_BYTES = 16 * 1024
-#: At most 64 tools (PROTOCOL.md).
+#: At most 64 tools (docs/protocol.md).
 MAX_TOOLS = 64
+
+#: Turn-detection bounds (docs/protocol.md section 1): under 100 ms of silence every breath
+#: ends a turn; over 5 s the user waits for an answer that a ``commit`` would have brought.
+MIN_SILENCE_MS, MAX_SILENCE_MS = 100, 5000
+#: Audio kept before detected speech: 2 s covers any onset the detector is late for.
+MAX_PREFIX_MS = 2000
+#: Providers whose model can judge the end of a turn from the words (OpenAI's semantic_vad).
+SEMANTIC_PROVIDERS = frozenset({"openai"})
 
 ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -33,6 +41,35 @@ class ToolSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: ToolName
     description: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
     parameters: dict[str, Any] | None = None
+
+
+class ManualTurns(msgspec.Struct, tag="manual", tag_field="type", forbid_unknown_fields=True):
+    """The client ends each turn with ``commit`` (protocol v1's behaviour, the default)."""
+
+    type: ClassVar[str] = "manual"
+
+
+class ServerTurns(msgspec.Struct, tag="server", tag_field="type", rename="camel",
+                  forbid_unknown_fields=True, omit_defaults=True):
+    """The provider's voice activity detection ends the turn; speech interrupts the reply.
+    Fields left out take the provider's own defaults."""
+
+    type: ClassVar[str] = "server"
+    silence_ms: Annotated[int, msgspec.Meta(ge=MIN_SILENCE_MS, le=MAX_SILENCE_MS)] | None = None
+    prefix_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_PREFIX_MS)] | None = None
+    sensitivity: Literal["low", "medium", "high"] | None = None
+
+
+class SemanticTurns(msgspec.Struct, tag="semantic", tag_field="type", forbid_unknown_fields=True,
+                    omit_defaults=True):
+    """The model judges from the words whether the user has finished (OpenAI only)."""
+
+    type: ClassVar[str] = "semantic"
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+
+
+#: Who ends the user's turn (protocol v2); a field of another type is an unknown field.
+TurnDetection = Union[ManualTurns, ServerTurns, SemanticTurns]
 
 
 class SessionParams(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
@@ -53,6 +90,17 @@ class SessionParams(msgspec.Struct, rename="camel", forbid_unknown_fields=True, 
         extra_json_schema={"uniqueItems": True})] | None = None
     metadata: dict[str, Any] | None = None
     ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    turn_detection: TurnDetection | None = None
+
+
+def turn_detection(params: SessionParams) -> TurnDetection:
+    """The effective turn detection: ``manual`` when the mint did not say."""
+    return params.turn_detection if params.turn_detection is not None else ManualTurns()
+
+
+def hands_free(params: SessionParams) -> bool:
+    """True when the provider, not the client, ends the user's turns."""
+    return turn_detection(params).type != "manual"
 
 
 class ParamsError(ValueError):
@@ -82,5 +130,11 @@ def check_params(params: SessionParams) -> SessionParams:
             seen.add(tool.name)
             if tool.parameters is not None and tool.parameters.get("type", "object") != "object":
                 raise ParamsError(f"tools[{i}].parameters", "must be a JSON Schema of type object")
+    turn = params.turn_detection
+    if turn is not None:
+        if turn.type == "semantic" and params.provider not in SEMANTIC_PROVIDERS:
+            raise ParamsError("turnDetection.type",
+                              f"'semantic' turn detection is not offered by provider {params.provider!r}; "
+                              "use 'server' or 'manual'")
     ttl = params.ttl_seconds if params.ttl_seconds is not None else DEFAULT_TTL_SECONDS
     return msgspec.structs.replace(params, ttl_seconds=min(ttl, MAX_TTL_SECONDS))

@@ -11,9 +11,10 @@ bridge and the store use it too.
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 import msgspec
+
+from .params import TurnDetection  # noqa: F401  (part of the mint answer; re-exported)
 
 
 class ErrorDetail(msgspec.Struct):
@@ -30,12 +31,6 @@ class ErrorBody(msgspec.Struct):
 class UsageTotals(msgspec.Struct, rename="camel"):
     input_audio_tokens: int = 0
     output_audio_tokens: int = 0
-
-
-class TurnDetection(msgspec.Struct):
-    """Who ends the user's turn. Only ``manual`` (the client sends ``commit``) today."""
-
-    type: Literal["manual"] = "manual"
 
 
 class SessionCreated(msgspec.Struct, rename="camel"):

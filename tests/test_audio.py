@@ -1,4 +1,4 @@
-"""Resampler invariants (PROTOCOL.md section 5): chunk boundaries change nothing, no sample
+"""Resampler invariants (docs/protocol.md section 6): chunk boundaries change nothing, no sample
 is lost or duplicated, and the signal survives."""
 
 from __future__ import annotations

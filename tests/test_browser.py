@@ -331,3 +331,68 @@ async def test_the_demo_resumes_after_its_network_drops(env, tmp_path):
                 await browser.close()
     finally:
         await proxy.stop()
+
+
+def speechlike_wav(path: Path, pattern=((1.2, True), (1.6, False), (1.2, True), (2.4, False)),
+                   rate: int = 48000) -> Path:
+    """Speech-like audio from numpy (no TTS needed): a voiced source (a 120-180 Hz glide with
+    its harmonics, as a voice's pitch moves) shaped by a 4 Hz syllable envelope, for the
+    stretches marked True; digital silence for the pauses. Energy and rhythm are what a
+    voice activity detector reads."""
+    import numpy as np
+
+    parts = []
+    for seconds, voiced in pattern:
+        n = int(seconds * rate)
+        if not voiced:
+            parts.append(np.zeros(n))
+            continue
+        t = np.arange(n) / rate
+        pitch = 120 + 60 * np.sin(2 * np.pi * 0.7 * t)
+        phase = 2 * np.pi * np.cumsum(pitch) / rate
+        voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+        syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t) ** 2
+        parts.append(0.25 * voice * syllables)
+    pcm = (np.concatenate(parts) * 32767).clip(-32768, 32767).astype("<i2").tobytes()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return path
+
+
+@pytest.mark.parametrize("provider", ["openai", "google"])
+async def test_demo_hands_free_answers_twice_with_no_button_pressed(env, tmp_path, provider):
+    from playwright.async_api import async_playwright
+
+    wav = speechlike_wav(tmp_path / "speech.wav")
+    env = {**env, "SPEKO_DEV": "1"}
+    async with run_bridge(env) as bridge, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"])
+        try:
+            page = await browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            await page.goto(bridge.base + "/")
+            await page.select_option("#provider", provider)
+            await page.check("#handsfree")  # nothing else: no button, no key
+            await page.wait_for_function("() => window.spekoDemo.responses >= 2", timeout=30000)
+            stats = await page.evaluate("window.spekoDemo")
+            assert stats["speech"][:4] == ["started", "stopped", "started", "stopped"], stats["speech"]
+            assert await page.is_disabled("#talk") and "hands-free" in await page.text_content("#talk")
+            finals = await page.locator("p.assistant.final").all_text_contents()
+            assert len(finals) >= 2 and all(f.startswith("assistant: You spoke for ") for f in finals), finals
+            # a typed turn in the same session
+            await page.fill("#text", "hello from the keyboard")
+            await page.click("#typed button")
+            await page.wait_for_function(
+                "() => [...document.querySelectorAll('p.assistant.final')].some("
+                "p => p.textContent.includes('You wrote: hello from the keyboard'))", timeout=15000)
+            users = await page.locator("p.user.final").all_text_contents()
+            assert "user: hello from the keyboard" in users, users
+            assert not [line for line in console if line.startswith(("error", "pageerror"))], console
+        finally:
+            await browser.close()

@@ -20,7 +20,7 @@ from speko_bridge.providers.openai import OpenAICodec
 
 PACKAGE = Path(__file__).resolve().parent.parent / "speko_bridge"
 
-#: The protocol's tables (PROTOCOL.md v2 section 4), written out so a code that is renamed,
+#: The protocol's tables (docs/protocol.md section 5), written out so a code that is renamed,
 #: renumbered or dropped in codes.py fails here instead of on a client.
 PROTOCOL_CLOSE_CODES = {1000, 1001, 1011, 4001, 4003, 4004, 4008, 4009, 4029, 4500, 4502}
 PROTOCOL_ERROR_CODES = {

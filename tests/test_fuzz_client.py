@@ -1,7 +1,7 @@
 """Fuzzed client input over a real socket. Hypothesis writes what a buggy or hostile
 browser might send (bad JSON, wrong types, unknown types, extra fields, huge strings,
 binary of every length including 0 and odd, any interleaving of commit / interrupt /
-tool_result); the contract (PROTOCOL.md section 3) says which are valid. Every invalid
+tool_result); the contract (docs/protocol.md section 4) says which are valid. Every invalid
 text message gets exactly one ``error`` ``invalid_message``, the session goes on, what
 reaches the provider is always a valid provider event, and the server logs no traceback."""
 
@@ -34,7 +34,7 @@ def _unique_keys(pairs):
 
 
 def contract_valid(text: str) -> bool:
-    """PROTOCOL.md section 3, written independently of the bridge's decoder."""
+    """docs/protocol.md section 4, written independently of the bridge's decoder."""
     try:
         obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except ValueError:

@@ -1,4 +1,4 @@
-"""Resuming after a dropped connection (PROTOCOL.md v2), through the real bridge and the
+"""Resuming after a dropped connection (docs/protocol.md, v2), through the real bridge and the
 simulators: the client's TCP connection is cut with no close frame (``RawClient.close``
 aborts it), and a new socket offers the same token within the grace window."""
 

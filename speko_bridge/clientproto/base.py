@@ -43,6 +43,14 @@ class Respond:
 
 
 @dataclass(slots=True)
+class SendText:
+    """A typed user turn (protocol v2): added as the user's words, echoed back as a final
+    user transcript, and answered (a reply is now due)."""
+
+    text: str
+
+
+@dataclass(slots=True)
 class Cancel:
     """Cancel the assistant's in-flight response; drop its audio not yet sent."""
 
@@ -79,7 +87,7 @@ class Invalid:
     answer: str
 
 
-Intent = Union[SendAudio, FlushAudio, Respond, Cancel, ToolOutput, Forward, Reply, Invalid]
+Intent = Union[SendAudio, FlushAudio, Respond, Cancel, ToolOutput, Forward, Reply, Invalid, SendText]
 
 # ------------------------------------------------------------------ runner -> client outbox items
 
@@ -128,7 +136,7 @@ class ClientCodec(abc.ABC):
 
     #: Said when a socket presents no token, in the words of this protocol.
     no_token_message: ClassVar[str]
-    #: Whether a session of this protocol survives a dropped client socket (PROTOCOL.md
+    #: Whether a session of this protocol survives a dropped client socket (docs/protocol.md
     #: "Resuming after a dropped connection"): its client must understand :meth:`resumed`.
     resumable: ClassVar[bool] = False
 

@@ -1,4 +1,4 @@
-"""``/v1/realtime``: the bridge's own client protocol (PROTOCOL.md sections 2-4).
+"""``/v1/realtime``: the bridge's own client protocol (docs/protocol.md sections 3-5).
 
 Binary messages are PCM16 audio at the minted ``inputSampleRate``; text messages are the
 JSON control messages of :mod:`speko_bridge.frames`; everything the provider says comes back
@@ -15,6 +15,7 @@ from ..frames import (
     Interrupt,
     InvalidMessage,
     Resumed,
+    Text,
     ToolResult,
     decode_client_message,
     encode_frame,
@@ -30,6 +31,7 @@ from .base import (
     OutboxItem,
     Respond,
     SendAudio,
+    SendText,
     TextMessage,
     ToolOutput,
 )
@@ -74,6 +76,8 @@ class NativeCodec(ClientCodec):
             return [Cancel()]
         if kind is ToolResult:
             return [ToolOutput(message.call_id, message.output)]
+        if kind is Text:
+            return [SendText(message.text)]
         raise AssertionError(f"unhandled client message {kind.__name__}")  # pragma: no cover
 
     def frame(self, frame) -> list[OutboxItem]:

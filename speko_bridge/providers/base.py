@@ -51,6 +51,19 @@ class ClearAudio:
 
 
 @dataclass(slots=True)
+class SpeechStarted:
+    """The provider heard the user start speaking (``server``/``semantic`` turn detection):
+    the bridge cancels the reply at the audio delivered (barge-in), drops its unsent audio,
+    then tells the client ``speech: started``. Codecs emit it only in those modes; in
+    ``manual`` mode a provider's own cut is a :class:`ClearAudio`."""
+
+
+@dataclass(slots=True)
+class SpeechStopped:
+    """The provider decided the user's turn is over: a response is now due from it."""
+
+
+@dataclass(slots=True)
 class Fatal:
     """The upstream is unusable: send ``error`` then ``close`` with these codes and end."""
 
@@ -82,7 +95,7 @@ class Reconnect:
 
 CodecEvent = Union[
     Ready, AudioOut, AudioDone, ClearAudio, Fatal, Malformed, Reconnect, Transcript, ToolCall,
-    Usage, Error,
+    Usage, Error, SpeechStarted, SpeechStopped,
 ]
 
 #: What decoding an upstream message may raise besides ``msgspec.DecodeError`` (of which
@@ -142,8 +155,18 @@ class Codec(abc.ABC):
         """The user's turn ended: ask the provider for a response."""
 
     @abc.abstractmethod
+    def text(self, text: str) -> list[Outbound]:
+        """A typed user turn (protocol v2): add it as the user's words and have the model answer."""
+
+    @abc.abstractmethod
     def interrupt(self, played_ms: int) -> list[Outbound]:
         """Cancel the in-flight reply; ``played_ms`` of its audio reached the client."""
+
+    def barge_in(self, played_ms: int) -> list[Outbound]:
+        """The provider heard the user start speaking (after :class:`SpeechStarted`): cut the
+        reply that was under way, as :meth:`interrupt` does, but not a reply the client asked
+        for after the speech began."""
+        return self.interrupt(played_ms)
 
     @abc.abstractmethod
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:

@@ -26,7 +26,7 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
   an ``interrupt`` or after :data:`TOOL_WAIT_MAX_MS` of user audio (the last two answer
   the call with an error so Gemini stops waiting).
 - **toolCallCancellation** (after an interruption): the cancelled ids are forgotten and a
-  later ``tool_result`` for them is not forwarded (Gemini no longer expects it). PROTOCOL.md
+  later ``tool_result`` for them is not forwarded (Gemini no longer expects it). docs/protocol.md
   has no cancel frame, so the client is not told; it already saw the interruption.
 - **Usage** counts the ``AUDIO`` entries of ``promptTokensDetails`` and
   ``responseTokensDetails``. A model turn (ended by ``turnComplete`` or a tool call) ends
@@ -39,6 +39,11 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
   after the current turn (a handle issued mid-turn, or while a tool call waits, would
   replay or lose part of it). ``start()`` then sends ``setup`` with that handle. Without
   any handle there is nothing to resume; the connection ends when Gemini closes it.
+- **Hands-free turns** (``turnDetection`` ``server``): automatic activity detection on
+  (``realtimeInputConfig`` from the mint, see ``google_setup.py``), no activity signals from
+  the bridge (a ``commit`` sends ``audioStreamEnd``); speech start/stop come from
+  ``voiceActivity`` (or, where Gemini sends none, ``interrupted`` and the model's first
+  output), and Gemini cuts its own reply when it hears the user.
 - **Errors** arrive only as close codes (:data:`CLOSE_CODES`).
 """
 
@@ -52,7 +57,7 @@ import msgspec
 from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
-from ..params import SessionParams
+from ..params import SessionParams, hands_free
 from .base import (
     UNREADABLE,
     AudioDone,
@@ -64,6 +69,8 @@ from .base import (
     Outbound,
     Ready,
     Reconnect,
+    SpeechStarted,
+    SpeechStopped,
 )
 from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
 from .google_wire import Message, ServerContent, TokenCount
@@ -98,6 +105,7 @@ _ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
 _ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
 _AUDIO_HEAD = '{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
 _AUDIO_TAIL = '"}}}'
+_STREAM_END = '{"realtimeInput":{"audioStreamEnd":true}}'
 _RATE_RE = re.compile(r"rate=(\d+)")
 
 
@@ -137,6 +145,9 @@ class GoogleCodec(Codec):
         self._call_seq = 0
         self._turn_open = False  # a model turn is under way: it ends with one Usage
         self._usage = [0, 0]  # audio tokens reported and not yet carried by a Usage frame
+        self._hands_free = hands_free(params)
+        self._speaking = False  # server turns: the user is speaking (voiceActivity)
+        self._model_output = False  # the model produced output since its last turnComplete
 
     @property
     def input_rate(self) -> int:
@@ -164,7 +175,7 @@ class GoogleCodec(Codec):
                 return []
             out = self._abandon_calls(f"no tool result within {TOOL_WAIT_MAX_MS // 1000} s of user speech")
         frame = _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
-        if not self._in_activity:
+        if not self._in_activity and not self._hands_free:
             out += self._open_activity()
         return out + [frame]
 
@@ -172,6 +183,9 @@ class GoogleCodec(Codec):
         if self._pending:  # any realtime input now would end the session (1008)
             self._count("commits_dropped_during_tool_call", 1)
             return []
+        if self._hands_free:  # the end of the user's audio: Gemini's detector ends the turn
+            self._responding = self._turn_open = True
+            return [_STREAM_END]
         out = [] if self._in_activity else self._open_activity()
         self._in_activity = False
         self._responding = True  # the model answers after activityEnd
@@ -185,9 +199,30 @@ class GoogleCodec(Codec):
         if not self._responding:
             return out
         self._gated = True
-        if self._in_activity:
-            return out  # the open activity already interrupts
+        if self._in_activity or self._hands_free:
+            return out  # the open activity (or Gemini's own detector) already interrupts
         return out + self._open_activity()
+
+    def text(self, text: str) -> list[Outbound]:
+        """Server turns: ``realtimeInput.text``, real-time input like speech (it interrupts a
+        reply, and the model answers it). Manual turns: a complete ``clientContent`` user
+        turn (``turnComplete``), which the model answers with no activity signals (google-genai
+        ``LiveClientRealtimeInput.text`` / ``LiveClientContent``). Dropped, like audio, while a
+        tool call waits for its result."""
+        if self._pending:
+            self._count("texts_dropped_during_tool_call", 1)
+            return []
+        self._responding = self._turn_open = True
+        if self._hands_free:
+            return [_encoder.encode({"realtimeInput": {"text": text}}).decode()]
+        turn = {"role": "user", "parts": [{"text": text}]}
+        return [_encoder.encode({"clientContent": {"turns": [turn], "turnComplete": True}}).decode()]
+
+    def barge_in(self, played_ms: int) -> list[Outbound]:
+        # Gemini cuts its own reply when it hears speech (START_OF_ACTIVITY_INTERRUPTS); the
+        # codec drops the rest of a reply already under way until Gemini confirms. A reply
+        # not begun yet (asked by a commit or typed turn meanwhile) is the answer to come.
+        return self.interrupt(played_ms) if self._model_output else []
 
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:
         if call_id in self._cancelled:
@@ -272,6 +307,13 @@ class GoogleCodec(Codec):
                 self._handle = update.newHandle
                 if self._go_away and self._idle:
                     out.append(Reconnect("goAway: resuming at the end of the turn"))
+        if msg.voiceActivity is not None:
+            known = True
+            kind = msg.voiceActivity.voiceActivityType
+            if kind == "ACTIVITY_START":
+                self._speech_started(out)
+            elif kind == "ACTIVITY_END":
+                self._speech_stopped(out)
         if msg.goAway is not None:
             known = True
             self._go_away = True
@@ -285,6 +327,26 @@ class GoogleCodec(Codec):
     def _idle(self) -> bool:
         """No user activity open and no model turn under way: safe to resume elsewhere."""
         return not self._in_activity and not self._responding
+
+    def _speech_started(self, out: list[CodecEvent]) -> None:
+        if self._hands_free and not self._speaking:
+            self._speaking = True
+            out.append(SpeechStarted())
+
+    def _speech_stopped(self, out: list[CodecEvent]) -> None:
+        if self._hands_free and self._speaking:
+            self._speaking = False
+            out.append(SpeechStopped())
+
+    def _model_answers(self) -> list[CodecEvent]:
+        """The model's reply began: the user's turn is over (where Gemini sent no
+        ``ACTIVITY_END``, this is the stop). The user's transcript is NOT final here: input
+        transcription is not ordered against the reply."""
+        self._model_output = True
+        self._responding = self._turn_open = True
+        out: list[CodecEvent] = []
+        self._speech_stopped(out)
+        return out
 
     def _close_user_turn(self, out: list[CodecEvent]) -> None:
         if self._user_pending:
@@ -312,17 +374,18 @@ class GoogleCodec(Codec):
                 except (binascii.Error, ValueError):
                     self._malformed("modelTurn audio is not base64", out)
                     continue
-                self._responding = self._turn_open = True
+                out += self._model_answers()
                 if self._gated or not pcm:
                     continue
                 self._audio_open = True
                 out.append(AudioOut(pcm, _rate(inline.mimeType)))
         if content.outputTranscription is not None and content.outputTranscription.text:
-            self._responding = self._turn_open = True
+            out += self._model_answers()
             text = content.outputTranscription.text
             self._assistant_text.append(text)
             out.append(Transcript("assistant", text, False))
         if content.interrupted:
+            self._speech_started(out)  # Gemini cut its reply because it heard the user
             self._gated = False
             self._audio_open = False
             out.append(ClearAudio())
@@ -352,9 +415,12 @@ class GoogleCodec(Codec):
             self._assistant_text = []
         self._responding = False
         self._gated = False
+        self._model_output = False
         return True
 
     def _tool_call(self, call: WireToolCall, out: list[CodecEvent]) -> bool:
+        self._model_output = True
+        self._speech_stopped(out)
         emitted = False
         for fc in call.functionCalls or ():
             if not fc.name:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..params import SessionParams
+from ..params import SessionParams, turn_detection
 
 DEFAULT_VOICE = "Puck"
 #: google-genai ``types.Behavior``: the model waits for the function response.
@@ -77,6 +77,29 @@ def gemini_schema(schema: Any) -> Any:
     return out
 
 
+#: ``sensitivity`` -> Gemini's start/end-of-speech sensitivity (google-genai
+#: ``StartSensitivity``/``EndSensitivity`` have LOW and HIGH only: ``medium`` keeps Gemini's default).
+SENSITIVITIES = {"low": "LOW", "high": "HIGH"}
+
+
+def gemini_input_config(params: SessionParams) -> dict[str, Any]:
+    """``realtimeInputConfig`` for the minted turn detection: off for manual turns (the
+    bridge brackets each turn with activity signals), Gemini's detector for server turns."""
+    turn = turn_detection(params)
+    if turn.type != "server":
+        return {"automaticActivityDetection": {"disabled": True}}
+    detection: dict[str, Any] = {"disabled": False}
+    level = SENSITIVITIES.get(turn.sensitivity or "")
+    if level is not None:
+        detection["startOfSpeechSensitivity"] = f"START_SENSITIVITY_{level}"
+        detection["endOfSpeechSensitivity"] = f"END_SENSITIVITY_{level}"
+    if turn.prefix_ms is not None:
+        detection["prefixPaddingMs"] = turn.prefix_ms
+    if turn.silence_ms is not None:
+        detection["silenceDurationMs"] = turn.silence_ms
+    return {"automaticActivityDetection": detection, "activityHandling": "START_OF_ACTIVITY_INTERRUPTS"}
+
+
 def gemini_setup(params: SessionParams, handle: str | None) -> dict[str, Any]:
     model = params.model if params.model.startswith("models/") else f"models/{params.model}"
     generation: dict[str, Any] = {
@@ -88,7 +111,7 @@ def gemini_setup(params: SessionParams, handle: str | None) -> dict[str, Any]:
     setup: dict[str, Any] = {
         "model": model,
         "generationConfig": generation,
-        "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+        "realtimeInputConfig": gemini_input_config(params),
         "inputAudioTranscription": {},
         "outputAudioTranscription": {},
         "sessionResumption": {"handle": handle} if handle else {},

@@ -77,6 +77,13 @@ class Resumption(msgspec.Struct):
     resumable: bool | None = None
 
 
+class VoiceActivity(msgspec.Struct):
+    """With automatic activity detection: ``ACTIVITY_START`` / ``ACTIVITY_END`` (google-genai
+    ``VoiceActivityType``)."""
+
+    voiceActivityType: str | None = None
+
+
 class Message(msgspec.Struct):
     setupComplete: dict | None = None
     serverContent: ServerContent | None = None
@@ -85,3 +92,4 @@ class Message(msgspec.Struct):
     usageMetadata: UsageMetadata | None = None
     goAway: GoAway | None = None
     sessionResumptionUpdate: Resumption | None = None
+    voiceActivity: VoiceActivity | None = None

@@ -5,10 +5,17 @@ Sans-IO: client intents in -> GA client events out (JSON text); server events in
 package's ``types/realtime`` (the tests validate every event we emit against
 ``RealtimeClientEventParam``).
 
-Turn model: ``turn_detection`` is off, so the client's ``commit`` ends a turn and the
-codec asks for a response (``input_audio_buffer.commit`` + ``response.create``).
+Turn model: with ``manual`` turns (the default) ``turn_detection`` is off, so the client's
+``commit`` ends a turn and the codec asks for a response (``input_audio_buffer.commit`` +
+``response.create``). With ``server`` turns it is ``server_vad`` (``silenceMs`` ->
+``silence_duration_ms``, ``prefixMs`` -> ``prefix_padding_ms``, ``sensitivity`` ->
+``threshold`` per :data:`VAD_THRESHOLDS`), with ``semantic`` turns ``semantic_vad``
+(``eagerness``); both with ``create_response`` and ``interrupt_response``, so OpenAI commits,
+answers and cuts its own reply. ``input_audio_buffer.speech_started``/``speech_stopped``
+become :class:`SpeechStarted`/:class:`SpeechStopped` in those modes (the bridge then
+truncates the reply at the audio delivered, as for ``interrupt``).
 
-Decisions (PROTOCOL.md is silent on these):
+Decisions (docs/protocol.md is silent on these):
 
 - A ``commit`` with no audio since the previous one sends only ``response.create``: an
   empty commit is an upstream error (``input_audio_buffer_commit_empty``).
@@ -49,7 +56,7 @@ import msgspec
 from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
 from ..frames import ToolCall, Transcript, Usage
-from ..params import SessionParams
+from ..params import ServerTurns, SessionParams, hands_free, turn_detection
 from .base import (
     UNREADABLE,
     AudioDone,
@@ -60,6 +67,8 @@ from .base import (
     Fatal,
     Outbound,
     Ready,
+    SpeechStarted,
+    SpeechStopped,
 )
 
 OPENAI_RATE = 24000
@@ -143,6 +152,34 @@ class _Event(msgspec.Struct):
 _decoder = msgspec.json.Decoder(_Event)
 _encoder = msgspec.json.Encoder()
 
+#: ``sensitivity`` -> server_vad ``threshold`` (0..1, OpenAI's default 0.5): a higher
+#: threshold needs louder audio to count as speech, so it is the *less* sensitive setting.
+VAD_THRESHOLDS = {"low": 0.7, "medium": 0.5, "high": 0.3}
+
+
+def vad_fields(turn: ServerTurns) -> dict[str, Any]:
+    """The server_vad fields a ``server`` turn detection sets (the rest: provider defaults)."""
+    out: dict[str, Any] = {}
+    if turn.sensitivity is not None:
+        out["threshold"] = VAD_THRESHOLDS[turn.sensitivity]
+    if turn.prefix_ms is not None:
+        out["prefix_padding_ms"] = turn.prefix_ms
+    if turn.silence_ms is not None:
+        out["silence_duration_ms"] = turn.silence_ms
+    return out
+
+
+def openai_turn_detection(params: SessionParams) -> dict[str, Any] | None:
+    """``audio.input.turn_detection`` for the minted turn detection (None: manual)."""
+    turn = turn_detection(params)
+    if turn.type == "server":
+        return {"type": "server_vad", **vad_fields(turn), "create_response": True, "interrupt_response": True}
+    if turn.type == "semantic":
+        eagerness = {"eagerness": turn.eagerness} if turn.eagerness is not None else {}
+        return {"type": "semantic_vad", **eagerness, "create_response": True, "interrupt_response": True}
+    return None
+
+
 _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = '"}'
 _COMMIT = '{"type":"input_audio_buffer.commit"}'
@@ -158,7 +195,7 @@ def openai_session_config(params: SessionParams) -> dict[str, Any]:
         "audio": {
             "input": {
                 "format": {"type": "audio/pcm", "rate": OPENAI_RATE},
-                "turn_detection": None,
+                "turn_detection": openai_turn_detection(params),
                 "transcription": {"model": TRANSCRIPTION_MODEL},
             },
             "output": {
@@ -208,6 +245,7 @@ class OpenAICodec(Codec):
         self._audio_item_bytes = 0
         self._audio_open = False  # deltas seen since the last AudioDone
         self._calls_sent: set[str] = set()
+        self._hands_free = hands_free(params)
         self._handlers = {
             "session.updated": self._on_session_updated,
             "response.created": self._on_response_created,
@@ -229,6 +267,8 @@ class OpenAICodec(Codec):
             "conversation.item.input_audio_transcription.failed": self._on_user_failed,
             "response.function_call_arguments.done": self._on_call_done,
             "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "input_audio_buffer.committed": self._on_committed,
             "error": self._on_error,
         }
         #: Events that need no action but are part of the protocol (not "unknown").
@@ -237,8 +277,7 @@ class OpenAICodec(Codec):
             "conversation.item.done", "conversation.item.created", "conversation.item.truncated",
             "conversation.item.deleted", "conversation.item.retrieved",
             "conversation.item.input_audio_transcription.segment",
-            "input_audio_buffer.committed", "input_audio_buffer.cleared",
-            "input_audio_buffer.speech_stopped", "input_audio_buffer.timeout_triggered",
+            "input_audio_buffer.cleared", "input_audio_buffer.timeout_triggered",
             "response.output_item.added", "response.output_item.done",
             "response.content_part.added", "response.content_part.done",
             "response.function_call_arguments.delta", "rate_limits.updated",
@@ -276,6 +315,12 @@ class OpenAICodec(Codec):
             self._audio_since_commit = False
         return out + self._create_response()
 
+    def text(self, text: str) -> list[Outbound]:
+        """A user message item with ``input_text`` (GA ``conversation.item.create``), then a
+        response: in every turn mode (the VAD answers audio only)."""
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        return [_json({"type": "conversation.item.create", "item": item}), *self._create_response()]
+
     def interrupt(self, played_ms: int) -> list[Outbound]:
         out: list[Outbound] = []
         if self._response_active:
@@ -283,6 +328,20 @@ class OpenAICodec(Codec):
             if self._response_id:
                 cancel["response_id"] = self._response_id
             out.append(_json(cancel))
+        return out + self._truncate(played_ms)
+
+    def barge_in(self, played_ms: int) -> list[Outbound]:
+        """As :meth:`interrupt`, but only a response the provider had begun (``response.created``
+        seen): the provider's events are in order, so a ``response.create`` it has not answered
+        yet reached it after it heard the user (a commit or typed turn sent meanwhile), and is
+        the answer to come, not the reply to cut."""
+        out: list[Outbound] = []
+        if self._response_active and self._response_id:
+            out.append(_json({"type": "response.cancel", "response_id": self._response_id}))
+        return out + self._truncate(played_ms)
+
+    def _truncate(self, played_ms: int) -> list[Outbound]:
+        out: list[Outbound] = []
         if self._audio_item is not None and self._audio_item_bytes:
             received_ms = self._audio_item_bytes * 1000 // (2 * self._out_rate)
             out.append(_json({
@@ -433,8 +492,20 @@ class OpenAICodec(Codec):
         return Usage(in_d.audio_tokens if in_d else 0, out_d.audio_tokens if out_d else 0)
 
     def _on_speech_started(self, ev: _Event) -> list[CodecEvent]:
-        # Only with server VAD (not used by the bridge): the provider cut its own reply.
+        if self._hands_free:
+            return [SpeechStarted()]
+        # manual turns: only when a client of the OpenAI-compatible endpoint turned VAD on
+        # itself; the provider cut its own reply and that client truncates it itself
         return [ClearAudio()]
+
+    def _on_speech_stopped(self, ev: _Event) -> list[CodecEvent]:
+        return [SpeechStopped()] if self._hands_free else []
+
+    def _on_committed(self, ev: _Event) -> list[CodecEvent]:
+        # the VAD committed the buffer (or our own commit was applied): a later commit
+        # with no new audio would be an empty-buffer error
+        self._audio_since_commit = False
+        return []
 
     def _on_error(self, ev: _Event) -> list[CodecEvent]:
         err = ev.error or _Err()

@@ -10,6 +10,11 @@ and overrides exactly where xAI differs. Each difference is explicit below and t
 - **Rates.** xAI takes PCM16 at 8-48 kHz per direction, so the session asks for the
   client's own ``inputSampleRate`` and ``outputSampleRate``: audio crosses the bridge with
   no resampling at all for xAI.
+- **Turn detection.** ``server`` turns are ``server_vad`` with ``threshold``,
+  ``silence_duration_ms`` and ``prefix_padding_ms`` (providers.md 4.2 lists these; xAI
+  documents no ``create_response``/``interrupt_response``: its VAD answers by itself, and
+  the bridge cancels and truncates on barge-in as for OpenAI). xAI has no semantic VAD
+  (the mint refuses it).
 - **Temperature** is not part of xAI's documented session; it is not sent.
 - **User transcripts** arrive as ``conversation.item.input_audio_transcription.updated``
   with the *cumulative* text, which may revise earlier words. Only words followed by a
@@ -43,9 +48,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..frames import Transcript, Usage
-from ..params import SessionParams
+from ..params import SessionParams, turn_detection
 from .base import CodecEvent, Outbound
-from .openai import OpenAICodec, _Err, _Event, _json, function_tool
+from .openai import OpenAICodec, _Err, _Event, _json, function_tool, vad_fields
 
 DEFAULT_VOICE = "eve"
 TRANSCRIPTION_MODEL = "grok-transcribe"
@@ -55,10 +60,17 @@ BENIGN_MESSAGES = ("no active response", "truncat")
 MAX_TRACKED_ITEMS = 256
 
 
+def xai_turn_detection(params: SessionParams) -> dict[str, Any] | None:
+    turn = turn_detection(params)
+    if turn.type == "server":
+        return {"type": "server_vad", **vad_fields(turn)}
+    return None  # manual (semantic is refused at mint)
+
+
 def xai_session_config(params: SessionParams) -> dict[str, Any]:
     session: dict[str, Any] = {
         "voice": params.voice or DEFAULT_VOICE,
-        "turn_detection": None,
+        "turn_detection": xai_turn_detection(params),
         "audio": {
             "input": {
                 "format": {"type": "audio/pcm", "rate": params.input_sample_rate},

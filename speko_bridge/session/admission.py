@@ -6,7 +6,7 @@ for its client: this socket takes it back), or raises :class:`Refused`, which th
 answers in one place, in the words of its client protocol. Nothing here knows which protocol
 that is.
 
-Resuming (PROTOCOL.md v2): a token whose session is live here is a resume, not a new
+Resuming (docs/protocol.md, v2): a token whose session is live here is a resume, not a new
 session: it takes no server place and no per-key slot (the session holds both already), and
 it wins only while the session's client is away (one live socket per session: otherwise
 4001 ``token_used``). The token's opening window bounds the first open only. A used token

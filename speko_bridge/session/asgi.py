@@ -14,7 +14,7 @@ ASGI does not carry:
    close handshake: after ``CLIENT_CLOSE_TIMEOUT`` the connection is dropped, or the socket
    would stay ESTABLISHED with megabytes unsent until the kernel gives up).
 4. **Whether the client's socket ended without a close frame from the client** (a dropped
-   connection, which a resumable session waits for; PROTOCOL.md v2). uvicorn's sans-IO
+   connection, which a resumable session waits for; docs/protocol.md (v2)). uvicorn's sans-IO
    protocol reports a lost connection as 1005, the same code as a close frame without a
    status, so the disconnect event cannot tell them apart; the protocol's ``conn.close_rcvd``
    (websockets' record of the close frame received, None if none) can.

@@ -1,7 +1,7 @@
 """One client socket attached to a session: its reader and writer tasks, and its close.
 
 A session outlives its client socket when that socket drops without a close handshake
-(PROTOCOL.md "Resuming after a dropped connection"): the session keeps the provider side,
+(docs/protocol.md "Resuming after a dropped connection"): the session keeps the provider side,
 and a new socket with the same token gets a new :class:`ClientLink`. So everything tied to
 one socket lives here, and the session (``runner.py``) holds at most one link at a time.
 """

@@ -21,10 +21,12 @@ from ..clientproto.base import (
     Reply,
     Respond,
     SendAudio,
+    SendText,
     TextMessage,
     ToolOutput,
 )
 from ..codes import CloseCode, ErrorCode
+from ..frames import Transcript
 from .asgi import dropped, queued_messages
 from .outbox import COALESCE_MAX_BYTES
 from .pacing import Pacer
@@ -150,12 +152,17 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
+                await session.toward_client.speech_stopped()  # a commit ends speech under way
                 asked = provider.commit()
                 if asked:  # a codec may hold a commit back (Gemini, while a tool call waits)
                     session.expect_reply()
                 await upstream.send(asked)
+            elif kind is SendText:
+                session.expect_reply()
+                await session.put_all(session.client.frame(Transcript("user", intent.text, True)))
+                await upstream.send(provider.text(intent.text))
             elif kind is Cancel:
-                await self._interrupt()
+                await session.cancel_reply()
             elif kind is ToolOutput:
                 session.expect_reply()
                 await upstream.send(provider.tool_result(intent.call_id, intent.output))
@@ -171,11 +178,3 @@ class ClientToProvider:
         self._joined_bytes = 0
         if self.session.provider is not None:
             await self.session.upstream.send(self.session.provider.audio(pcm))
-
-    async def _interrupt(self) -> None:
-        session = self.session
-        played_ms = int(session.outbox.played_bytes * 1000 / (2 * session.client.output_rate))
-        session.toward_client.drop_audio()
-        for item in session.client.cancelled():
-            await session.put(item)
-        await session.upstream.send(session.provider.interrupt(played_ms))

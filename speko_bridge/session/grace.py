@@ -1,4 +1,4 @@
-"""The grace window of a session whose client socket dropped (PROTOCOL.md v2, "Resuming
+"""The grace window of a session whose client socket dropped (docs/protocol.md, "Resuming
 after a dropped connection").
 
 A socket that ends with no close handshake (1006: network loss, a laptop lid, a proxy that

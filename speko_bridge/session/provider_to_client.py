@@ -16,8 +16,18 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from ..audio import Resampler
-from ..frames import CloseCode, Error, ErrorCode, ToolCall, Transcript, Usage
-from ..providers.base import AudioDone, AudioOut, ClearAudio, Fatal, Malformed, Ready, Reconnect
+from ..frames import CloseCode, Error, ErrorCode, Speech, ToolCall, Transcript, Usage
+from ..providers.base import (
+    AudioDone,
+    AudioOut,
+    ClearAudio,
+    Fatal,
+    Malformed,
+    Ready,
+    Reconnect,
+    SpeechStarted,
+    SpeechStopped,
+)
 from ..store import UsageTotals
 from . import record
 from .phase import Phase
@@ -39,6 +49,7 @@ class ProviderToClient:
         self.last_item: str | None = None  # the provider item of the latest assistant audio
         self.malformed_run = 0
         self._declared = session.client.declared_tools()
+        self.speaking = False  # between speech: started and speech: stopped (server turns)
 
     async def run(self) -> None:
         session = self.session
@@ -142,6 +153,11 @@ class ProviderToClient:
                     session.set_upstream_phase(Phase.READY)
             elif kind is ClearAudio:
                 self.drop_audio()
+            elif kind is SpeechStarted:
+                if not self.speaking:
+                    await self.barge_in()
+            elif kind is SpeechStopped:
+                await self.speech_stopped()
             elif kind is Reconnect:
                 reconnect = ev
             elif kind is Malformed:
@@ -184,6 +200,25 @@ class ProviderToClient:
         if self.malformed_run >= MALFORMED_RUN_MAX:
             self.session.end(CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_ERROR,
                              f"provider sent {self.malformed_run} unreadable messages in a row")
+
+    async def barge_in(self) -> None:
+        """The provider heard the user start speaking over the reply (server/semantic turns):
+        cancel it and cut the provider's copy at the audio delivered, exactly as a client's
+        ``interrupt``, and only then tell the client ``speech: started``: everything of the
+        old reply still queued was dropped and its item muted, so no audio of it follows."""
+        self.speaking = True
+        await self.session.cancel_reply(barge_in=True)
+        await self.session.put_all(self.session.client.frame(Speech("started")))
+
+    async def speech_stopped(self) -> None:
+        """The user's turn is over: by the provider's detection, or by the client's
+        ``commit`` while the provider heard speech (every ``started`` gets its ``stopped``,
+        once)."""
+        if not self.speaking:
+            return
+        self.speaking = False
+        self.session.expect_reply()
+        await self.session.put_all(self.session.client.frame(Speech("stopped")))
 
     def drop_audio(self) -> None:
         """Drop assistant audio not yet sent (interrupt, or the provider cut its reply)."""

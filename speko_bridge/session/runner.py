@@ -272,3 +272,16 @@ class Session:
     async def put_all(self, items: list) -> None:
         for item in items:
             await self.put(item)
+
+    async def cancel_reply(self, barge_in: bool = False) -> None:
+        """Cancel the assistant's reply at the audio the client received (a client's
+        ``interrupt``, or the provider hearing the user: ``barge_in``): unsent audio is dropped
+        and its item muted, then the provider is asked to cancel and to cut its copy of the
+        reply there."""
+        played_ms = int(self.outbox.played_bytes * 1000 / (2 * self.client.output_rate))
+        self.toward_client.drop_audio()
+        for item in self.client.cancelled():
+            await self.put(item)
+        if self.provider is not None:
+            provider = self.provider
+            await self.upstream.send(provider.barge_in(played_ms) if barge_in else provider.interrupt(played_ms))

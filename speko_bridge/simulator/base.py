@@ -20,6 +20,7 @@ class SimulatorServer:
         self.open_sockets = 0
         self.received: list[list[dict]] = []  # per connection, every client message
         self.violations: list[str] = []  # client messages the provider's types refuse
+        self.replies = 0  # model responses begun, all connections (tests count usage against it)
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._checker: Callable[[dict], str | None] | None = None

@@ -26,8 +26,8 @@ Deterministic turns (manual activity detection, as the bridge configures it):
   The model continues by itself after the matching ``toolResponse``.
 - Otherwise a spoken reply: ``reply_ms`` of 24 kHz tone in 100 ms ``inlineData`` chunks
   (``audio/pcm;rate=24000``), ``outputTranscription`` word fragments ("You spoke for S
-  seconds." or "The tool said: <response JSON>"), ``generationComplete``, then
-  ``turnComplete`` with ``usageMetadata`` and a resumable ``sessionResumptionUpdate``.
+  seconds.", "The tool said: <response JSON>", or "You wrote: <text>" after a typed
+  turn), ``generationComplete``, then ``turnComplete`` with ``usageMetadata`` and a resumable ``sessionResumptionUpdate``.
 - ``activityStart`` during a reply interrupts it: ``interrupted`` then ``turnComplete``
   (no ``generationComplete``), and a ``toolCallCancellation`` for a pending call. With
   ``send_interrupted=False`` the turn ends with ``turnComplete`` alone: the service does
@@ -38,6 +38,15 @@ Deterministic turns (manual activity detection, as the bridge configures it):
   without waiting); without ``contextWindowCompression`` the session closes after
   ``session_cap_seconds``; the user's transcription arrives late and split around the
   reply's first audio; ``reject_turn`` answers a turn with only ``turnCompleteReason``.
+- Automatic activity detection (``realtimeInputConfig.automaticActivityDetection`` not
+  disabled): speech start/stop from the audio's energy (:mod:`.vad`) with
+  ``silenceDurationMs``, ``prefixPaddingMs`` and the start sensitivity (``HIGH``/``LOW``),
+  announced as ``voiceActivity{voiceActivityType: ACTIVITY_START|ACTIVITY_END}``
+  (google-genai ``LiveServerMessage.voice_activity``). A start during a reply interrupts it
+  (``activityHandling`` ``START_OF_ACTIVITY_INTERRUPTS``, the default); the end starts the
+  reply. ``audioStreamEnd`` ends speech in progress. ``activityStart``/``activityEnd`` in
+  this mode close 1007 (providers.md 3.3). ``realtimeInput.text`` is a typed turn in either
+  mode.
 - Usage: prompt AUDIO tokens = ceil(input ms * 32 / 1000) (Gemini counts 32 tokens per
   second of audio), TEXT 10; response AUDIO tokens = ceil(output ms * 32 / 1000).
 - With ``sessionResumption`` in the setup, a handle is issued right after
@@ -64,12 +73,17 @@ from aiohttp import WSMsgType, web
 from ..models import KNOWN_MODELS
 from .base import SimulatorServer
 from .openai import _example_args, _tone, _words
+from .vad import EnergyVad
 
 OUTPUT_RATE = 24000
 CHUNK_MS = 100
 TOKENS_PER_SECOND = 32
 PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
 MAX_REASON_BYTES = 123  # observed: Gemini truncates close reasons
+#: Gemini documents no defaults for silenceDurationMs/prefixPaddingMs: OpenAI's are used.
+DEFAULT_SILENCE_MS, DEFAULT_PREFIX_MS = 500, 300
+#: startOfSpeechSensitivity -> the detector's threshold (HIGH: quieter speech counts).
+SENSITIVITY_THRESHOLDS = {"START_SENSITIVITY_HIGH": 0.3, "START_SENSITIVITY_LOW": 0.7}
 
 BAD_KEY = (1007, "API key not valid. Please pass a valid API key.")
 INVALID_ARGUMENT = (1007, "Request contains an invalid argument.")
@@ -180,6 +194,7 @@ class _Conn:
         self.audio_rate = 16000
         self.reply: asyncio.Task | None = None
         self.interrupted = False
+        self.vad: EnergyVad | None = None  # automatic activity detection is on
 
 
 class GoogleSimulator(SimulatorServer):
@@ -333,6 +348,13 @@ class GoogleSimulator(SimulatorServer):
         conn.resumption = resumption is not None
         conn.transcribe_in = _get(setup, "inputAudioTranscription") is not None
         conn.transcribe_out = _get(setup, "outputAudioTranscription") is not None
+        detection = _get(_get(setup, "realtimeInputConfig") or {}, "automaticActivityDetection") or {}
+        if not _get(detection, "disabled"):
+            conn.vad = EnergyVad(
+                16000, SENSITIVITY_THRESHOLDS.get(_get(detection, "startOfSpeechSensitivity"), 0.5),
+                _get(detection, "silenceDurationMs") or DEFAULT_SILENCE_MS,
+                _get(detection, "prefixPaddingMs") if _get(detection, "prefixPaddingMs") is not None
+                else DEFAULT_PREFIX_MS)
         conn.setup_done = True
         await self._send(ws, {"setupComplete": {}})
         if conn.resumption:
@@ -349,6 +371,19 @@ class GoogleSimulator(SimulatorServer):
                 self.violations.append("realtime input while a BLOCKING function call is unanswered")
                 await self._close(ws, INPUT_DURING_CALL)
                 return False
+            if conn.vad is not None and (_get(realtime, "activityStart") is not None
+                                         or _get(realtime, "activityEnd") is not None):
+                self.violations.append("activity signals while automatic activity detection is on")
+                await self._close(ws, INVALID_ARGUMENT)
+                return False
+            if _get(realtime, "text") is not None:
+                await self._interrupt(ws, conn)
+                self._start_reply(ws, conn, {"kind": "text", "text": str(_get(realtime, "text"))})
+                return True
+            if _get(realtime, "audioStreamEnd"):
+                if conn.vad is not None and conn.vad.speaking:
+                    await self._speech_stopped(ws, conn, conn.vad.stop())
+                return True
             if _get(realtime, "activityStart") is not None:
                 if conn.reply is not None and not conn.reply.done():
                     conn.interrupted = True
@@ -367,16 +402,24 @@ class GoogleSimulator(SimulatorServer):
             else:
                 audio = _get(realtime, "audio")
                 if audio is not None:
-                    if not conn.in_activity:
+                    if not conn.in_activity and conn.vad is None:
                         self.violations.append("audio outside an activity (automatic detection is off)")
                     mime = str(_get(audio, "mimeType") or "")
                     rate = mime.partition("rate=")[2]
                     conn.audio_rate = int(rate) if rate.isdigit() else 16000
                     try:
-                        conn.audio += binascii.a2b_base64(_get(audio, "data") or "")
+                        pcm = binascii.a2b_base64(_get(audio, "data") or "")
                     except (binascii.Error, ValueError):
                         await self._close(ws, INVALID_ARGUMENT)
                         return False
+                    conn.audio += pcm
+                    if conn.vad is not None:
+                        for ev in conn.vad.feed(pcm):
+                            if ev.kind == "start":
+                                await self._send(ws, {"voiceActivity": {"voiceActivityType": "ACTIVITY_START"}})
+                                await self._interrupt(ws, conn)
+                            else:
+                                await self._speech_stopped(ws, conn, ev)
             return True
         response = _get(message, "toolResponse")
         if response is not None:
@@ -395,12 +438,25 @@ class GoogleSimulator(SimulatorServer):
         # clientContent: a text turn.
         content = _get(message, "clientContent")
         if content is not None and _get(content, "turnComplete"):
-            self._start_reply(ws, conn, {"kind": "text"})
+            words = [str(_get(p, "text")) for t in _get(content, "turns") or () for p in _get(t, "parts") or ()
+                     if _get(p, "text") is not None]
+            await self._interrupt(ws, conn)
+            self._start_reply(ws, conn, {"kind": "text", "text": " ".join(words)})
         return True
 
     async def _hear(self, ws, words: list[str]) -> None:
         for word in words:
             await self._send(ws, {"serverContent": {"inputTranscription": {"text": word}}})
+    async def _interrupt(self, ws, conn: _Conn) -> None:
+        """New user input during a reply cuts it (START_OF_ACTIVITY_INTERRUPTS)."""
+        if conn.reply is not None and not conn.reply.done():
+            conn.interrupted = True
+            await conn.reply
+
+    async def _speech_stopped(self, ws, conn: _Conn, ev) -> None:
+        await self._send(ws, {"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}})
+        conn.audio.clear()
+        self._start_reply(ws, conn, {"kind": "audio", "ms": ev.speech_ms})
 
     def _start_reply(self, ws, conn: _Conn, last: dict) -> None:
         conn.interrupted = False
@@ -427,6 +483,7 @@ class GoogleSimulator(SimulatorServer):
         cfg = self.config
         conv = conn.conversation
         conv.turns += 1
+        self.replies += 1
         in_ms = last.get("ms", 0)
         # Input transcription is not ordered against the reply (google-genai ``Transcription``
         # has a ``finished`` flag, which 2.5 models never set: googleapis/js-genai#1429).
@@ -465,6 +522,7 @@ class GoogleSimulator(SimulatorServer):
             text = "Let me check that."
         if text is None:
             text = (f"The tool said: {last['output']}" if last["kind"] == "tool"
+                    else f"You wrote: {last['text']}" if last.get("text")
                     else f"You spoke for {in_ms / 1000:.1f} seconds.")
         audio = _tone(cfg.reply_ms, OUTPUT_RATE)
         step = 2 * OUTPUT_RATE * CHUNK_MS // 1000

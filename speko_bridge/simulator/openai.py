@@ -13,10 +13,19 @@ Deterministic rules (so tests can assert content):
   the first tool, with arguments built from its JSON Schema properties: strings
   ``"Paris"``, numbers and integers ``1``, booleans ``true``, arrays ``[]``, objects ``{}``.
 - Any other response is spoken: ``reply_ms`` of a 24 kHz two-tone signal in 100 ms deltas,
-  with transcript ``"You spoke for S seconds."``, or ``"The tool said: <output>"`` after a
-  ``function_call_output``.
+  with transcript ``"You spoke for S seconds."``, ``"The tool said: <output>"`` after a
+  ``function_call_output``, or ``"You wrote: <text>"`` after a user ``input_text`` item.
 - Usage: input audio tokens = ceil(input ms / 100), output audio tokens = ceil(output
   ms / 50); text tokens: 10 in, words out.
+- Turn detection (``server_vad``/``semantic_vad`` in the session): speech start/stop from
+  the audio's energy (:mod:`.vad`) with the session's ``threshold``, ``prefix_padding_ms``
+  and ``silence_duration_ms`` (semantic: the silence grows as ``eagerness`` falls; the
+  simulator has no language model). Events in the service's order (providers.md 2.3):
+  ``input_audio_buffer.speech_started{audio_start_ms,item_id}``, and when speech starts
+  during a response with ``interrupt_response`` (OpenAI's default true), that response is
+  cancelled (``response.done`` status ``cancelled``, reason ``turn_detected``); at the end,
+  ``speech_stopped{audio_end_ms,item_id}``, ``committed`` and the user item, then with
+  ``create_response`` a response. The spoken seconds are the speech, prefix included.
 - With ``refuse_responses``, every ``response.create`` is answered with an ``error`` event
   (``invalid_request_error``, its ``event_id`` echoed) and no response, as the service
   answers a request it will not serve; the connection stays open.
@@ -39,6 +48,7 @@ import typing_extensions
 from aiohttp import WSMsgType, web
 
 from .base import SimulatorServer
+from .vad import EnergyVad
 
 RATE = 24000
 DELTA_MS = 100  # audio per output delta, as the real service sends roughly
@@ -224,6 +234,10 @@ class _Conn:
         self.input_ms_total = 0
         self.responses = 0
         self.response_audio_ms = 0  # audio sent by the current response
+        self.cancel_reason = "client_cancelled"
+        self.vad: EnergyVad | None = None
+        self.vad_config: Any = None  # the turn_detection the detector was built from
+        self.vad_item: str | None = None  # the user item the current speech will become
 
     def nid(self, prefix: str) -> str:
         return f"{prefix}_{next(self.ids)}"
@@ -237,10 +251,19 @@ def _merge(into: dict, update: dict) -> None:
             into[k] = v
 
 
+#: semantic_vad has no language model here: the silence that ends a turn, per eagerness
+#: (OpenAI: low waits longest, high answers soonest).
+SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 400}
+
+
 class OpenAISimulator(SimulatorServer):
     PATHS = ("/v1/realtime",)
     #: Event types this dialect never sends (xAI omits some of OpenAI's).
     SKIP_EVENTS: frozenset[str] = frozenset()
+    #: speech_started/stopped carry audio_start_ms/audio_end_ms (xAI's do not).
+    VAD_MS_FIELDS = True
+    #: A speech start cuts the response when turn_detection does not say (OpenAI: true).
+    INTERRUPT_BY_DEFAULT = True
 
     def __init__(self, config: OpenAISimConfig | None = None) -> None:
         super().__init__()
@@ -418,10 +441,73 @@ class OpenAISimulator(SimulatorServer):
 
     async def _on_input_audio_buffer_append(self, ws, conn: _Conn, event: dict) -> None:
         try:
-            conn.buffer += binascii.a2b_base64(event.get("audio", ""))
+            pcm = binascii.a2b_base64(event.get("audio", ""))
         except (binascii.Error, ValueError):
             await self._error(ws, conn, "invalid_request_error", "invalid_value",
                               "Invalid base64 audio.", "audio", event.get("event_id"))
+            return
+        conn.buffer += pcm
+        vad = self._vad(conn)
+        if vad is not None:
+            for ev in vad.feed(pcm):
+                await (self._speech_started(ws, conn, ev) if ev.kind == "start" else self._speech_stopped(ws, conn, ev))
+
+    # ------------------------------------------------------------------ voice activity
+
+    def _turn_detection(self, conn: _Conn) -> dict | None:
+        td = conn.session["audio"]["input"].get("turn_detection")
+        return td if isinstance(td, dict) and td.get("type") in ("server_vad", "semantic_vad") else None
+
+    def _vad(self, conn: _Conn) -> EnergyVad | None:
+        td = self._turn_detection(conn)
+        if td is None:
+            conn.vad = None
+            return None
+        if conn.vad is None or conn.vad_config != td:
+            in_rate, _ = self._rates(conn)
+            silence = (SEMANTIC_SILENCE_MS[td.get("eagerness") or "auto"] if td["type"] == "semantic_vad"
+                       else td.get("silence_duration_ms") or 500)
+            conn.vad = EnergyVad(in_rate, td.get("threshold") or 0.5, silence, td.get("prefix_padding_ms", 300))
+            conn.vad_config = dict(td)
+        return conn.vad
+
+    def _vad_event(self, kind: str, ms_field: str, ms: int, item_id: str | None) -> dict:
+        event = {"type": kind, "item_id": item_id}
+        if self.VAD_MS_FIELDS:
+            event[ms_field] = ms
+        return event
+
+    async def _speech_started(self, ws, conn: _Conn, ev) -> None:
+        conn.vad_item = conn.nid("item")
+        await self._send(ws, conn, self._vad_event("input_audio_buffer.speech_started", "audio_start_ms",
+                                                   ev.at_ms, conn.vad_item))
+        td = self._turn_detection(conn) or {}
+        if td.get("interrupt_response", self.INTERRUPT_BY_DEFAULT) and conn.response is not None \
+                and not conn.response.done():
+            conn.cancelled = True
+            conn.cancel_reason = "turn_detected"
+            await conn.response  # it ends at its next delta with response.done (cancelled)
+
+    async def _speech_stopped(self, ws, conn: _Conn, ev) -> None:
+        item_id = conn.vad_item or conn.nid("item")
+        conn.vad_item = None
+        await self._send(ws, conn, self._vad_event("input_audio_buffer.speech_stopped", "audio_end_ms",
+                                                   ev.at_ms, item_id))
+        conn.buffer.clear()
+        await self._commit(ws, conn, ev.speech_ms, item_id)
+        td = self._turn_detection(conn) or {}
+        if not td.get("create_response", True):
+            return
+        if conn.response is None or conn.response.done():
+            self._begin_response(ws, conn)
+        else:  # a reply still runs (nobody cut it): the new one follows it
+            running = conn.response
+
+            async def after() -> None:
+                await asyncio.wait([running])
+                self._begin_response(ws, conn)
+
+            conn.response = asyncio.create_task(after())
 
     async def _on_input_audio_buffer_clear(self, ws, conn: _Conn, event: dict) -> None:
         conn.buffer.clear()
@@ -436,8 +522,13 @@ class OpenAISimulator(SimulatorServer):
             return
         ms = len(conn.buffer) * 1000 // (2 * in_rate)
         conn.buffer.clear()
+        if conn.vad is not None and conn.vad.speaking:  # a manual commit ends the speech too
+            conn.vad.stop()
+        await self._commit(ws, conn, ms, conn.vad_item or conn.nid("item"))
+        conn.vad_item = None
+
+    async def _commit(self, ws, conn: _Conn, ms: int, item_id: str) -> None:
         conn.input_ms_total += ms
-        item_id = conn.nid("item")
         previous = conn.last_input["id"] if conn.last_input else None
         item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
                 "content": [{"type": "input_audio", "transcript": None}]}
@@ -462,7 +553,8 @@ class OpenAISimulator(SimulatorServer):
             conn.last_input = {"id": item_id, "kind": "tool", "output": item.get("output", "")}
         else:
             item_id = conn.nid("item")
-            conn.last_input = {"id": item_id, "kind": "text"}
+            words = [c.get("text", "") for c in item.get("content") or () if c.get("type") == "input_text"]
+            conn.last_input = {"id": item_id, "kind": "text", "text": " ".join(words)}
         added = {"id": item_id, "status": "completed", **item}
         await self._send(ws, conn, {"type": "conversation.item.added", "previous_item_id": None, "item": added})
         await self._send(ws, conn, {"type": "conversation.item.done", "previous_item_id": None, "item": added})
@@ -495,12 +587,19 @@ class OpenAISimulator(SimulatorServer):
                               "Conversation already has an active response in progress.", None,
                               event.get("event_id"))
             return
+        self._begin_response(ws, conn)
+
+    def _begin_response(self, ws, conn: _Conn) -> None:
         conn.cancelled = False
+        conn.cancel_reason = "client_cancelled"
         conn.response_id = conn.nid("resp")
         conn.response = asyncio.create_task(self._respond(ws, conn, conn.response_id))
 
     async def _on_response_cancel(self, ws, conn: _Conn, event: dict) -> None:
-        if conn.response is None or conn.response.done():
+        # a response_id names the response to cancel: one that already ended is not active
+        # (GA ``response.cancel.response_id``), whatever response runs now
+        named = event.get("response_id")
+        if conn.response is None or conn.response.done() or (named is not None and named != conn.response_id):
             await self._error(ws, conn, "invalid_request_error", "response_cancel_not_active",
                               "Cancellation failed: no active response found", None, event.get("event_id"))
             return
@@ -539,6 +638,7 @@ class OpenAISimulator(SimulatorServer):
     async def _respond(self, ws, conn: _Conn, rid: str) -> None:
         cfg = self.config
         conn.responses += 1
+        self.replies += 1
         last = conn.last_input or {"kind": "text"}
         response = {"id": rid, "object": "realtime.response", "status": "in_progress", "output": [],
                     "conversation_id": "conv_sim", "output_modalities": ["audio"]}
@@ -553,6 +653,8 @@ class OpenAISimulator(SimulatorServer):
             return
         if last["kind"] == "tool":
             text = f"The tool said: {last['output']}"
+        elif last.get("text"):
+            text = f"You wrote: {last['text']}"
         else:
             text = f"You spoke for {in_ms / 1000:.1f} seconds."
         item_id = conn.nid("item")
@@ -636,7 +738,7 @@ class OpenAISimulator(SimulatorServer):
         await self._done(ws, conn, rid, "completed", [done_item], in_tokens, 0, 5)
 
     async def _done(self, ws, conn, rid, status, output, in_audio, out_audio, out_text) -> None:
-        details = {"type": "cancelled", "reason": "client_cancelled"} if status == "cancelled" else None
+        details = {"type": "cancelled", "reason": conn.cancel_reason} if status == "cancelled" else None
         usage = self._usage(in_audio, out_audio, out_text)
         await self._send(ws, conn, {"type": "response.done", "response": {
             "id": rid, "object": "realtime.response", "status": status, "status_details": details,

@@ -24,6 +24,9 @@ providers.md 4, and issue 19 for the real-service behaviours marked *):
   truncation* (pipecat treats such xAI errors as harmless; the exact wording is ours).
 - No ``rate_limits.updated`` and no ``conversation.item.done``.
 - Usage ``{total_tokens, input_tokens, output_tokens}`` in ``response.usage``.
+- Server VAD: ``speech_started``/``speech_stopped`` carry only ``item_id`` (providers.md 4.3,
+  no ``*_ms`` fields), and a speech start does not cut a response by itself (xAI documents
+  no ``interrupt_response``: the client cancels).
 - Audio at the rates the session asked for. Other rules as the OpenAI simulator.
 """
 
@@ -90,6 +93,8 @@ def xai_event_checker():
 
 class XAISimulator(OpenAISimulator):
     SKIP_EVENTS = frozenset({"rate_limits.updated", "conversation.item.done"})
+    VAD_MS_FIELDS = False
+    INTERRUPT_BY_DEFAULT = False
 
     def __init__(self, config: XAISimConfig | None = None) -> None:
         super().__init__(config or XAISimConfig())
@@ -148,6 +153,10 @@ class XAISimulator(OpenAISimulator):
                 shown["turn_detection"] = {"type": None}
             event = {"type": "session.updated", "session": shown}
         await super()._send(ws, conn, event)
+
+    def _turn_detection(self, conn: _Conn) -> dict | None:
+        td = conn.session.get("turn_detection")  # top level in xAI's session
+        return td if isinstance(td, dict) and td.get("type") == "server_vad" else None
 
     def _transcribing(self, conn: _Conn) -> bool:
         return bool(conn.session["audio"]["input"].get("transcription"))

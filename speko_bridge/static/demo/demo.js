@@ -1,12 +1,13 @@
-// The demo page: press (or hold Space) to talk, hear the answer, see transcripts, tool calls,
-// usage and how the session ended. Audio in and out is the SDK's own helpers: startCapture()
+// The demo page: press (or hold Space) to talk, or turn hands-free on (the provider's voice
+// activity detection ends each turn, speaking over the answer cuts it), or type; hear the
+// answer, see transcripts, tool calls, usage and how the session ended. Audio in and out is the SDK's own helpers: startCapture()
 // and createPlayer(); this file is only the page around them.
 import { connect, createPlayer, startCapture } from "/sdk/speko-realtime.js";
 
 const MODELS = { openai: "gpt-realtime", google: "gemini-2.5-flash-native-audio-preview-12-2025", xai: "grok-voice-latest" };
 const $ = (id) => document.getElementById(id);
 const stats = { framesIn: 0, samplesIn: 0, samplesPlayed: 0, chunksSent: 0, usage: [0, 0], reconnecting: 0,
-  resumed: 0, restarted: 0 };
+  resumed: 0, restarted: 0, responses: 0, speech: [] };
 window.spekoDemo = stats;  // read by the browser test
 
 let rt = null;          // the live session
@@ -18,8 +19,11 @@ let lines = {};         // role -> the element collecting the current utterance
 let talking = false;
 
 function status(text) { $("status").textContent = text; }
+const handsFree = () => $("handsfree").checked;
 function label() {
-  $("talk").textContent = talking ? "Release to send" : rt ? "Hold to talk" : opening ? "Connecting..." : "Hold to talk";
+  $("talk").disabled = handsFree();
+  $("talk").textContent = handsFree() ? (rt ? "Listening (hands-free)" : "Connecting...")
+    : talking ? "Release to send" : rt ? "Hold to talk" : opening ? "Connecting..." : "Hold to talk";
   $("talk").classList.toggle("live", talking);
   $("talk").setAttribute("aria-pressed", String(talking));
 }
@@ -29,6 +33,7 @@ async function mint() {
     parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } }] : undefined;
   const body = { provider: $("provider").value, model: MODELS[$("provider").value],
     inputSampleRate: +$("inRate").value, outputSampleRate: +$("outRate").value, tools };
+  if (handsFree()) body.turnDetection = { type: "server", silenceMs: 500 };
   const r = await fetch("/dev/sessions", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body) });
   const answer = await r.json();
@@ -84,7 +89,12 @@ async function open() {
     if (f.type === "transcript") transcript(f);
     else if (f.type === "tool_call") toolCall(f);
     else if (f.type === "audio") { stats.framesIn += 1; stats.samplesIn += f.pcm.byteLength / 2; }
-    else if (f.type === "usage") {
+    else if (f.type === "speech") {
+      // started: the bridge already cut the reply, and the SDK flushed the player at once
+      stats.speech.push(f.state);
+      status(f.state === "started" ? "connected · you are speaking" : "connected · answering");
+    } else if (f.type === "usage") {
+      stats.responses += 1;
       stats.usage[0] += f.inputAudioTokens; stats.usage[1] += f.outputAudioTokens;
       status(`connected · usage in ${stats.usage[0]} / out ${stats.usage[1]} audio tokens`);
     } else if (f.type === "reconnecting") {
@@ -97,7 +107,7 @@ async function open() {
       const p = document.createElement("p"); p.textContent = `error ${f.code}: ${f.message}`; $("log").append(p);
     } else if (f.type === "close") ended(session, f);
   });
-  mic = await startCapture(session, { live: false });
+  mic = await startCapture(session, { live: session.turnDetection.type !== "manual" });
   const sim = simulated[session.provider] ? ' · <span class="sim">simulated</span>' : "";
   $("who").innerHTML = `provider <b></b> · model <b></b>${sim} · ${session.inputSampleRate} Hz in / ${session.outputSampleRate} Hz out`;
   const [p, m] = $("who").querySelectorAll("b"); p.textContent = session.provider; m.textContent = session.model;
@@ -135,7 +145,23 @@ function stopTalking() {
   }
 }
 
-// the session was minted for one provider and rates: a change ends it, the next turn mints anew
+async function ensureOpen() {
+  if (!rt) { opening = opening || open(); label(); try { await opening; } finally { opening = null; label(); } }
+  return rt;
+}
+
+async function typed(e) {
+  e.preventDefault();
+  const text = $("text").value.trim();
+  if (!text) return;
+  try {
+    const session = await ensureOpen();
+    if (session.sendText(text)) $("text").value = "";
+  } catch (err) { status(`could not send: ${err.message}`); }
+}
+
+// the session was minted for one provider, rates and turn mode: a change ends it, the next
+// turn mints anew (hands-free opens one at once: its microphone is always on)
 function settingsChanged() {
   const old = rt;
   rt = mic = player = null;
@@ -151,7 +177,11 @@ setInterval(() => {
 }, 100);
 
 fetch("/dev/providers").then((r) => r.json()).then((p) => { simulated = p.simulated || {}; }).catch(() => {});
-for (const id of ["provider", "inRate", "outRate", "tools"]) $(id).addEventListener("change", settingsChanged);
+for (const id of ["provider", "inRate", "outRate", "tools", "handsfree"]) $(id).addEventListener("change", settingsChanged);
+$("handsfree").addEventListener("change", () => {
+  if (handsFree()) ensureOpen().catch((err) => status(`could not start: ${err.message}`));
+});
+$("typed").addEventListener("submit", typed);
 $("talk").addEventListener("pointerdown", startTalking);
 $("talk").addEventListener("pointerup", stopTalking);
 $("talk").addEventListener("pointerleave", stopTalking);

@@ -13,8 +13,14 @@ export interface MintAnswer {
   model?: string;
   inputSampleRate?: 16000 | 24000;
   outputSampleRate?: 16000 | 24000;
-  turnDetection?: { type: string; [key: string]: unknown };
+  turnDetection?: TurnDetection;
 }
+
+/** Who ends the user's turn (chosen at mint; docs/protocol.md section 2). */
+export type TurnDetection =
+  | { type: "manual" }
+  | { type: "server"; silenceMs?: number; prefixMs?: number; sensitivity?: "low" | "medium" | "high" }
+  | { type: "semantic"; eagerness?: "low" | "medium" | "high" | "auto" };
 
 export interface AudioFrame {
   type: "audio";
@@ -31,6 +37,8 @@ export interface ErrorFrame { type: "error"; code: string; message: string }
 /** The last frame of every session, however it ended (sent by the bridge, or made by the SDK
  * when the socket ended without one: your own close, or 1006 when the connection dropped). */
 export interface CloseFrame { type: "close"; code: number; reason: string }
+/** server/semantic turns: the user started (the reply was cut: players made with createPlayer
+ *  are flushed before handlers run) or stopped speaking. */
 export interface SpeechFrame { type: "speech"; state: "started" | "stopped" }
 /** The first frame on a socket that took the session back after a dropped connection. */
 export interface ResumedFrame { type: "resumed"; sessionId: string }
@@ -94,7 +102,7 @@ export declare class RealtimeSession {
   readonly model: string | null;
   readonly inputSampleRate: number;
   readonly outputSampleRate: number;
-  readonly turnDetection: { type: string; [key: string]: unknown };
+  readonly turnDetection: TurnDetection;
   readonly isOpen: boolean;
   /** Set once the session has ended. */
   readonly closeCode: number | null;
@@ -116,6 +124,8 @@ export declare class RealtimeSession {
   commit(): boolean;
   /** Cancel the assistant's reply; flushes players made with createPlayer(this session). */
   interrupt(): boolean;
+  /** A typed user turn, in any turn mode: echoed as a final user transcript, then answered. */
+  sendText(text: string): boolean;
   sendToolResult(callId: string, output: string | object): boolean;
   /** Idempotent; resolves after the close handshake. */
   close(code?: number, reason?: string): Promise<{ code: number; reason: string }>;

@@ -152,6 +152,9 @@ export class RealtimeSession {
     return this._send({ type: "interrupt" });
   }
 
+  /** A typed user turn (any turn mode): echoed as a final user transcript, then answered. */
+  sendText(text) { return this._send({ type: "text", text: String(text) }); }
+
   sendToolResult(callId, output) {
     return this._send({ type: "tool_result", callId, output: typeof output === "string" ? output : JSON.stringify(output) });
   }
@@ -197,6 +200,10 @@ export class RealtimeSession {
       if (frame.type === "close" && this._policy && !this._pending && reconnectPlan(frame.code) !== "final") {
         this._heldClose = frame; // shown only if the session cannot go on
         return;
+      }
+      if (frame.type === "speech" && frame.state === "started") {
+        // barge-in: the bridge already cut the reply; players stop at once, before any handler
+        for (const flush of this._interruptListeners) flush();
       }
       if (frame.type === "close") {
         this._closeFrameSeen = true;
