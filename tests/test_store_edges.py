@@ -213,3 +213,51 @@ async def test_sqlite_close_leaves_one_complete_file_and_the_store_can_reopen(tm
         assert (await store.get("sess_1")).session_id == "sess_1"
     finally:
         await store.close()
+
+
+async def test_a_grace_window_ends_exactly_at_its_end(store):
+    now = time.time()
+    await store.create(make_record(created=now))
+    await store.consume("sess_1", "jti_1", now + 1)
+    await store.mark_away("sess_1", now + 15)
+    assert await store.away_until("sess_1", now + 14.999) == pytest.approx(now + 15)
+    assert await store.away_until("sess_1", now + 15) is None  # the window is over at its end
+    await store.mark_away("sess_1", now + 30)
+    await store.mark_back("sess_1")
+    assert await store.away_until("sess_1", now + 16) is None
+
+
+async def test_redis_keeps_no_retention_sweep_of_its_own(redis_server, tmp_path: Path):
+    """Redis records expire by their keys' TTL: the app's sweep has nothing to delete there."""
+    s = RedisStore(redis_server.url, prefix=f"edges-ret:{tmp_path.name}:")
+    await s.open()
+    try:
+        await s.create(make_record(created=time.time() - 30 * 24 * 3600))
+        assert await s.delete_old(time.time()) == 0
+    finally:
+        await s.close()
+
+
+async def test_sqlite_retention_deletes_every_old_record_in_batches(tmp_path: Path):
+    from speko_bridge.store.sqlite import DELETE_BATCH
+
+    s = SQLiteStore(tmp_path / "ret.db", retention_seconds=3600)
+    await s.open()
+    try:
+        old = time.time() - 3 * 24 * 3600
+        await asyncio.gather(*(s.create(make_record(f"sess_{i}", f"jti_{i}", created=old))
+                               for i in range(DELETE_BATCH + 1)))
+        assert await s.delete_old(time.time()) == DELETE_BATCH + 1  # two batches, counted whole
+        assert await s.get("sess_0") is None and await s.get(f"sess_{DELETE_BATCH}") is None
+    finally:
+        await s.close()
+
+
+async def test_sqlite_creates_its_directory_owner_only(tmp_path: Path):
+    s = SQLiteStore(tmp_path / "fresh" / "nested" / "s.db")
+    await s.open()
+    try:
+        assert (tmp_path / "fresh" / "nested").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "fresh" / "nested" / "s.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        await s.close()

@@ -143,7 +143,7 @@ class GoogleCodec(Codec):
         self._pending: set[str] = set()  # calls Gemini waits on: realtime input is held back
         self._gated_bytes = 0  # client audio dropped while a call is pending
         self._call_seq = 0
-        self._turn_open = False  # a model turn is under way: it ends with one Usage
+        self._turns = 0  # model turns asked for (or begun) and not yet ended: each ends with one Usage
         self._usage = [0, 0]  # audio tokens reported and not yet carried by a Usage frame
         self._hands_free = hands_free(params)
         self._speaking = False  # server turns: the user is speaking (voiceActivity)
@@ -184,12 +184,13 @@ class GoogleCodec(Codec):
             self._count("commits_dropped_during_tool_call", 1)
             return []
         if self._hands_free:  # the end of the user's audio: Gemini's detector ends the turn
-            self._responding = self._turn_open = True
+            self._responding = True
+            self._turns += 1
             return [_STREAM_END]
         out = [] if self._in_activity else self._open_activity()
         self._in_activity = False
         self._responding = True  # the model answers after activityEnd
-        self._turn_open = True
+        self._turns += 1
         return out + [_ACTIVITY_END]
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
@@ -212,7 +213,8 @@ class GoogleCodec(Codec):
         if self._pending:
             self._count("texts_dropped_during_tool_call", 1)
             return []
-        self._responding = self._turn_open = True
+        self._responding = True
+        self._turns += 1
         if self._hands_free:
             return [_encoder.encode({"realtimeInput": {"text": text}}).decode()]
         turn = {"role": "user", "parts": [{"text": text}]}
@@ -234,7 +236,8 @@ class GoogleCodec(Codec):
             value = None
         response = value if isinstance(value, dict) else {TOOL_OUTPUT_KEY: output}
         reply = {"id": call_id, "name": self._calls.get(call_id, ""), "response": response}
-        self._responding = self._turn_open = True  # the model continues by itself
+        self._responding = True  # the model continues by itself
+        self._turns += 1
         return [_encoder.encode({"toolResponse": {"functionResponses": [reply]}}).decode()]
 
     def _abandon_calls(self, reason: str) -> list[Outbound]:
@@ -246,7 +249,8 @@ class GoogleCodec(Codec):
         self._pending.clear()
         self._gated_bytes = 0
         self._count("tool_calls_abandoned", len(replies))
-        self._responding = self._turn_open = True
+        self._responding = True
+        self._turns += 1
         return [_encoder.encode({"toolResponse": {"functionResponses": replies}}).decode()]
 
     def _forget(self, ids) -> None:
@@ -293,10 +297,12 @@ class GoogleCodec(Codec):
             known = True
             self._usage[0] += _audio_tokens(msg.usageMetadata.promptTokensDetails)
             self._usage[1] += _audio_tokens(msg.usageMetadata.responseTokensDetails)
-        if ended and self._turn_open:
+        if ended and self._turns:
             # PROTOCOL v2: every response ends with exactly one usage frame (zeros if Gemini
-            # reported none); usage reported outside a turn is carried by the next one.
-            self._turn_open = False
+            # reported none); usage reported outside a turn is carried by the next one. Turns
+            # are counted, not flagged: a turn asked for while another is still ending (two
+            # typed turns in a row) gets its own end and its own usage.
+            self._turns -= 1
             out.append(Usage(self._usage[0], self._usage[1]))
             self._usage = [0, 0]
         if msg.sessionResumptionUpdate is not None:
@@ -336,16 +342,18 @@ class GoogleCodec(Codec):
     def _speech_stopped(self, out: list[CodecEvent]) -> None:
         if self._hands_free and self._speaking:
             self._speaking = False
+            self._turns += 1  # the detector ended the user's turn: a reply is owed
             out.append(SpeechStopped())
 
     def _model_answers(self) -> list[CodecEvent]:
         """The model's reply began: the user's turn is over (where Gemini sent no
         ``ACTIVITY_END``, this is the stop). The user's transcript is NOT final here: input
         transcription is not ordered against the reply."""
-        self._model_output = True
-        self._responding = self._turn_open = True
         out: list[CodecEvent] = []
         self._speech_stopped(out)
+        self._model_output = True
+        self._responding = True
+        self._turns = self._turns or 1  # output nobody asked for is a turn too
         return out
 
     def _close_user_turn(self, out: list[CodecEvent]) -> None:
@@ -446,7 +454,7 @@ class GoogleCodec(Codec):
             emitted = True
         self._responding = False  # the model waits for the client's tool_result (BLOCKING)
         if emitted:  # the call is the model's answer: it ends this turn
-            self._turn_open = True
+            self._turns = self._turns or 1
         return emitted
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:

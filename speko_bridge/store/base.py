@@ -79,7 +79,6 @@ class SessionStore(abc.ABC):
     def __init__(self) -> None:
         self._mint_tat: dict[str, float] = {}  # GCRA theoretical arrival time per key
         self._slots: dict[str, set[str]] = {}  # live session ids per key
-        self._away: dict[str, float] = {}  # session id -> end of its grace window
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -178,20 +177,16 @@ class SessionStore(abc.ABC):
 
     # -- resume after a dropped client socket (process-local defaults, as above) -----------
 
+    @abc.abstractmethod
     async def mark_away(self, session_id: str, until: float) -> None:
         """The session's client dropped: it may be resumed (on the replica that holds it)
         until ``until`` (epoch seconds). Other replicas read it with :meth:`away_until`."""
-        self._away[session_id] = until
 
+    @abc.abstractmethod
     async def mark_back(self, session_id: str) -> None:
         """The session has a live socket again (or ended): no longer in a grace window."""
-        self._away.pop(session_id, None)
 
+    @abc.abstractmethod
     async def away_until(self, session_id: str, now: float) -> float | None:
         """The end of the session's grace window if it is active and in one at ``now``,
         else None."""
-        until = self._away.get(session_id)
-        if until is None or until <= now:
-            self._away.pop(session_id, None)
-            return None
-        return until
