@@ -13,6 +13,7 @@ import pytest
 
 from speko_bridge.clientproto.base import (
     AudioChunk,
+    FlushAudio,
     Forward,
     Invalid,
     Reply,
@@ -345,3 +346,111 @@ def test_compat_a_provider_error_mid_response_is_a_server_error_event():
     (err,) = written(c, c.frame(ErrorFrame("provider_error", "the model did not answer")))
     assert err == {"type": "error", "error": {"type": "server_error", "code": "provider_error",
                                               "message": "the model did not answer", "param": None, "event_id": None}}
+
+
+def test_compat_session_created_is_the_minted_session_in_openai_shape():
+    c = compat(voice="marin", system_prompt="Be brief")
+    (created,) = written(c, c.opening())
+    assert created == {"type": "session.created", "session": {
+        "type": "realtime", "object": "realtime.session", "id": "sess_0123456789", "model": "m",
+        "output_modalities": ["audio"], "instructions": "Be brief",
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}],
+        "tool_choice": "auto",
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": None,
+                            "transcription": {"model": "provider-default"}},
+                  "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}},
+        "expires_at": 1_900_000_000}}
+
+
+def commit(c: OpenAICompatCodec, pcm: bytes) -> list[dict]:
+    c.receive_text(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}))
+    flush, *acks = c.receive_text('{"type":"input_audio_buffer.commit"}')
+    assert flush == FlushAudio()
+    return answers(acks)
+
+
+def test_compat_a_commit_is_acknowledged_with_the_user_item_chained_to_the_last():
+    c = compat()
+    first = commit(c, b"\0\0")
+    user = first[0]["item_id"]
+    assert user.startswith("item_")
+    item = {"id": user, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}]}
+    assert [{k: v for k, v in e.items() if k != "event_id"} for e in first] == [
+        {"type": "input_audio_buffer.committed", "previous_item_id": None, "item_id": user},
+        {"type": "conversation.item.added", "previous_item_id": None, "item": item},
+        {"type": "conversation.item.done", "previous_item_id": None, "item": item}]
+    second = commit(c, b"\0\0")
+    assert [e["previous_item_id"] for e in second] == [user] * 3 and second[0]["item_id"] != user
+    # the transcription of that item names it, with the duration of its audio (100 bytes)
+    commit(c, b"\0" * 100)
+    (final,) = written(c, c.frame(Transcript("user", "hi", True)))
+    assert (final["content_index"], final["usage"]) == (0, {"type": "duration", "seconds": 0.002})
+
+
+def test_compat_a_tool_output_is_acknowledged_as_a_completed_item():
+    c = compat()
+    added, done, _ = c.receive_text(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "c1", "output": "sunny"}}))
+    added, done = answers([added, done])
+    item = added["item"]
+    assert item["id"].startswith("item_")
+    assert item == {"id": item["id"], "object": "realtime.item", "type": "function_call_output", "call_id": "c1",
+                    "output": "sunny", "status": "completed"}
+    assert (added["type"], done["type"], done["item"], done["previous_item_id"]) == (
+        "conversation.item.added", "conversation.item.done", item, None)
+
+
+@pytest.mark.parametrize("text, code, message, param", [
+    ('{"type":"input_audio_buffer.append","audio":"***","event_id":"e1"}', "invalid_value",
+     "`audio` must be base64-encoded PCM16.", "audio"),
+    ('{"type":"input_audio_buffer.commit","event_id":"e1"}', "input_audio_buffer_commit_empty",
+     "Error committing input audio buffer: buffer too small.", None),
+    (('{"type":"conversation.item.create","event_id":"e1","item":{"type":"function_call_output","call_id":"c",'
+     '"output":5}}'), "invalid_value", "function_call_output needs string `call_id` and `output`.", "item"),
+    ('{"type":"conversation.item.truncate","event_id":"e1","item_id":"i"}', "invalid_value",
+     ("conversation.item.truncate needs a string `item_id`, an integer `content_index` and a non-negative "
+     "integer `audio_end_ms`."), "item_id"),
+    ('{"type":"session.update","event_id":"e1","session":[]}', "invalid_value", "`session` must be an object.",
+     "session"),
+    ('{"type":"conversation.item.create","event_id":"e1","item":{"type":"message"}}', "unsupported_for_provider",
+     ("conversation.item.create with an item other than function_call_output is not supported through the "
+     "bridge for provider 'google'."), "item.type"),
+    ('{"type":"response.create","event_id":"e1","response":{"voice":"x"}}', "unsupported_for_provider",
+     ("response.create parameters (voice); the response uses the session's is not supported through the "
+     "bridge for provider 'google'."), "response"),
+    ('[1]', "invalid_value", "An event must be a JSON object with a string `type`.", "type"),
+    ('{"type":5}', "invalid_value", "An event must be a JSON object with a string `type`.", "type"),
+    ("[" * 100_000 + "]" * 100_000, "invalid_json", "The message is nested too deeply to read.", None),
+])
+def test_compat_each_bad_event_gets_its_own_code_message_and_param(text, code, message, param):
+    err = answers([i for i in compat().receive_text(text) if isinstance(i, (Reply, Invalid))])[0]["error"]
+    assert (err["code"], err["message"], err["param"]) == (code, message, param)
+    assert err["event_id"] == ("e1" if '"event_id":"e1"' in text else None)
+
+
+def test_compat_text_that_is_not_json_says_so():
+    (err,) = answers(compat().receive_text("{nope"))
+    assert err["error"]["code"] == "invalid_json"
+    assert err["error"]["message"].startswith("The message is not valid JSON: ")
+
+
+def test_compat_a_truncate_without_content_index_means_the_first_part_and_zero_ms_is_valid():
+    (ack,) = answers(compat().receive_text('{"type":"conversation.item.truncate","item_id":"i1","audio_end_ms":0}'))
+    assert (ack["type"], ack["content_index"], ack["audio_end_ms"]) == ("conversation.item.truncated", 0, 0)
+
+
+def test_compat_a_one_character_bearer_token_and_a_protocol_without_token():
+    assert OpenAICompatCodec.handshake([], {"authorization": "Bearer t"}).token == "t"
+    h = OpenAICompatCodec.handshake(["realtime"], {})
+    assert (h.token, h.subprotocol) == (None, "realtime")  # selected, so the refusal can be read
+
+
+def test_compat_with_openai_behind_it_bytes_that_are_not_utf8_are_replaced_not_fatal():
+    assert compat("openai").raw_forwarder()(b'{"t":"\xff"}') == TextMessage('{"t":"\ufffd"}')
+
+
+def test_compat_reply_audio_keeps_the_provider_item_id():
+    c = compat()
+    chunk = next(i for i in c.audio("a1", b"\0\0") if isinstance(i, AudioChunk))
+    assert chunk.item_id == "a1"
