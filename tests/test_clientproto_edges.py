@@ -454,3 +454,24 @@ def test_compat_reply_audio_keeps_the_provider_item_id():
     c = compat()
     chunk = next(i for i in c.audio("a1", b"\0\0") if isinstance(i, AudioChunk))
     assert chunk.item_id == "a1"
+
+
+def test_compat_restating_the_minted_instructions_and_voice_is_not_a_change():
+    """An SDK that sends back what session.created said (or empty values) changes nothing."""
+    c = compat(voice="marin", system_prompt="Be brief")
+    for session in ({"instructions": "Be brief", "audio": {"output": {"voice": "marin"}}},
+                    {"instructions": "", "audio": {"output": {"voice": ""}}}):
+        (updated,) = answers(c.receive_text(json.dumps({"type": "session.update", "session": session})))
+        assert updated["type"] == "session.updated"
+        assert (updated["session"]["instructions"], updated["session"]["audio"]["output"]["voice"]) == (
+            "Be brief", "marin")
+    # without a minted voice the provider's default speaks: the session names none
+    (created,) = written(compat(), compat().opening())
+    assert created["session"]["audio"]["output"]["voice"] == ""
+
+
+def test_compat_a_second_commit_without_new_audio_is_refused_like_openai_does():
+    c = compat()
+    commit(c, b"\0\0")
+    (err,) = answers(c.receive_text('{"type":"input_audio_buffer.commit"}'))
+    assert err["error"]["code"] == "input_audio_buffer_commit_empty"
