@@ -15,7 +15,7 @@ from speko_bridge.params import SessionParams, ToolSpec
 from speko_bridge.providers.base import AudioOut, Fatal, Malformed, Ready, Reconnect
 from speko_bridge.providers.google import GoogleCodec, google_headers
 from speko_bridge.providers.openai import OpenAICodec
-from speko_bridge.providers.xai import XAICodec
+from speko_bridge.providers.xai import MAX_TRACKED_ITEMS, XAICodec
 from speko_bridge.simulator.google import live_message_checker
 from speko_bridge.simulator.openai import client_event_checker
 
@@ -445,3 +445,15 @@ def test_xai_a_reply_that_spoke_is_not_taken_for_abandoned_after_a_deferred_one(
          {"type": "response.output_audio.delta", "item_id": "i2", "delta": b64(b"\0\0")})
     c.interrupt(10)
     assert c.commit() == []  # r2 will be done: asking now would be refused
+
+
+def test_xai_a_response_done_without_its_response_object_still_ends_the_response():
+    assert feed(xai(), {"type": "response.done"}) == [Usage(0, 0)]
+
+
+def test_xai_a_transcript_already_followed_keeps_its_progress_when_the_memory_is_full():
+    """MAX_TRACKED_ITEMS bounds the items whose transcript is followed; an update for one
+    already followed must not wipe that memory (its words would be sent twice)."""
+    c = xai()
+    feed(c, *(updated(f"i{n}", "a ") for n in range(MAX_TRACKED_ITEMS)))
+    assert feed(c, updated("i0", "a b ")) == [Transcript("user", "b ", False)]
