@@ -59,7 +59,7 @@ class Grace:
         session = self.session
         self.resume_phase = session.phase
         session.phase = Phase.CLIENT_AWAY
-        played_ms = int(session.outbox.played_bytes * 1000 / (2 * session.client.output_rate))
+        played_ms = session.played_ms()
         session.toward_client.drop_audio()
         session.outbox.clear()
         if session.provider is not None:

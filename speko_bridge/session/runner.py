@@ -273,12 +273,17 @@ class Session:
         for item in items:
             await self.put(item)
 
+    def played_ms(self) -> int:
+        """How much of the current assistant item the client's socket was given, in ms: where
+        a cut reply is truncated."""
+        return int(self.outbox.played_bytes * 1000 / (2 * self.client.output_rate))
+
     async def cancel_reply(self, barge_in: bool = False) -> None:
         """Cancel the assistant's reply at the audio the client received (a client's
         ``interrupt``, or the provider hearing the user: ``barge_in``): unsent audio is dropped
         and its item muted, then the provider is asked to cancel and to cut its copy of the
         reply there."""
-        played_ms = int(self.outbox.played_bytes * 1000 / (2 * self.client.output_rate))
+        played_ms = self.played_ms()
         self.toward_client.drop_audio()
         for item in self.client.cancelled():
             await self.put(item)
