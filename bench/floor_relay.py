@@ -5,6 +5,9 @@ translation: client binary -> base64 ``input_audio_buffer.append`` upstream, ups
 first message upstream (as the bridge sends its session.update), two pumps per socket.
 
     python bench/floor_relay.py --port 9100 --upstream ws://127.0.0.1:9000/v1/realtime
+
+The server and client settings are options so bench/stack.py can try them side by side;
+the defaults are the ones that measured best (the table in bench/stack.py's docstring).
 """
 
 from __future__ import annotations
@@ -33,19 +36,19 @@ _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _SESSION = '{"type":"session.update","session":{"type":"realtime"}}'
 
 
-def make_app(upstream: str) -> Starlette:
+def make_app(upstream: str, *, autoping: bool = True, read_bufsize: int = 2**16) -> Starlette:
     http: aiohttp.ClientSession | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         nonlocal http
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), read_bufsize=read_bufsize)
         yield
         await http.close()
 
     async def relay(ws: WebSocket) -> None:
         await ws.accept()
-        up = await http.ws_connect(upstream + "?model=gpt-realtime", compress=0,
+        up = await http.ws_connect(upstream + "?model=gpt-realtime", compress=0, autoping=autoping,
                                    headers={"Authorization": "Bearer sk-sim"})
         await up.send_str(_SESSION)
 
@@ -85,6 +88,15 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True)
+    ap.add_argument("--ws", default="websockets-sansio", help="uvicorn's WebSocket implementation")
+    ap.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
+    ap.add_argument("--http", default="httptools", choices=["httptools", "h11"])
+    ap.add_argument("--deflate", action="store_true", help="accept permessage-deflate when offered")
+    ap.add_argument("--max-queue", type=int, default=32, help="uvicorn's ws_max_queue")
+    ap.add_argument("--no-autoping", action="store_true", help="aiohttp: do not answer pings itself")
+    ap.add_argument("--read-bufsize", type=int, default=2**16, help="aiohttp's read buffer")
     args = ap.parse_args()
-    uvicorn.run(make_app(args.upstream), host="127.0.0.1", port=args.port, log_level="warning",
-                ws_max_size=16 * 1024 * 1024)
+    uvicorn.run(make_app(args.upstream, autoping=not args.no_autoping, read_bufsize=args.read_bufsize),
+                host="127.0.0.1", port=args.port, log_level="warning", ws_max_size=16 * 1024 * 1024,
+                ws=args.ws, loop=args.loop, http=args.http, ws_per_message_deflate=args.deflate,
+                ws_max_queue=args.max_queue)
