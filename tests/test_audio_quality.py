@@ -1,8 +1,9 @@
 """What a listener hears through the resampler at 16 <-> 24 kHz (issue 23, target 3): speech
 up to 7 kHz keeps its level (within 0.5 dB), the upsampler adds nothing above the 16 kHz
 input's Nyquist (images) and the downsampler lets nothing above the 16 kHz output's Nyquist
-fold back into it (aliases), both below -90 dB. The held-back bound lives with the other
-latency tests in test_audio.py.
+fold back into it (aliases), both below -90 dB. And what comes out is aligned with what
+went in, so that the audio the resampler holds back (bounded with the other latency tests
+in test_audio.py) is all the delay it adds.
 
 Levels are measured on the PCM16 bytes the client or provider receives, against a tone at
 90 % of full scale: PCM16 rounding puts a floor near -100 dB under any filter, so a tone
@@ -27,6 +28,9 @@ AMPLITUDE = 0.9 * 32767
 #: Output trimmed at each end: the tone's sudden start and end are clicks, which are
 #: broadband by nature and not what a steady tone measures.
 SETTLE_S = 0.03
+#: How far a speech-band tone may come out early or late against its input: a hundredth of
+#: a 20 ms frame (soxr's minimum-phase recipe: 0.06 ms early).
+ALIGNMENT_MS = 0.2
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,12 +53,17 @@ def resample(rates: tuple[int, int], samples: np.ndarray, frame_ms: int) -> np.n
     return np.frombuffer(out, dtype="<i2").astype(float)[settle:-settle]
 
 
-def amplitude(y: np.ndarray, freq: float, rate: int) -> float:
-    """Least-squares amplitude of the sine at ``freq`` in ``y``."""
-    t = np.arange(len(y))
+def sine_fit(y: np.ndarray, freq: float, rate: int, start: int = 0) -> tuple[float, float]:
+    """Least-squares amplitude and phase of the sine at ``freq`` in ``y``, whose first sample
+    is sample ``start`` of its stream: ``y ~ a * sin(2 pi freq n / rate + phase)``."""
+    t = np.arange(start, start + len(y))
     basis = np.stack([np.sin(2 * np.pi * freq * t / rate), np.cos(2 * np.pi * freq * t / rate)], 1)
-    coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
-    return float(np.hypot(*coef))
+    (s, c), *_ = np.linalg.lstsq(basis, y, rcond=None)
+    return float(np.hypot(s, c)), float(np.arctan2(c, s))
+
+
+def amplitude(y: np.ndarray, freq: float, rate: int) -> float:
+    return sine_fit(y, freq, rate)[0]
 
 
 def loudest_line_db(y: np.ndarray, rate: int, lo: float, hi: float) -> float:
@@ -94,3 +103,17 @@ def test_upsampling_adds_nothing_above_8_khz(freq, phase):
     has there (a mirror image at 16000 - freq, say) is the filter's."""
     out = resample(UP, tone(freq, 16000, 0.5, phase), 20)
     assert loudest_line_db(out, 24000, 8000.0, 12000.0) < STOPBAND_DB, freq
+
+
+@settings(max_examples=30, deadline=None)
+@given(rates=st.sampled_from([UP, DOWN]), freq=st.floats(50.0, 400.0), phase=st.floats(0.0, 6.28))
+def test_audio_comes_out_aligned_with_the_input(rates, freq, phase):
+    """Output sample n is the input at time n / out_rate: a resampler that emitted every
+    sample at once but delayed the signal inside them would hold back nothing by count and
+    still make the listener wait (unambiguous: half a period of 400 Hz is 1.25 ms)."""
+    in_rate, out_rate = rates
+    out = resample(rates, tone(freq, in_rate, 0.25, phase), 20)
+    _, out_phase = sine_fit(out, freq, out_rate, start=int(out_rate * SETTLE_S))
+    late = (phase - out_phase + np.pi) % (2 * np.pi) - np.pi
+    late_ms = late / (2 * np.pi * freq) * 1000
+    assert abs(late_ms) <= ALIGNMENT_MS, (rates, freq, late_ms)
