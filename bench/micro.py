@@ -1,5 +1,6 @@
 """Micro benchmarks: resampler and codec cost per unit of work (medians), and what the
 resampler does to audio (issue 23, target 3), its recipe before issue 23 beside today's.
+``bench/run.py`` (``make bench``) prints the same with a verdict per goal.
 
     .venv/bin/python bench/micro.py
 
@@ -201,6 +202,35 @@ def resampler_quality() -> list[dict]:
                          "image_or_alias_db": stop, "cpu_us": cpu[(name, in_rate)],
                          "cpu_us_among_100": pool_cpu[name]})
     return rows
+
+
+#: Issue 23, target 3.
+HELD_BACK_GOAL_MS = 3.0
+PASSBAND_GOAL_DB = 0.5
+STOPBAND_GOAL_DB = -90.0
+
+
+def resampler_verdicts(rows: list[dict]) -> list[list]:
+    """bench/run.py's verdict rows (target, figure, goal, PASS/FAIL) for today's recipe."""
+    (before, _), (now, _) = RECIPES
+    mine = [r for r in rows if r["recipe"] == now]
+    old = {r["direction"]: r for r in rows if r["recipe"] == before}
+    out = []
+    for r in mine:
+        d = r["direction"]
+        held = f"{r['held_back_mean_ms']:.2f} ms (max {r['held_back_max_ms']:.2f})"
+        out.append([f"resampler held back mean, {d}", held, f"<= {HELD_BACK_GOAL_MS:g} ms",
+                    r["held_back_mean_ms"] <= HELD_BACK_GOAL_MS])
+        out.append([f"resampler passband to 7 kHz, {d}", f"{r['passband_db']:.2f} dB",
+                    f"within {PASSBAND_GOAL_DB:g} dB", abs(r["passband_db"]) <= PASSBAND_GOAL_DB])
+        kind = "images" if d.startswith("16") else "aliases"
+        out.append([f"resampler {kind}, {d}", f"{r['image_or_alias_db']:.1f} dB",
+                    f"< {STOPBAND_GOAL_DB:g} dB", r["image_or_alias_db"] < STOPBAND_GOAL_DB])
+    r, o = mine[0], old[mine[0]["direction"]]
+    out.append(["resampler cpu/20 ms among 100 (now/before)",
+                f"{r['cpu_us_among_100']:.2f} / {o['cpu_us_among_100']:.2f} us", "<= before",
+                r["cpu_us_among_100"] <= o["cpu_us_among_100"]])
+    return [[name, figure, goal, "PASS" if ok else "FAIL"] for name, figure, goal, ok in out]
 
 
 def pooled_us(make_a, make_b) -> tuple[float, float]:
