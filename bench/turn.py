@@ -41,7 +41,6 @@ TURN_TIMEOUT_S = 10.0
 
 _COMMIT_DIRECT = ('{"type":"input_audio_buffer.commit"}', '{"type":"response.create"}')
 _COMMIT_BRIDGE = '{"type":"commit"}'
-DEBUG = False
 
 
 class _Event(msgspec.Struct):
@@ -115,7 +114,6 @@ async def _session(http: aiohttp.ClientSession, target: str, url: str, token: st
             await asyncio.wait_for(first.wait(), TURN_TIMEOUT_S)
             if turn >= WARMUP_TURNS:
                 out.append((at[0] - t0) * 1000)
-                if DEBUG: print(target, rate, round((at[0] - t0) * 1000, 2))
             await asyncio.wait_for(done.wait(), TURN_TIMEOUT_S)
     finally:
         task.cancel()
