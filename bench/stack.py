@@ -16,9 +16,8 @@ repetition against the first floor variant, then the median over repetitions is 
 with its range. ``--client-deflate`` makes the load generator offer permessage-deflate,
 as every browser does.
 
-Measured on this machine (2 cores shared with other work; medians of 3, 50 sessions, 24 kHz,
-cpu % of one core; the run that chose the defaults, ``uptime`` load ~1.5):
-see the README's Performance section for the table.
+What was tried, and the table that chose the settings: docs/performance.md ("The stack's
+settings").
 """
 
 from __future__ import annotations
