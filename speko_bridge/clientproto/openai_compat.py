@@ -206,7 +206,8 @@ class OpenAICompatCodec(ClientCodec):
             param=param, event=event))]
 
     def _session(self) -> dict:
-        return openai_session.session_object(self.params, self.session_id, self.expires_at, self._tool_choice)
+        return openai_session.session_object(self.params, self.session_id, self.expires_at, self._tool_choice,
+                                             self.provider)
 
     def _replies(self, *events: dict) -> list[Intent]:
         return [Reply(self._out.event(e).text) for e in events]

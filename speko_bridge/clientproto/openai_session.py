@@ -49,6 +49,7 @@ from ..params import (
     TurnDetection,
     turn_detection,
 )
+from ..providers import google_setup, openai, xai
 from ..providers.openai import OPENAI_RATE, VAD_THRESHOLDS, function_tool
 
 #: ``session`` fields with no effect through the bridge (see the module docstring).
@@ -60,6 +61,8 @@ IGNORED = frozenset({"type", "model", "object", "id", "expires_at", "tracing", "
 OPENAI_NAMES = {"system_prompt": "session.instructions", "voice": "session.audio.output.voice",
                 "tools": "session.tools", "turn_detection": "session.audio.input.turn_detection"}
 _PCM_TYPES = ("audio/pcm", "pcm16")
+#: The voice that speaks when the session names none (each provider codec's default).
+DEFAULT_VOICES = {"openai": openai.DEFAULT_VOICE, "google": google_setup.DEFAULT_VOICE, "xai": xai.DEFAULT_VOICE}
 _tools = msgspec.convert
 
 
@@ -219,7 +222,8 @@ def turn_detection_object(params: SessionParams) -> dict[str, Any] | None:
     return {**out, "create_response": True, "interrupt_response": True}
 
 
-def session_object(params: SessionParams, session_id: str, expires_at: int, tool_choice: str) -> dict:
+def session_object(params: SessionParams, session_id: str, expires_at: int, tool_choice: str,
+                   provider: str) -> dict:
     """The OpenAI ``session`` of ``session.created``/``session.updated``."""
     return {
         "type": "realtime", "object": "realtime.session", "id": session_id,
@@ -229,7 +233,7 @@ def session_object(params: SessionParams, session_id: str, expires_at: int, tool
             "input": {"format": {"type": "audio/pcm", "rate": OPENAI_RATE},
                       "turn_detection": turn_detection_object(params),
                       "transcription": {"model": "provider-default"}},
-            "output": {"format": {"type": "audio/pcm", "rate": OPENAI_RATE}, "voice": params.voice or ""},
+            "output": {"format": {"type": "audio/pcm", "rate": OPENAI_RATE}, "voice": params.voice or DEFAULT_VOICES.get(provider, "")},
         },
         "expires_at": expires_at,
     }
