@@ -165,6 +165,9 @@ async def test_the_agents_sdk_first_update_applies_and_a_hands_free_turn_is_answ
     assert started["item_id"] == committed["item_id"] == c.of("conversation.item.added")[0]["item"]["id"]
     (transcript,) = c.of("conversation.item.input_audio_transcription.completed")
     assert transcript["item_id"] == committed["item_id"] and transcript["transcript"]
+    # every word of the user's turn names that one item (Mastra de-duplicates by it)
+    words = c.of("conversation.item.input_audio_transcription.delta") + [transcript]
+    assert {e["item_id"] for e in words} == {committed["item_id"]}
     done = c.of("response.done")[-1]["response"]
     assert done["status"] == "completed" and c.count("response.output_audio.delta") > 0
     assert sim.violations == []
