@@ -74,8 +74,8 @@ from .base import (
     SpeechStopped,
     changed_fields,
 )
-from .google_setup import VOICES, gemini_schema, gemini_setup
-from .google_setup import DEFAULT_VOICE  # noqa: F401 (re-exported)
+from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
+from .google_setup import VOICES as GEMINI_VOICES
 from .google_wire import Message, ServerContent, TokenCount
 from .google_wire import ToolCall as WireToolCall
 
@@ -164,7 +164,7 @@ class GoogleCodec(Codec):
 
     # -------------------------------------------------------------------- client intents
 
-    VOICES = frozenset(v.lower() for v in VOICES)
+    VOICES = frozenset(v.lower() for v in GEMINI_VOICES)
 
     def configure(self, params: SessionParams) -> Configured:
         """Gemini takes its whole config in ``setup``, once per connection. Before any client
