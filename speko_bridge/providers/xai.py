@@ -49,7 +49,7 @@ from typing import Any
 
 from ..frames import Transcript, Usage
 from ..params import SessionParams, hands_free, turn_detection
-from .base import CodecEvent, Configured, Outbound
+from .base import CodecEvent, Configured, Outbound, changed_fields
 from .openai import OpenAICodec, _Err, _Event, _json, function_tool, vad_fields
 
 DEFAULT_VOICE = "eve"
@@ -116,6 +116,8 @@ class XAICodec(OpenAICodec):
         Voice Agent API: the session can be updated during the conversation). The update
         names every field, so instructions or tools the client removed are removed."""
         params = self._with_own_voice(params)
+        if not changed_fields(self.params, params):
+            return Configured()
         self.params = params
         self._hands_free = hands_free(params)
         session = xai_session_config(params)
