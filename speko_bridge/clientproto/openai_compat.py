@@ -59,7 +59,7 @@ import msgspec
 from ..codes import CloseCode, ErrorCode
 from ..frames import Speech
 from ..params import hands_free
-from ..providers.openai import OPENAI_RATE
+from ..providers.openai_setup import OPENAI_RATE
 from . import openai_session
 from .base import (
     AudioChunk,

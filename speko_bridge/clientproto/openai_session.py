@@ -49,8 +49,8 @@ from ..params import (
     TurnDetection,
     turn_detection,
 )
-from ..providers import google_setup, openai, xai
-from ..providers.openai import OPENAI_RATE, VAD_THRESHOLDS, function_tool
+from ..providers import google_setup, openai_setup, xai
+from ..providers.openai_setup import OPENAI_RATE, VAD_THRESHOLDS, function_tool
 
 #: ``session`` fields with no effect through the bridge (see the module docstring).
 IGNORED = frozenset({"type", "model", "object", "id", "expires_at", "tracing", "include", "truncation",
@@ -62,7 +62,7 @@ OPENAI_NAMES = {"system_prompt": "session.instructions", "voice": "session.audio
                 "tools": "session.tools", "turn_detection": "session.audio.input.turn_detection"}
 _PCM_TYPES = ("audio/pcm", "pcm16")
 #: The voice that speaks when the session names none (each provider codec's default).
-DEFAULT_VOICES = {"openai": openai.DEFAULT_VOICE, "google": google_setup.DEFAULT_VOICE, "xai": xai.DEFAULT_VOICE}
+DEFAULT_VOICES = {"openai": openai_setup.DEFAULT_VOICE, "google": google_setup.DEFAULT_VOICE, "xai": xai.DEFAULT_VOICE}
 _tools = msgspec.convert
 
 
