@@ -483,3 +483,16 @@ def test_gemini_audio_held_when_the_reply_becomes_a_tool_call_is_dropped():
     c.tool_result("c1", "{}")
     c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
     assert c.drain_outbound() == []  # realtime input during the call would have ended the session
+
+
+def test_gemini_a_turn_committed_before_the_connection_opened_still_holds_later_audio():
+    """The client may speak and commit before the bridge's upstream socket is open (the
+    bridge holds the messages until Ready): the codec's first start must not forget that
+    the model now answers, or the microphone's next audio would cut the reply."""
+    c = GoogleCodec(SessionParams(provider="google", model="m"))
+    c.audio(b"\1\0" * 160)
+    c.commit()
+    c.start()  # the socket opened only now
+    assert c.audio(b"\0\0" * 160) == []
+    c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert realtime_kinds(c.drain_outbound()) == ["activityStart", "audio"]

@@ -179,10 +179,13 @@ class GoogleCodec(GeminiInput, Codec):
     # -------------------------------------------------------------------- client intents
 
     def start(self) -> list[Outbound]:
+        if self._setup.sent:  # a new connection (goAway): the old one's turn state is gone
+            self._in_activity = False
+            self._responding = self._gated = self._audio_open = False
+        # (the first start may come after client input the bridge holds until Ready: its
+        # turn state stands, or audio after a commit would open an activity that cuts the reply)
         self._setup.sent = True
-        self._in_activity = False
         self._resumption.go_away = False
-        self._responding = self._gated = self._audio_open = False
         return [to_json(gemini_setup(self.params, self._resumption.handle))]
 
     def _open_activity(self) -> list[Outbound]:
