@@ -39,10 +39,11 @@ PCM16 at 24 kHz both ways, whatever rates the mint asked for.
   A user ``message`` item of ``input_text`` goes upstream as the user's words and is answered
   at the client's ``response.create``, as at OpenAI. A ``response.create`` over audio that was
   not committed commits it first (``committed`` and the user item, as an explicit commit).
-  What the provider cannot do is an OpenAI-style ``error`` event (code
-  ``unsupported_for_provider``), never silence: ``input_audio_buffer.clear`` (audio is
-  already streamed), items other than user text and tool output, item retrieval and
-  deletion, response parameters.
+  ``conversation.item.retrieve`` answers with the item as the bridge last described it (the
+  Agents SDK asks after each truncation and user transcript). What the provider cannot do is
+  an OpenAI-style ``error`` event (code ``unsupported_for_provider``), never silence:
+  ``input_audio_buffer.clear`` (audio is already streamed), items other than user text and
+  tool output, item deletion, response parameters.
 
 Errors of the bridge itself (bad token, TTL, revocation, provider failure) arrive as an
 ``error`` event whose ``code`` is the bridge's error code, then the close code of the
