@@ -153,8 +153,9 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
-                await session.toward_client.speech_stopped()  # a commit ends speech under way
-                asked = provider.commit()
+                if intent.commit:
+                    await session.toward_client.speech_stopped()  # a commit ends speech under way
+                asked = provider.commit() if intent.commit else provider.respond()
                 if asked:  # a codec may hold a commit back (Gemini, while a tool call waits)
                     session.expect_reply()
                 await upstream.send(asked)
@@ -184,8 +185,9 @@ class ClientToProvider:
             session.toward_client.redo()
         else:
             await session.upstream.send(done.messages)
-        session.toward_client.tools_changed()
-        await session.put_all(session.client.configured(session.provider.params, done.refused))
+        answer = session.client.configured(session.provider.params, done.refused)
+        session.toward_client.tools_changed()  # after configured(): the client codec's tools are the new ones
+        await session.put_all(answer)
 
     async def _send_joined(self) -> None:
         joined = self._joined
