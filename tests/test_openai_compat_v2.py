@@ -351,7 +351,7 @@ async def test_a_reply_gemini_cuts_for_a_new_manual_turn_ends_cancelled(env, htt
 async def test_tools_of_a_single_session_update_are_called_through_to_the_client(http, compat, provider):
     """Mastra declares its tools in its one session.update (none at mint): the provider's call
     must reach the client, not be refused by the bridge as undeclared."""
-    bridge, sim = compat
+    bridge, _ = compat
     created = await mint(http, bridge, provider)
     async with await connect(http, bridge, created["token"]) as ws:
         c = Client(ws)
