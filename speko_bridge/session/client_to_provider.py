@@ -12,6 +12,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from starlette.websockets import WebSocketState
+
 from ..audio import Resampler
 from ..clientproto.base import (
     Cancel,
@@ -28,7 +30,7 @@ from ..clientproto.base import (
 )
 from ..codes import CloseCode, ErrorCode
 from ..frames import Transcript
-from .asgi import dropped, queued_messages
+from .asgi import channel, dropped, queued_messages
 from .outbox import COALESCE_MAX_BYTES
 from .pacing import Pacer
 
@@ -78,7 +80,9 @@ class ClientToProvider:
 
     async def run(self) -> None:
         session = self.session
-        receive = self.ws.receive
+        raw = channel(self.ws.scope)
+        # the server's receive, without Starlette's layers (asgi.py says why)
+        receive = raw[0] if raw is not None else self.ws.receive
         client = session.client
         metrics = session.metrics
         waiting = queued_messages(self.ws.scope)
@@ -89,6 +93,7 @@ class ClientToProvider:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
+                self.ws.client_state = WebSocketState.DISCONNECTED  # as Starlette's receive does
                 code = message.get("code")
                 if dropped(self.ws.scope):
                     code = CloseCode.ABNORMAL  # no close frame: the connection was lost
