@@ -636,6 +636,12 @@ class OpenAISimulator(SimulatorServer):
         return False
 
     async def _respond(self, ws, conn: _Conn, rid: str) -> None:
+        try:
+            await self._respond_inner(ws, conn, rid)
+        finally:
+            self.replies_ended += 1
+
+    async def _respond_inner(self, ws, conn: _Conn, rid: str) -> None:
         cfg = self.config
         conn.responses += 1
         self.replies += 1
