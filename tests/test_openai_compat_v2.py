@@ -386,3 +386,30 @@ async def test_a_typed_message_with_an_open_microphone_in_server_mode_is_answere
     assert c.of("response.done")[0]["response"]["status"] == "completed"
     assert "Quelle heure" in c.of("response.output_audio_transcript.done")[0]["transcript"]
     assert sim.violations == []
+
+
+@pytest.mark.parametrize("minted,expected", [
+    (None, None),  # a manual mint: OpenAI's own default (server VAD) stays
+    ({"type": "server", "silenceMs": SILENCE_MS, "prefixMs": 100},
+     {"type": "server_vad", "silence_duration_ms": SILENCE_MS, "prefix_padding_ms": 100}),
+])
+async def test_openai_behind_it_keeps_the_minted_turn_detection_and_otherwise_its_default(
+        env, http, minted, expected):
+    sim = await start_simulator("openai")
+    try:
+        async with run_bridge(provider_env(env, "openai", sim.url)) as bridge:
+            created = await mint(http, bridge, "openai", **({"turnDetection": minted} if minted else {}))
+            async with await connect(http, bridge, created["token"]) as ws:
+                c = Client(ws)
+                await c.until(lambda events: any(e["type"] == "session.updated" for e in events))
+    finally:
+        await sim.stop()
+    first = next(m for m in sim.received[-1] if m.get("type") == "session.update")
+    audio_in = first["session"].get("audio", {}).get("input", {})
+    if expected is None:
+        assert "turn_detection" not in audio_in, first
+    else:
+        sent = audio_in["turn_detection"]
+        assert {k: sent[k] for k in expected} == expected, sent
+    updated = c.of("session.updated")[0]["session"]["audio"]["input"]["turn_detection"]
+    assert updated is not None and updated["type"] == "server_vad", updated  # what OpenAI runs

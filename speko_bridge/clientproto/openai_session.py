@@ -269,9 +269,13 @@ def user_text(item: dict) -> list[str] | None:
 
 
 def without_turn_detection(message: str | bytes) -> str:
-    """OpenAI behind the endpoint: the minted ``session.update`` minus turn detection, so
-    OpenAI's default (server VAD) stays, as its clients expect; their own update may change it."""
+    """OpenAI behind the endpoint: the minted ``session.update``, minus turn detection when the
+    mint left turns manual, so OpenAI's default (server VAD) stays, as its clients expect; a
+    mint that chose ``server`` or ``semantic`` keeps its settings. The client's own update may
+    change either."""
     event = msgspec.json.decode(message)
     if event.get("type") == "session.update":
-        event["session"].get("audio", {}).get("input", {}).pop("turn_detection", None)
+        audio_in = event["session"].get("audio", {}).get("input", {})
+        if audio_in.get("turn_detection", 0) is None:
+            del audio_in["turn_detection"]
     return msgspec.json.encode(event).decode()
