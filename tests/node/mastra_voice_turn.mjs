@@ -1,0 +1,70 @@
+// One spoken turn through the bridge's OpenAI-compatible endpoint with Mastra's realtime voice
+// (@mastra/voice-openai-realtime), unchanged but for its `url` option and the minted token as
+// its API key:
+//   node mastra_voice_turn.mjs <base ws url> <minted token> <pcm16 24 kHz speech file> <vad|answer>
+// A live microphone: a stream fed 20 ms of the speech at a time at real-time pace, then
+// silence (the microphone stays open) until the answer is done. `vad`: the server's voice
+// activity detection ends the turn; `answer`: the app calls answer() when the speech ends
+// (Mastra's push-to-talk pattern: a response.create over audio nobody committed).
+// Prints one JSON line: every server event type, errors, what Mastra's `writing` and
+// `speaking` events carried.
+import { readFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
+import { OpenAIRealtimeVoice } from '@mastra/voice-openai-realtime';
+
+const [url, token, pcmPath, mode] = process.argv.slice(2);
+const CHUNK = 2 * 24000 * 20 / 1000; // 20 ms of PCM16 at 24 kHz
+const SETTLE_MS = 700; // after the answer: room for a late duplicate transcript or error
+const result = { events: [], errors: [], user: '', assistant: '', speakingBytes: 0, responses: [] };
+
+const voice = new OpenAIRealtimeVoice({ url, apiKey: token });
+for (const name of ['session.created', 'session.updated', 'input_audio_buffer.speech_started',
+  'input_audio_buffer.speech_stopped', 'input_audio_buffer.committed', 'conversation.item.added',
+  'conversation.item.input_audio_transcription.delta',
+  'conversation.item.input_audio_transcription.completed', 'response.created',
+  'response.output_audio.done', 'response.output_audio_transcript.done', 'response.done', 'error']) {
+  voice.on(`openAIRealtime:${name}`, () => result.events.push(name));
+}
+voice.on('error', (e) => result.errors.push(e?.error ?? e?.message ?? String(e)));
+voice.on('writing', ({ text, role }) => { result[role === 'user' ? 'user' : 'assistant'] += text; });
+voice.on('speaking', ({ audio }) => { result.speakingBytes += audio.length; });
+
+let heardUser = false;
+voice.on('conversation.item.input_audio_transcription.completed', () => { heardUser = true; });
+const answered = new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error('no spoken answer within 20 s: ' + JSON.stringify(result))), 20000);
+  voice.on('response.done', (ev) => {
+    result.responses.push(ev.response.status);
+    if (heardUser && result.speakingBytes > 0) { clearTimeout(timer); resolve(); }
+  });
+});
+
+await voice.connect();
+const mic = new PassThrough();
+await voice.send(mic);
+const speech = readFileSync(pcmPath);
+const silence = Buffer.alloc(CHUNK);
+const start = Date.now();
+let sent = 0;
+let open = true;
+(async () => {
+  for (let i = 0; open; i += CHUNK) {
+    if (i < speech.length) mic.write(speech.subarray(i, i + CHUNK));
+    else {
+      if (i - CHUNK < speech.length && mode === 'answer') await voice.answer({});
+      mic.write(silence);
+    }
+    sent += 20;
+    const wait = start + sent - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  }
+})();
+try {
+  await answered;
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+} finally {
+  open = false;
+  voice.close();
+}
+console.log(JSON.stringify(result));
+process.exit(0);
