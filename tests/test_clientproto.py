@@ -219,19 +219,6 @@ def test_compat_deeply_nested_json_never_raises(provider, text):
         assert err["error"]["code"] == "invalid_json"
 
 
-@pytest.mark.parametrize("session, refused", [
-    ({"instructions": "other"}, "session.instructions"),
-    ({"tools": 5}, "session.tools"),
-    ({"tools": [{"name": 1}, {"name": "x"}]}, "session.tools"),
-    ({"audio": {"output": {"voice": "alloy"}}}, "session.audio.output.voice"),
-    ({"audio": {"input": {"turn_detection": {"type": "server_vad"}}}}, "session.audio.input.turn_detection"),
-])
-def test_compat_session_changes_the_provider_cannot_take_are_refused_then_updated(session, refused):
-    err, updated = server_events(compat().receive_text(json.dumps({"type": "session.update", "session": session})))
-    assert err["error"]["code"] == "unsupported_for_provider" and err["error"]["param"] == refused
-    assert updated["type"] == "session.updated"
-
-
 def test_compat_with_openai_behind_it_forwards_both_ways():
     c = compat("openai")
     assert c.opening() == []

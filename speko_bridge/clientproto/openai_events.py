@@ -58,15 +58,18 @@ class ResponseWriter:
         self._audio_prefix = ""
         self._transcript: list[str] = []
         self._final_transcript: str | None = None
+        self._cancel_reason = "client_cancelled"
 
     @property
     def state(self) -> Response:
         return self._state
 
-    def cancel(self) -> None:
-        """The client cancelled: the open response (if any) ends as cancelled."""
+    def cancel(self, reason: str = "client_cancelled") -> None:
+        """The client cancelled (or the user spoke over it: ``turn_detected``): the open
+        response (if any) ends as cancelled."""
         if self._state is Response.OPEN:
             self._state = Response.CANCELLED
+            self._cancel_reason = reason
 
     def event(self, event: dict) -> TextMessage:
         event["event_id"] = self._id("event")
@@ -174,7 +177,7 @@ class ResponseWriter:
         out.append(self.event({"type": "response.done", "response": {
             "id": self._response_id, "object": "realtime.response",
             "status": "cancelled" if cancelled else "completed",
-            "status_details": {"type": "cancelled", "reason": "client_cancelled"} if cancelled else None,
+            "status_details": {"type": "cancelled", "reason": self._cancel_reason} if cancelled else None,
             "output": self._output, "output_modalities": ["audio"],
             "usage": {"total_tokens": total_in + total_out, "input_tokens": total_in,
                       "output_tokens": total_out,
@@ -204,3 +207,63 @@ class ResponseWriter:
         self._audio_item = None
         return out
 
+
+
+class InputBuffer:
+    """The client's input audio buffer as OpenAI reports it: what was appended and not yet
+    committed, and the user items a commit, or the provider's detection of a turn, makes of it.
+
+    Positions (``audio_start_ms``/``audio_end_ms``) count the audio appended since the session
+    began, as OpenAI's do. The item of a detected turn is named at ``speech_started`` and is
+    the one ``committed`` and added at ``speech_stopped``; an explicit commit (or a
+    ``response.create`` over uncommitted audio) names a new one. Either way the user's
+    transcript then belongs to that item (``ResponseWriter.user_item``)."""
+
+    def __init__(self, out: ResponseWriter, new_id: Callable[[str], str], rate: int) -> None:
+        self._out = out
+        self._id = new_id
+        self._bytes_per_ms = 2 * rate / 1000
+        self.pending = False  # audio appended since the last commit
+        self._pending_bytes = 0  # how much: the user item's duration, for its transcription usage
+        self._total_bytes = 0
+        self._speech: tuple[str, int] | None = None  # item and start of the speech under way
+
+    def append(self, size: int) -> None:
+        self.pending = self.pending or size > 0
+        self._pending_bytes += size
+        self._total_bytes += size
+
+    def _now_ms(self) -> int:
+        return int(self._total_bytes / self._bytes_per_ms)
+
+    def commit(self, item_id: str | None = None, seconds: float | None = None) -> list[OutboxItem]:
+        """``committed`` and the user item, added and done."""
+        self._out.user_seconds = self._pending_bytes / self._bytes_per_ms / 1000 if seconds is None else seconds
+        self.pending = False
+        self._pending_bytes = 0
+        out = self._out
+        item_id = item_id or self._id("item")
+        previous, out.previous_item, out.user_item = out.previous_item, item_id, item_id
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+                "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
+        return [out.event({"type": "input_audio_buffer.committed", "previous_item_id": previous,
+                           "item_id": item_id}),
+                out.event({"type": "conversation.item.added", "previous_item_id": previous, "item": item}),
+                out.event({"type": "conversation.item.done", "previous_item_id": previous, "item": item})]
+
+    def speech_started(self) -> list[OutboxItem]:
+        if self._speech is not None:
+            return []
+        item_id, start = self._id("item"), self._now_ms()
+        self._speech = (item_id, start)
+        return [self._out.event({"type": "input_audio_buffer.speech_started", "audio_start_ms": start,
+                                 "item_id": item_id})]
+
+    def speech_stopped(self) -> list[OutboxItem]:
+        if self._speech is None:
+            return []
+        (item_id, start), end = self._speech, self._now_ms()
+        self._speech = None
+        return [self._out.event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end,
+                                 "item_id": item_id}),
+                *self.commit(item_id, (end - start) / 1000)]

@@ -65,14 +65,17 @@ from .base import (
     ClearAudio,
     Codec,
     CodecEvent,
+    Configured,
     Fatal,
     Outbound,
     Ready,
     Reconnect,
     SpeechStarted,
     SpeechStopped,
+    changed_fields,
 )
-from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
+from .google_setup import VOICES, gemini_schema, gemini_setup
+from .google_setup import DEFAULT_VOICE  # noqa: F401 (re-exported)
 from .google_wire import Message, ServerContent, TokenCount
 from .google_wire import ToolCall as WireToolCall
 
@@ -88,6 +91,9 @@ MAX_REMEMBERED_CALLS = 4096
 #: long while the user keeps talking is broken, and a session that cannot hear its user is
 #: worse than a model told the tool failed.
 TOOL_WAIT_MAX_MS = 15_000
+#: User text items held for the client's response request: the latest are kept (a client
+#: that adds items and never asks for an answer must not grow the session's memory).
+MAX_HELD_TEXTS = 64
 #: ``turnCompleteReason`` values that are not a refusal (google-genai ``TurnCompleteReason``).
 BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT"})
 
@@ -148,6 +154,9 @@ class GoogleCodec(Codec):
         self._hands_free = hands_free(params)
         self._speaking = False  # server turns: the user is speaking (voiceActivity)
         self._model_output = False  # the model produced output since its last turnComplete
+        self._setup_sent = False  # start() ran: a new session config needs a new setup
+        self._talked = False  # client input went upstream: a new setup would lose it
+        self._texts: list[str] = []  # user text items waiting for the client's response request
 
     @property
     def input_rate(self) -> int:
@@ -155,7 +164,27 @@ class GoogleCodec(Codec):
 
     # -------------------------------------------------------------------- client intents
 
+    VOICES = frozenset(v.lower() for v in VOICES)
+
+    def configure(self, params: SessionParams) -> Configured:
+        """Gemini takes its whole config in ``setup``, once per connection. Before any client
+        input went upstream the bridge opens a new connection with a new ``setup`` (nothing is
+        lost: there is no conversation yet); after it, a change is refused (a new setup without
+        the resumption handle would forget the conversation, and Gemini documents no config
+        change on resumption)."""
+        params = self._with_own_voice(params)
+        changed = changed_fields(self.params, params)
+        if not changed:
+            return Configured()
+        if self._talked:
+            return Configured(refused=changed)
+        self.params = params
+        self._hands_free = hands_free(params)
+        self._handle = None
+        return Configured(redo=self._setup_sent)
+
     def start(self) -> list[Outbound]:
+        self._setup_sent = True
         self._in_activity = False
         self._go_away = False
         self._responding = self._gated = self._audio_open = False
@@ -174,15 +203,30 @@ class GoogleCodec(Codec):
             if self._gated_bytes * 1000 < TOOL_WAIT_MAX_MS * 2 * GEMINI_INPUT_RATE:
                 return []
             out = self._abandon_calls(f"no tool result within {TOOL_WAIT_MAX_MS // 1000} s of user speech")
+        self._talked = True
         frame = _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
         if not self._in_activity and not self._hands_free:
-            out += self._open_activity()
+            out += self._send_texts(False) + self._open_activity()
         return out + [frame]
+
+    def _send_texts(self, complete: bool) -> list[Outbound]:
+        """User text items not sent yet, as one ``clientContent`` (``turnComplete`` when the
+        client asked for the answer and spoke nothing since)."""
+        if not self._texts:
+            return []
+        turns = [{"role": "user", "parts": [{"text": t}]} for t in self._texts]
+        self._texts = []
+        return [_encoder.encode({"clientContent": {"turns": turns, "turnComplete": complete}}).decode()]
 
     def commit(self) -> list[Outbound]:
         if self._pending:  # any realtime input now would end the session (1008)
             self._count("commits_dropped_during_tool_call", 1)
             return []
+        self._talked = True
+        if self._texts and not self._in_activity:  # text items, no audio since: their answer
+            self._responding = True
+            self._turns += 1
+            return self._send_texts(True)
         if self._hands_free:  # the end of the user's audio: Gemini's detector ends the turn
             self._responding = True
             self._turns += 1
@@ -204,7 +248,7 @@ class GoogleCodec(Codec):
             return out  # the open activity (or Gemini's own detector) already interrupts
         return out + self._open_activity()
 
-    def text(self, text: str) -> list[Outbound]:
+    def text(self, text: str, respond: bool = True) -> list[Outbound]:
         """Server turns: ``realtimeInput.text``, real-time input like speech (it interrupts a
         reply, and the model answers it). Manual turns: a complete ``clientContent`` user
         turn (``turnComplete``), which the model answers with no activity signals (google-genai
@@ -212,6 +256,10 @@ class GoogleCodec(Codec):
         tool call waits for its result."""
         if self._pending:
             self._count("texts_dropped_during_tool_call", 1)
+            return []
+        self._talked = True
+        if not respond:  # held until the client asks for the answer (commit)
+            self._texts = [*self._texts[-MAX_HELD_TEXTS + 1:], text]
             return []
         self._responding = True
         self._turns += 1
@@ -229,6 +277,7 @@ class GoogleCodec(Codec):
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:
         if call_id in self._cancelled:
             return []
+        self._talked = True
         self._pending.discard(call_id)
         try:
             value = _any_decoder.decode(output)

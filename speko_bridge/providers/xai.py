@@ -48,11 +48,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..frames import Transcript, Usage
-from ..params import SessionParams, turn_detection
-from .base import CodecEvent, Outbound
+from ..params import SessionParams, hands_free, turn_detection
+from .base import CodecEvent, Configured, Outbound
 from .openai import OpenAICodec, _Err, _Event, _json, function_tool, vad_fields
 
 DEFAULT_VOICE = "eve"
+#: docs.x.ai Voice Agent API, "Voice Options" (any case).
+XAI_VOICES = frozenset({"eve", "ara", "rex", "sal", "leo"})
 TRANSCRIPTION_MODEL = "grok-transcribe"
 #: xAI's wording of the cancel-with-nothing-active race (no stable code is documented).
 BENIGN_MESSAGES = ("no active response", "truncat")
@@ -106,6 +108,20 @@ class XAICodec(OpenAICodec):
 
     def start(self) -> list[Outbound]:
         return [_json({"type": "session.update", "session": xai_session_config(self.params)})]
+
+    VOICES = XAI_VOICES
+
+    def configure(self, params: SessionParams) -> Configured:
+        """xAI takes ``session.update`` at any time, as OpenAI does (providers.md 4.2; docs.x.ai
+        Voice Agent API: the session can be updated during the conversation). The update
+        names every field, so instructions or tools the client removed are removed."""
+        params = self._with_own_voice(params)
+        self.params = params
+        self._hands_free = hands_free(params)
+        session = xai_session_config(params)
+        session.setdefault("instructions", "")
+        session.setdefault("tools", [])
+        return Configured([_json({"type": "session.update", "session": session})])
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
         if self._response_active and not self._audio_in_response:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..audio import Resampler
 from ..clientproto.base import (
     Cancel,
+    Configure,
     FlushAudio,
     Forward,
     Invalid,
@@ -158,9 +159,12 @@ class ClientToProvider:
                     session.expect_reply()
                 await upstream.send(asked)
             elif kind is SendText:
-                session.expect_reply()
-                await session.put_all(session.client.frame(Transcript("user", intent.text, True)))
-                await upstream.send(provider.text(intent.text))
+                if intent.respond:
+                    session.expect_reply()
+                    await session.put_all(session.client.frame(Transcript("user", intent.text, True)))
+                await upstream.send(provider.text(intent.text, intent.respond))
+            elif kind is Configure:
+                await self._configure(intent)
             elif kind is Cancel:
                 await session.cancel_reply()
             elif kind is ToolOutput:
@@ -170,6 +174,18 @@ class ClientToProvider:
                 if intent.reply_due:
                     session.expect_reply()
                 await upstream.send([intent.message])
+
+    async def _configure(self, intent: Configure) -> None:
+        """Apply a client's new session: what the provider codec sends, or a new upstream
+        connection whose setup carries it; then the client hears the session in effect."""
+        session = self.session
+        done = session.provider.configure(intent.params)
+        if done.redo:
+            session.toward_client.redo()
+        else:
+            await session.upstream.send(done.messages)
+        session.toward_client.tools_changed()
+        await session.put_all(session.client.configured(session.provider.params, done.refused))
 
     async def _send_joined(self) -> None:
         joined = self._joined

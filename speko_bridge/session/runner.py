@@ -285,7 +285,7 @@ class Session:
         reply there."""
         played_ms = self.played_ms()
         self.toward_client.drop_audio()
-        for item in self.client.cancelled():
+        for item in self.client.cancelled(barge_in):
             await self.put(item)
         if self.provider is not None:
             provider = self.provider

@@ -1,0 +1,257 @@
+"""``/v1/openai/realtime`` with Gemini and xAI behind it, as real OpenAI clients use it (issue
+20): through the real bridge and each provider's simulator over real sockets. A client's first
+``session.update`` at the Agents SDK's defaults applies (the simulator sees it); hands-free
+turns with ``server_vad`` and ``semantic_vad`` are written as OpenAI writes VAD turns; a text
+item is answered at ``response.create``; a foreign voice is no error; a ``response.create``
+over uncommitted audio commits it once. Every event validates against the ``openai`` types."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import aiohttp
+import pydantic
+import pytest
+from openai.types.realtime import RealtimeServerEvent
+
+from .conftest import run_bridge
+from .test_conformance import provider_env, start_simulator
+from .test_handsfree import silence
+from .wsclient import mint, tone
+
+RATE = 24000
+SILENCE_MS = 300
+SERVER_EVENT = pydantic.TypeAdapter(RealtimeServerEvent)
+
+
+@pytest.fixture(params=["google", "xai"])
+def provider(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def compat(env, provider):
+    sim = await start_simulator(provider, reply_ms=400)
+    try:
+        async with run_bridge(provider_env(env, provider, sim.url)) as b:
+            yield b, sim
+    finally:
+        await sim.stop()
+
+
+class Client:
+    """One raw OpenAI-protocol socket: every event kept in order, each validated."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.events: list[dict] = []
+
+    async def send(self, event: dict) -> None:
+        await self.ws.send_json(event)
+
+    async def append(self, pcm: bytes, chunk_ms: int = 40) -> None:
+        step = RATE * 2 * chunk_ms // 1000
+        for i in range(0, len(pcm), step):
+            await self.send({"type": "input_audio_buffer.append",
+                             "audio": base64.b64encode(pcm[i:i + step]).decode()})
+
+    async def until(self, done, timeout: float = 15) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not done(self.events):
+                    msg = await self.ws.receive()
+                    if msg.type is not aiohttp.WSMsgType.TEXT:
+                        raise AssertionError(f"socket ended: {msg.type} {self.ws.close_code}")
+                    event = json.loads(msg.data)
+                    SERVER_EVENT.validate_python(event)
+                    self.events.append(event)
+        except TimeoutError:
+            raise AssertionError(f"timed out; so far: {self.kinds()}") from None
+
+    async def settle(self, seconds: float = 0.5) -> None:
+        """Read what else arrives within ``seconds`` (late events, or ones that must not come)."""
+        try:
+            await self.until(lambda _: False, timeout=seconds)
+        except AssertionError as exc:
+            if "timed out" not in str(exc):
+                raise
+
+    def kinds(self) -> list[str]:
+        return [e["type"] for e in self.events if e["type"] != "response.output_audio.delta"]
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+    def count(self, kind: str) -> int:
+        return len(self.of(kind))
+
+
+async def connect(http, bridge, token: str):
+    url = f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime"
+    return await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
+
+
+def agents_sdk_update(detection: dict | None) -> dict:
+    """The first ``session.update`` of the OpenAI Agents SDK at its defaults (openai-agents 0.24)."""
+    return {"type": "session.update", "session": {
+        "type": "realtime", "model": "gpt-realtime", "output_modalities": ["audio"],
+        "instructions": "You are a pirate.",
+        "tools": [{"type": "function", "name": "get_weather", "description": "Weather in a city.",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                  "required": ["city"], "additionalProperties": False}}],
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE},
+                            "transcription": {"model": "gpt-4o-mini-transcribe"},
+                            "turn_detection": detection},
+                  "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "ash"}}}}
+
+
+def upstream_config(sim, provider: str) -> dict:
+    """What the provider was last told of the session, in common terms."""
+    if provider == "google":
+        setup = sim.received[-1][0]["setup"]
+        detection = setup["realtimeInputConfig"]["automaticActivityDetection"]
+        return {"instructions": setup.get("systemInstruction", {}).get("parts", [{}])[0].get("text"),
+                "voice": setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
+                "vad": not detection.get("disabled"),
+                "tools": [d["name"] for t in setup.get("tools", []) for d in t["functionDeclarations"]]}
+    updates = [m["session"] for m in sim.received[-1] if m.get("type") == "session.update"]
+    session = updates[-1]
+    return {"instructions": session.get("instructions"), "voice": session.get("voice"),
+            "vad": session.get("turn_detection") is not None,
+            "tools": [t["name"] for t in session.get("tools") or []]}
+
+
+@pytest.mark.parametrize("detection", [{"type": "server_vad", "silence_duration_ms": SILENCE_MS,
+                                        "prefix_padding_ms": 100},
+                                       {"type": "semantic_vad", "interrupt_response": True}])
+async def test_the_agents_sdk_first_update_applies_and_a_hands_free_turn_is_answered(
+        http, compat, provider, detection):
+    bridge, sim = compat
+    created = await mint(http, bridge, provider, systemPrompt="Minted.")
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        await c.until(lambda evs: evs and evs[0]["type"] == "session.created")
+        await c.send(agents_sdk_update(detection))
+        await c.send({"type": "session.update", "session": {"type": "realtime", "model": "gpt-realtime",
+                                                            "tracing": "auto"}})
+        await c.until(lambda evs: sum(e["type"] == "session.updated" for e in evs) == 2)
+        # a hands-free turn: speech, then silence; no commit, no response.create
+        await c.append(tone(0.6, RATE) + silence(SILENCE_MS / 1000 + 0.4))
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+        # the simulators answer a session with tools by calling the first one: the new tools
+        # reached the provider; the tool's output is then answered in speech
+        (call,) = c.of("response.function_call_arguments.done")
+        assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+        await c.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": call["call_id"], "output": '{"temp_c": 21}'}})
+        await c.send({"type": "response.create"})
+        await c.until(lambda evs: sum(e["type"] == "response.done" for e in evs) == 2)
+        await c.settle()
+    assert c.count("error") == 0, c.of("error")
+    updated = c.of("session.updated")[0]["session"]
+    assert updated["instructions"] == "You are a pirate."
+    assert updated["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert updated["audio"]["output"]["voice"] == {"google": "Puck", "xai": "eve"}[provider]
+    assert upstream_config(sim, provider) == {"instructions": "You are a pirate.", "voice": updated["audio"]["output"]["voice"],
+                                              "vad": True, "tools": ["get_weather"]}
+    kinds = c.kinds()
+    turn = [k for k in kinds if k.startswith("input_audio_buffer.") or k in ("response.created", "response.done")]
+    assert turn == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                    "input_audio_buffer.committed", "response.created", "response.done",
+                    "response.created", "response.done"], kinds
+    (started,), (committed,) = c.of("input_audio_buffer.speech_started"), c.of("input_audio_buffer.committed")
+    assert started["item_id"] == committed["item_id"] == c.of("conversation.item.added")[0]["item"]["id"]
+    (transcript,) = c.of("conversation.item.input_audio_transcription.completed")
+    assert transcript["item_id"] == committed["item_id"] and transcript["transcript"]
+    done = c.of("response.done")[-1]["response"]
+    assert done["status"] == "completed" and c.count("response.output_audio.delta") > 0
+    assert sim.violations == []
+
+
+async def test_a_text_item_is_answered_once_at_response_create(http, compat, provider):
+    bridge, sim = compat
+    created = await mint(http, bridge, provider)
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+        await c.send({"type": "conversation.item.create", "item": {
+            "id": "item_typed", "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "What is the weather in Paris?"}]}})
+        await c.until(lambda evs: any(e["type"] == "conversation.item.done" for e in evs))
+        await c.send({"type": "response.create"})
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+        await c.settle()
+    assert c.count("error") == 0, c.of("error")
+    (added,) = c.of("conversation.item.added")[:1]
+    assert added["item"]["id"] == "item_typed" and added["item"]["content"][0]["text"] == "What is the weather in Paris?"
+    # the item alone asked for nothing: one response, the one response.create asked for
+    assert c.count("response.created") == c.count("response.done") == 1 and sim.replies == 1
+    assert c.count("input_audio_buffer.committed") == 0
+    transcript = c.of("response.output_audio_transcript.done")[0]["transcript"]
+    assert "Paris" in transcript
+    assert sim.violations == []
+
+
+async def test_a_foreign_voice_keeps_the_session_voice_without_an_error(http, compat, provider):
+    bridge, sim = compat
+    voice = {"google": "Kore", "xai": "rex"}[provider]
+    created = await mint(http, bridge, provider, voice=voice)
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        await c.send({"type": "session.update", "session": {"type": "realtime",
+                                                            "audio": {"output": {"voice": "alloy"}}}})
+        await c.until(lambda evs: any(e["type"] == "session.updated" for e in evs))
+        await c.append(tone(0.3, RATE))
+        await c.send({"type": "input_audio_buffer.commit"})
+        await c.send({"type": "response.create"})
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+    assert c.count("error") == 0, c.of("error")
+    assert c.of("session.updated")[0]["session"]["audio"]["output"]["voice"] == voice
+    assert upstream_config(sim, provider)["voice"] == voice
+    assert sim.violations == []
+
+
+async def test_response_create_over_uncommitted_audio_commits_once_and_transcribes_once(http, compat, provider):
+    """What Mastra does: append, then response.create with no commit. The client must hear
+    ``committed`` with the item id its transcript will carry, exactly once."""
+    bridge, sim = compat
+    created = await mint(http, bridge, provider)
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+        await c.append(tone(0.5, RATE))
+        await c.send({"type": "response.create"})
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs)
+                      and any(e["type"] == "conversation.item.input_audio_transcription.completed" for e in evs))
+        await c.settle()
+    assert c.count("error") == 0, c.of("error")
+    (committed,) = c.of("input_audio_buffer.committed")
+    (transcript,) = c.of("conversation.item.input_audio_transcription.completed")
+    assert transcript["item_id"] == committed["item_id"]
+    assert transcript["transcript"] == "I spoke for 0.5 seconds."
+    assert c.count("response.done") == 1 and sim.replies == 1
+
+
+async def test_after_the_first_turn_gemini_refuses_a_change_by_name_and_xai_takes_it(http, compat, provider):
+    bridge, sim = compat
+    created = await mint(http, bridge, provider, systemPrompt="Minted.")
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        await c.append(tone(0.3, RATE))
+        await c.send({"type": "input_audio_buffer.commit"})
+        await c.send({"type": "response.create"})
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+        await c.send({"type": "session.update", "event_id": "late", "session": {"instructions": "Changed."}})
+        await c.until(lambda evs: any(e["type"] == "session.updated" for e in evs))
+    updated = c.of("session.updated")[0]["session"]
+    if provider == "google":
+        (error,) = c.of("error")
+        assert error["error"]["code"] == "unsupported_for_provider"
+        assert error["error"]["param"] == "session.instructions"
+        assert updated["instructions"] == "Minted." and len(sim.received) == 1  # no new connection
+    else:
+        assert c.count("error") == 0 and updated["instructions"] == "Changed."
+        assert upstream_config(sim, provider)["instructions"] == "Changed."
+    assert sim.violations == []
