@@ -288,6 +288,7 @@ def test_compat_user_transcripts_before_any_commit_still_name_an_item():
     assert delta["type"] == "conversation.item.input_audio_transcription.delta"
     assert delta["item_id"].startswith("item_") and delta["content_index"] == 0 and delta["delta"] == "he"
     assert final["item_id"].startswith("item_") and final["usage"] == {"type": "duration", "seconds": 0.0}
+    assert final["item_id"] == delta["item_id"]  # one item: a client de-duplicates by its id
 
 
 def test_compat_a_provider_error_mid_response_is_a_server_error_event():

@@ -165,6 +165,9 @@ async def test_the_agents_sdk_first_update_applies_and_a_hands_free_turn_is_answ
     assert started["item_id"] == committed["item_id"] == c.of("conversation.item.added")[0]["item"]["id"]
     (transcript,) = c.of("conversation.item.input_audio_transcription.completed")
     assert transcript["item_id"] == committed["item_id"] and transcript["transcript"]
+    # every word of the user's turn names that one item (Mastra de-duplicates by it)
+    words = c.of("conversation.item.input_audio_transcription.delta") + [transcript]
+    assert {e["item_id"] for e in words} == {committed["item_id"]}
     done = c.of("response.done")[-1]["response"]
     assert done["status"] == "completed" and c.count("response.output_audio.delta") > 0
     assert sim.violations == []
@@ -255,3 +258,31 @@ async def test_after_the_first_turn_gemini_refuses_a_change_by_name_and_xai_take
         assert c.count("error") == 0 and updated["instructions"] == "Changed."
         assert upstream_config(sim, provider)["instructions"] == "Changed."
     assert sim.violations == []
+
+
+async def test_speech_over_a_reply_cancels_it_as_openai_does_and_the_next_turn_is_answered(env, http, provider):
+    sim = await start_simulator(provider, reply_ms=4000)  # a reply long enough to speak over
+    try:
+        async with run_bridge(provider_env(env, provider, sim.url)) as bridge:
+            created = await mint(http, bridge, provider)
+            async with await connect(http, bridge, created["token"]) as ws:
+                c = Client(ws)
+                await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+                    "type": "server_vad", "silence_duration_ms": SILENCE_MS, "prefix_padding_ms": 100}}}}})
+                await c.append(tone(0.5, RATE) + silence(SILENCE_MS / 1000 + 0.4))
+                await c.until(lambda evs: any(e["type"] == "response.output_audio.delta" for e in evs))
+                await c.append(tone(0.6, RATE) + silence(SILENCE_MS / 1000 + 0.4))
+                await c.until(lambda evs: sum(e["type"] == "response.done" for e in evs) == 2, timeout=20)
+    finally:
+        await sim.stop()
+    assert c.count("error") == 0, c.of("error")
+    first, second = c.of("response.done")
+    assert first["response"]["status"] == "cancelled"
+    assert first["response"]["status_details"]["reason"] == "turn_detected"
+    assert first["response"]["output"][0]["status"] == "incomplete"
+    assert second["response"]["status"] == "completed"
+    # no audio of the cut reply after the user was heard over it
+    barge = [i for i, e in enumerate(c.events) if e["type"] == "input_audio_buffer.speech_started"][1]
+    assert not [e for e in c.events[barge:] if e["type"] == "response.output_audio.delta"
+                and e["response_id"] == first["response"]["id"]]
+    assert c.count("input_audio_buffer.committed") == 2 and sim.violations == []

@@ -59,7 +59,7 @@ import msgspec
 from ..codes import CloseCode, ErrorCode
 from ..frames import Speech
 from ..params import hands_free
-from ..providers.openai import OPENAI_RATE
+from ..providers.openai_setup import OPENAI_RATE
 from . import openai_session
 from .base import (
     AudioChunk,
@@ -85,7 +85,6 @@ INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 #: Longest event ``type`` quoted back in an error (the rest of a hostile one is noise).
 MAX_QUOTED_TYPE = 64
 
-_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _refusal_ids = itertools.count(1)
 
@@ -95,6 +94,27 @@ class _Type(msgspec.Struct):
 
 
 _decode_type = msgspec.json.Decoder(_Type).decode
+
+
+def _handshake(subprotocols: list[str], headers: dict[str, str]) -> Handshake:
+    """The bearer header, else the insecure-key subprotocol (browsers)."""
+    selected = "realtime" if "realtime" in subprotocols else None
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return Handshake(auth[7:].strip(), selected)
+    for proto in subprotocols:
+        if proto.startswith(INSECURE_KEY_PREFIX):
+            return Handshake(proto[len(INSECURE_KEY_PREFIX):] or None, selected or proto)
+    return Handshake(None, selected)
+
+
+def _refusal(code, error_code, message: str) -> list[str]:
+    return [error_event(error_code, message, event_id=f"event_refused_{next(_refusal_ids)}")]
+
+
+def _forward(data: str | bytes) -> TextMessage:
+    """OpenAI behind the endpoint: its message, as it is."""
+    return TextMessage(data if type(data) is str else data.decode("utf-8", "replace"))
 
 
 class OpenAICompatCodec(ClientCodec):
@@ -129,21 +149,8 @@ class OpenAICompatCodec(ClientCodec):
 
     # -- opening ------------------------------------------------------------------------------
 
-    @staticmethod
-    def handshake(subprotocols: list[str], headers: dict[str, str]) -> Handshake:
-        """The bearer header, else the insecure-key subprotocol (browsers)."""
-        selected = "realtime" if "realtime" in subprotocols else None
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer " and auth[7:].strip():
-            return Handshake(auth[7:].strip(), selected)
-        for proto in subprotocols:
-            if proto.startswith(INSECURE_KEY_PREFIX):
-                return Handshake(proto[len(INSECURE_KEY_PREFIX):] or None, selected or proto)
-        return Handshake(None, selected)
-
-    @staticmethod
-    def refusal(code, error_code, message: str) -> list[str]:
-        return [error_event(error_code, message, event_id=f"event_refused_{next(_refusal_ids)}")]
+    handshake = staticmethod(_handshake)
+    refusal = staticmethod(_refusal)
 
     @property
     def input_rate(self) -> int:
@@ -159,30 +166,14 @@ class OpenAICompatCodec(ClientCodec):
         return [self._out.event({"type": "session.created", "session": self._session()})]
 
     def upstream_start(self, messages: list[str | bytes]) -> list[str | bytes]:
-        if not self._same_protocol:
-            return messages
-        # The minted config, minus turn detection: OpenAI's default (server VAD) stays, as the
-        # client expects of OpenAI; its own session.update may change it.
-        out: list[str | bytes] = []
-        for m in messages:
-            event = _decode(m)
-            if event.get("type") == "session.update":
-                event["session"].get("audio", {}).get("input", {}).pop("turn_detection", None)
-            out.append(_encode(event).decode())
-        return out
+        return [openai_session.without_turn_detection(m) for m in messages] if self._same_protocol else messages
 
     def declared_tools(self) -> frozenset[str] | None:
         # OpenAI behind it: the client's own session.update may declare any tools
         return None if self._same_protocol else super().declared_tools()
 
     def raw_forwarder(self):
-        if not self._same_protocol:
-            return None
-
-        def forward(data: str | bytes) -> TextMessage:
-            return TextMessage(data if type(data) is str else data.decode("utf-8", "replace"))
-
-        return forward
+        return _forward if self._same_protocol else None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -303,18 +294,15 @@ class OpenAICompatCodec(ClientCodec):
 
     def _on_text_item(self, event: dict, item: dict) -> list[Intent]:
         """A user message of ``input_text``: the user's words, answered at ``response.create``."""
-        content = item.get("content")
-        parts = content if isinstance(content, list) else []
-        texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") == "input_text"]
-        if not texts or len(texts) != len(parts) or not all(isinstance(t, str) for t in texts):
+        texts = openai_session.user_text(item)
+        if texts is None:
             return self._unsupported(event, "A user message whose content is not only input_text",
                                      param="item.content")
-        text = "\n".join(texts)
-        if not text.strip():
+        if not "".join(texts).strip():
             return self._invalid("invalid_value", "The message has no text.", param="item.content", event=event)
         done = {"id": self._item_id(item), "object": "realtime.item", "type": "message", "role": "user",
                 "status": "completed", "content": [{"type": "input_text", "text": t} for t in texts]}
-        return [*self._added(done), SendText(text, respond=False)]
+        return [*self._added(done), SendText("\n".join(texts), respond=False)]
 
     def _on_truncate(self, event: dict) -> list[Intent]:
         item_id, index, end_ms = event.get("item_id"), event.get("content_index", 0), event.get("audio_end_ms")
@@ -347,19 +335,13 @@ class OpenAICompatCodec(ClientCodec):
 
     def configured(self, params, refused: tuple[str, ...]) -> list[OutboxItem]:
         asked, tool_choice = self._asked or (self.params, self._tool_choice)
-        changes = {name: getattr(self.params, name) if name in refused else getattr(asked, name)
-                   for name in ("system_prompt", "tools", "turn_detection")}
-        self.params = msgspec.structs.replace(self.params, voice=params.voice, **changes)
+        self.params = openai_session.applied(self.params, asked, params.voice, refused)
         if "tools" not in refused:
             self._tool_choice = tool_choice
         out: list[OutboxItem] = []
         if refused:
-            names = [openai_session.OPENAI_NAMES[name] for name in refused]
-            out.append(TextMessage(self._error(
-                ErrorCode.UNSUPPORTED_FOR_PROVIDER,
-                f"Changing {', '.join(names)} after the conversation began is not supported through the "
-                f"bridge for provider '{self.provider}' (set them when minting, or in the first "
-                "session.update, before any audio or text).", param=names[0])))
+            message, param = openai_session.refusal(refused, self.provider)
+            out.append(TextMessage(self._error(ErrorCode.UNSUPPORTED_FOR_PROVIDER, message, param=param)))
         return out + [self._out.event({"type": "session.updated", "session": self._session()})]
 
     # -- provider frames -> OpenAI server events ----------------------------------------------

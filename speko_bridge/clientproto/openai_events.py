@@ -135,7 +135,9 @@ class ResponseWriter:
         return []
 
     def _user_transcript(self, frame: Transcript) -> list[OutboxItem]:
-        item_id = self.user_item or self._id("item")
+        if self.user_item is None:  # words before any commit: one item for all of them
+            self.user_item = self._id("item")
+        item_id = self.user_item
         if frame.final:
             return [self.event({"type": "conversation.item.input_audio_transcription.completed",
                                 "item_id": item_id, "content_index": 0, "transcript": frame.text,
@@ -256,6 +258,8 @@ class InputBuffer:
             return []
         item_id, start = self._id("item"), self._now_ms()
         self._speech = (item_id, start)
+        # the provider may transcribe while the user still speaks: those words are this item's
+        self._out.user_item = item_id
         return [self._out.event({"type": "input_audio_buffer.speech_started", "audio_start_ms": start,
                                  "item_id": item_id})]
 

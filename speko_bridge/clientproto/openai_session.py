@@ -49,8 +49,8 @@ from ..params import (
     TurnDetection,
     turn_detection,
 )
-from ..providers import google_setup, openai, xai
-from ..providers.openai import OPENAI_RATE, VAD_THRESHOLDS, function_tool
+from ..providers import google_setup, openai_setup, xai
+from ..providers.openai_setup import OPENAI_RATE, VAD_THRESHOLDS, function_tool
 
 #: ``session`` fields with no effect through the bridge (see the module docstring).
 IGNORED = frozenset({"type", "model", "object", "id", "expires_at", "tracing", "include", "truncation",
@@ -62,7 +62,7 @@ OPENAI_NAMES = {"system_prompt": "session.instructions", "voice": "session.audio
                 "tools": "session.tools", "turn_detection": "session.audio.input.turn_detection"}
 _PCM_TYPES = ("audio/pcm", "pcm16")
 #: The voice that speaks when the session names none (each provider codec's default).
-DEFAULT_VOICES = {"openai": openai.DEFAULT_VOICE, "google": google_setup.DEFAULT_VOICE, "xai": xai.DEFAULT_VOICE}
+DEFAULT_VOICES = {"openai": openai_setup.DEFAULT_VOICE, "google": google_setup.DEFAULT_VOICE, "xai": xai.DEFAULT_VOICE}
 _tools = msgspec.convert
 
 
@@ -237,3 +237,41 @@ def session_object(params: SessionParams, session_id: str, expires_at: int, tool
         },
         "expires_at": expires_at,
     }
+
+
+def applied(current: SessionParams, asked: SessionParams, voice: str | None,
+            refused: tuple[str, ...]) -> SessionParams:
+    """The client's session once the provider applied ``asked`` (the voice it kept, and the
+    fields it ``refused`` as they were)."""
+    changes = {name: getattr(current if name in refused else asked, name)
+               for name in ("system_prompt", "tools", "turn_detection")}
+    return msgspec.structs.replace(current, voice=voice, **changes)
+
+
+def refusal(refused: tuple[str, ...], provider: str) -> tuple[str, str]:
+    """(message, param) of the error naming the fields the provider could not change."""
+    names = [OPENAI_NAMES[name] for name in refused]
+    message = (f"Changing {', '.join(names)} after the conversation began is not supported through the "
+               f"bridge for provider '{provider}' (set them when minting, or in the first session.update, "
+               "before any audio or text).")
+    return message, names[0]
+
+
+def user_text(item: dict) -> list[str] | None:
+    """The texts of a user message item that holds only ``input_text`` parts, else None."""
+    parts = item.get("content")
+    if not isinstance(parts, list):
+        return None
+    texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") == "input_text"]
+    if not texts or len(texts) != len(parts) or not all(isinstance(t, str) for t in texts):
+        return None
+    return texts
+
+
+def without_turn_detection(message: str | bytes) -> str:
+    """OpenAI behind the endpoint: the minted ``session.update`` minus turn detection, so
+    OpenAI's default (server VAD) stays, as its clients expect; their own update may change it."""
+    event = msgspec.json.decode(message)
+    if event.get("type") == "session.update":
+        event["session"].get("audio", {}).get("input", {}).pop("turn_detection", None)
+    return msgspec.json.encode(event).decode()

@@ -167,9 +167,12 @@ class ProviderToClient:
                 self._count_usage(ev)
                 await put_all(client.frame(ev))
             elif kind is Ready:
-                if not session.upstream.ready.is_set():
+                if not session.upstream.ready.is_set() and not self._redo:
                     await session.upstream.flush_held()
-                    session.set_upstream_phase(Phase.READY)
+                    if self._redo:  # the client changed the session meanwhile: hold again
+                        session.upstream.ready.clear()
+                    else:
+                        session.set_upstream_phase(Phase.READY)
             elif kind is ClearAudio:
                 self.drop_audio()
             elif kind is SpeechStarted:
