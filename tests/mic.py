@@ -40,22 +40,39 @@ def chunks(pcm: bytes, rate: int = RATE):
         yield pcm[i:i + size]
 
 
-async def live(send, pcm: bytes, *, then_silence: bool = True, rate: int = RATE) -> None:
+class Microphone:
+    """An open microphone: ``run()`` sends 20 ms chunks at real-time pace, silence unless
+    ``say()`` queued speech, until cancelled."""
+
+    def __init__(self, send, rate: int = RATE) -> None:
+        self._send = send
+        self._rate = rate
+        self._queued: list[bytes] = []
+        self.spoken_ms = 0  # speech sent so far
+
+    def say(self, pcm: bytes) -> None:
+        self._queued.extend(chunks(pcm, self._rate))
+
+    async def run(self) -> None:
+        start = time.monotonic()
+        sent_ms = 0
+        quiet = silence(CHUNK_MS / 1000, self._rate)
+        while True:
+            if self._queued:
+                chunk = self._queued.pop(0)
+                self.spoken_ms += CHUNK_MS
+            else:
+                chunk = quiet
+            await self._send(chunk)
+            sent_ms += CHUNK_MS
+            delay = start + sent_ms / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+
+async def live(send, pcm: bytes, rate: int = RATE) -> None:
     """``await send(chunk)`` for each 20 ms of ``pcm`` at its real-time pace, then (a microphone
     left open) silence until cancelled."""
-    start = time.monotonic()
-    sent_ms = 0
-
-    async def one(chunk: bytes) -> None:
-        nonlocal sent_ms
-        await send(chunk)
-        sent_ms += CHUNK_MS
-        delay = start + sent_ms / 1000 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    for chunk in chunks(pcm, rate):
-        await one(chunk)
-    quiet = silence(CHUNK_MS / 1000, rate)
-    while then_silence:
-        await one(quiet)
+    mic = Microphone(send, rate)
+    mic.say(pcm)
+    await mic.run()
