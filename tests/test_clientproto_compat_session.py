@@ -425,3 +425,74 @@ def test_any_sequence_of_updates_turns_and_speech_gives_valid_events_and_every_r
     assert len(committed) == len(set(committed))
     # the provider's session stays one a mint could have asked for (bounds included)
     assert msgspec.convert(msgspec.to_builtins(p.provider.params), SessionParams) == p.provider.params
+
+
+# --------------------------------------------------------------------------- Gemini: audio during a reply
+
+
+def gemini_after_commit() -> GoogleCodec:
+    """A manual Gemini session whose model is answering a committed turn."""
+    c = GoogleCodec(SessionParams(provider="google", model="m"))
+    c.start()
+    c.audio(b"\1\0" * 160)
+    c.commit()
+    return c
+
+
+def realtime_kinds(messages) -> list[str]:
+    return [next(iter(json.loads(m).get("realtimeInput", {"other": 1}))) for m in messages]
+
+
+def test_gemini_audio_during_a_reply_waits_for_its_end_and_then_opens_the_next_turn():
+    """A microphone that keeps streaming after a commit (Mastra's) must not cut the reply:
+    an activityStart interrupts Gemini."""
+    c = gemini_after_commit()
+    assert c.audio(b"\0\0" * 160) == [] and c.audio(b"\0\0" * 160) == []
+    assert c.drain_outbound() == []
+    c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert realtime_kinds(c.drain_outbound()) == ["activityStart", "audio", "audio"]
+    assert realtime_kinds(c.audio(b"\0\0")) == ["audio"]  # the activity is open now
+    assert realtime_kinds(c.commit()) == ["activityEnd"]
+
+
+@pytest.mark.parametrize("take_turn, expected", [
+    (lambda c: c.commit(), ["activityStart", "audio", "activityEnd"]),
+    (lambda c: c.interrupt(0), ["activityStart", "audio"]),
+])
+def test_gemini_a_commit_or_interrupt_during_the_reply_sends_the_held_audio_at_once(take_turn, expected):
+    c = gemini_after_commit()
+    c.audio(b"\0\0" * 160)
+    assert realtime_kinds(take_turn(c)) == expected
+
+
+def test_gemini_holds_the_latest_five_seconds_and_counts_what_it_dropped():
+    c = gemini_after_commit()
+    second = b"\0\0" * 16000
+    for _ in range(6):
+        c.audio(second)
+    c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
+    released = c.drain_outbound()
+    assert realtime_kinds(released) == ["activityStart"] + ["audio"] * 5
+    assert c._held.dropped_bytes == len(second)
+
+
+def test_gemini_audio_held_when_the_reply_becomes_a_tool_call_is_dropped():
+    c = gemini_after_commit()
+    c.audio(b"\0\0" * 160)
+    c.receive(json.dumps({"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {}}]}}))
+    c.tool_result("c1", "{}")
+    c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert c.drain_outbound() == []  # realtime input during the call would have ended the session
+
+
+def test_gemini_a_turn_committed_before_the_connection_opened_still_holds_later_audio():
+    """The client may speak and commit before the bridge's upstream socket is open (the
+    bridge holds the messages until Ready): the codec's first start must not forget that
+    the model now answers, or the microphone's next audio would cut the reply."""
+    c = GoogleCodec(SessionParams(provider="google", model="m"))
+    c.audio(b"\1\0" * 160)
+    c.commit()
+    c.start()  # the socket opened only now
+    assert c.audio(b"\0\0" * 160) == []
+    c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
+    assert realtime_kinds(c.drain_outbound()) == ["activityStart", "audio"]

@@ -286,3 +286,36 @@ async def test_speech_over_a_reply_cancels_it_as_openai_does_and_the_next_turn_i
     assert not [e for e in c.events[barge:] if e["type"] == "response.output_audio.delta"
                 and e["response_id"] == first["response"]["id"]]
     assert c.count("input_audio_buffer.committed") == 2 and sim.violations == []
+
+
+async def test_a_microphone_that_keeps_streaming_after_response_create_does_not_cut_the_reply(env, http, provider):
+    """Mastra's ``answer()`` in manual turns: append, ``response.create``, and the microphone
+    keeps sending (silence) while the reply plays. The whole reply arrives, completed."""
+    reply_ms = 600
+    sim = await start_simulator(provider, reply_ms=reply_ms, delta_interval=0.05)  # streamed, not at once
+    try:
+        async with run_bridge(provider_env(env, provider, sim.url)) as bridge:
+            created = await mint(http, bridge, provider)
+            async with await connect(http, bridge, created["token"]) as ws:
+                c = Client(ws)
+                await c.append(tone(0.5, RATE))
+                await c.send({"type": "response.create"})
+
+                async def microphone() -> None:
+                    while True:
+                        await c.append(silence(0.04))
+                        await asyncio.sleep(0.04)
+
+                mic = asyncio.create_task(microphone())
+                try:
+                    await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+                finally:
+                    mic.cancel()
+    finally:
+        await sim.stop()
+    assert c.count("error") == 0, c.of("error")
+    (done,) = c.of("response.done")
+    assert done["response"]["status"] == "completed"
+    audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
+    assert abs(len(audio) // 2 - reply_ms * RATE // 1000) <= 2, (c.kinds(), [m for m in sim.received[-1] if "audio" not in m.get("realtimeInput", {})])
+    assert c.of("response.output_audio_transcript.done")[0]["transcript"] == "You spoke for 0.5 seconds."

@@ -152,13 +152,8 @@ class OpenAICompatCodec(ClientCodec):
     handshake = staticmethod(_handshake)
     refusal = staticmethod(_refusal)
 
-    @property
-    def input_rate(self) -> int:
-        return OPENAI_RATE
-
-    @property
-    def output_rate(self) -> int:
-        return OPENAI_RATE
+    #: OpenAI's ``audio/pcm``: PCM16 at 24 kHz both ways, whatever rates the mint asked for.
+    input_rate = output_rate = OPENAI_RATE
 
     def opening(self) -> list[OutboxItem]:
         if self._same_protocol:
