@@ -35,11 +35,7 @@ HANDS_FREE = {"type": "server", "silenceMs": 500, "prefixMs": 300}  # OpenAI's s
 
 #: What the bridge does not do yet, per (mode, provider), for these tests (issue 20): strict
 #: expected failures, to be unmarked once it lands.
-GAPS = {
-    ("answer", "google"): "manual turns on Gemini: the first microphone audio after the commit opens a "
-                          "new activity (activityStart), which interrupts Gemini's reply: the answer is "
-                          "cut after 0.2-0.4 s and still ends as response.done status completed",
-}
+GAPS: dict[tuple[str, str], str] = {}
 
 
 def _cases():
