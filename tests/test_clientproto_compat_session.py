@@ -496,3 +496,60 @@ def test_gemini_a_turn_committed_before_the_connection_opened_still_holds_later_
     assert c.audio(b"\0\0" * 160) == []
     c.receive(json.dumps({"serverContent": {"turnComplete": True}}))
     assert realtime_kinds(c.drain_outbound()) == ["activityStart", "audio"]
+
+
+# --------------------------------------------------------------------------- items a client asks for again
+
+
+def test_retrieve_answers_each_item_as_last_described_and_an_unknown_id_is_invalid():
+    """The Agents SDK retrieves the assistant item after each truncation and user transcript;
+    an error there would surface as a session error in the SDK."""
+    p = Pair("xai")
+    c = p.client
+    p.append(0.5)
+    committed = p.send({"type": "response.create"})
+    user_id = committed[0]["item_id"]
+    written(c, c.frame(Transcript("user", "hello there", True)))
+    reply = written(c, c.audio("a1", b"\0\0" * 10) + c.frame(Transcript("assistant", "Hi!", True)) + c.frame(Usage(1, 1)))
+    assistant_id = next(e for e in reply if e["type"] == "response.output_item.added")["item"]["id"]
+    (user,) = p.send({"type": "conversation.item.retrieve", "item_id": user_id})
+    assert user["type"] == "conversation.item.retrieved"
+    assert user["item"]["content"] == [{"type": "input_audio", "transcript": "hello there"}]
+    (assistant,) = p.send({"type": "conversation.item.retrieve", "item_id": assistant_id})
+    assert assistant["item"]["status"] == "completed"
+    assert assistant["item"]["content"] == [{"type": "output_audio", "transcript": "Hi!"}]
+    text = p.send({"type": "conversation.item.create", "item": {
+        "id": "item_t", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}})
+    (again,) = p.send({"type": "conversation.item.retrieve", "item_id": "item_t"})
+    assert again["item"] == text[-1]["item"]
+    for bad in ("item_nope", 5, None):
+        (err,) = p.send({"type": "conversation.item.retrieve", "event_id": "r1", "item_id": bad})
+        assert err["error"]["code"] == "invalid_value" and err["error"]["param"] == "item_id"
+
+
+def test_retrieve_remembers_a_bounded_number_of_items():
+    from speko_bridge.clientproto.openai_events import MAX_REMEMBERED_ITEMS
+
+    p = Pair("xai")
+    for i in range(MAX_REMEMBERED_ITEMS + 1):
+        p.send({"type": "conversation.item.create", "item": {
+            "id": f"item_{i}", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}})
+    assert p.send({"type": "conversation.item.retrieve", "item_id": "item_0"})[0]["type"] == "error"
+    assert p.send({"type": "conversation.item.retrieve", "item_id": "item_1"})[0]["type"] == "conversation.item.retrieved"
+
+
+def test_a_transcript_finished_after_the_next_turn_began_stays_with_its_own_item():
+    """Gemini may finish transcribing a turn after the user spoke over the reply: its final
+    belongs to the item its first words went to, not to the new turn's."""
+    p = Pair("google")
+    p.update({"audio": {"input": {"turn_detection": {"type": "server_vad"}}}})
+    c = p.client
+    first = written(c, c.frame(Speech("started")))[0]["item_id"]
+    written(c, c.frame(Speech("stopped")))
+    (delta,) = written(c, c.frame(Transcript("user", "I ", False)))
+    written(c, c.audio("a", b"\0\0"))
+    c.cancelled(barge_in=True)
+    second = written(c, c.frame(Speech("started")))[0]["item_id"]
+    (late,) = written(c, c.frame(Transcript("user", "I spoke", True)))
+    (new,) = written(c, c.frame(Transcript("user", "again", False)))
+    assert delta["item_id"] == late["item_id"] == first != second == new["item_id"]

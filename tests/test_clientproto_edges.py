@@ -92,7 +92,6 @@ def test_compat_an_unknown_event_type_is_quoted_short_and_the_supported_ones_lis
 
 @pytest.mark.parametrize("kind, what", [
     ("input_audio_buffer.clear", "input_audio_buffer.clear (audio is streamed to the provider as it arrives)"),
-    ("conversation.item.retrieve", "conversation.item.retrieve"),
     ("conversation.item.delete", "conversation.item.delete"),
     ("output_audio_buffer.clear", "output_audio_buffer.clear (WebRTC only)"),
 ])

@@ -39,10 +39,11 @@ PCM16 at 24 kHz both ways, whatever rates the mint asked for.
   A user ``message`` item of ``input_text`` goes upstream as the user's words and is answered
   at the client's ``response.create``, as at OpenAI. A ``response.create`` over audio that was
   not committed commits it first (``committed`` and the user item, as an explicit commit).
-  What the provider cannot do is an OpenAI-style ``error`` event (code
-  ``unsupported_for_provider``), never silence: ``input_audio_buffer.clear`` (audio is
-  already streamed), items other than user text and tool output, item retrieval and
-  deletion, response parameters.
+  ``conversation.item.retrieve`` answers with the item as the bridge last described it (the
+  Agents SDK asks after each truncation and user transcript). What the provider cannot do is
+  an OpenAI-style ``error`` event (code ``unsupported_for_provider``), never silence:
+  ``input_audio_buffer.clear`` (audio is already streamed), items other than user text and
+  tool output, item deletion, response parameters.
 
 Errors of the bridge itself (bad token, TTL, revocation, provider failure) arrive as an
 ``error`` event whose ``code`` is the bridge's error code, then the close code of the
@@ -87,6 +88,14 @@ MAX_QUOTED_TYPE = 64
 
 _decode = msgspec.json.Decoder().decode
 _refusal_ids = itertools.count(1)
+
+
+#: Client events the bridge cannot carry out for Gemini or xAI, and why (the error says so).
+_UNSUPPORTED = {
+    "input_audio_buffer.clear": "input_audio_buffer.clear (audio is streamed to the provider as it arrives)",
+    "conversation.item.delete": "conversation.item.delete",
+    "output_audio_buffer.clear": "output_audio_buffer.clear (WebRTC only)",
+}
 
 
 class _Type(msgspec.Struct):
@@ -135,16 +144,12 @@ class OpenAICompatCodec(ClientCodec):
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_append,
             "input_audio_buffer.commit": self._on_commit,
-            "input_audio_buffer.clear": lambda e: self._unsupported(
-                e, "input_audio_buffer.clear (audio is streamed to the provider as it arrives)"),
             "response.create": self._on_response_create,
             "response.cancel": self._on_response_cancel,
             "conversation.item.create": self._on_item_create,
             "conversation.item.truncate": self._on_truncate,
-            "conversation.item.retrieve": lambda e: self._unsupported(e, "conversation.item.retrieve"),
-            "conversation.item.delete": lambda e: self._unsupported(e, "conversation.item.delete"),
-            "output_audio_buffer.clear": lambda e: self._unsupported(
-                e, "output_audio_buffer.clear (WebRTC only)"),
+            "conversation.item.retrieve": self._on_retrieve,
+            **{kind: lambda e, what=what: self._unsupported(e, what) for kind, what in _UNSUPPORTED.items()},
         }
 
     # -- opening ------------------------------------------------------------------------------
@@ -283,6 +288,7 @@ class OpenAICompatCodec(ClientCodec):
         return item["id"] if isinstance(item.get("id"), str) else self._id("item")
 
     def _added(self, item: dict) -> list[Intent]:
+        self._out.remember(item)
         previous, self._out.previous_item = self._out.previous_item, item["id"]
         return self._replies({"type": "conversation.item.added", "previous_item_id": previous, "item": item},
                              {"type": "conversation.item.done", "previous_item_id": previous, "item": item})
@@ -298,6 +304,13 @@ class OpenAICompatCodec(ClientCodec):
         done = {"id": self._item_id(item), "object": "realtime.item", "type": "message", "role": "user",
                 "status": "completed", "content": [{"type": "input_text", "text": t} for t in texts]}
         return [*self._added(done), SendText("\n".join(texts), respond=False)]
+
+    def _on_retrieve(self, event: dict) -> list[Intent]:  # the item as last described
+        item_id = event.get("item_id")
+        found = self._out.retrieved(item_id) if isinstance(item_id, str) else None
+        return [Reply(found.text)] if found is not None else self._invalid(
+            "invalid_value", f"Item with item_id '{str(item_id)[:MAX_QUOTED_TYPE]}' not found.",
+            param="item_id", event=event)
 
     def _on_truncate(self, event: dict) -> list[Intent]:
         item_id, index, end_ms = event.get("item_id"), event.get("content_index", 0), event.get("audio_end_ms")
@@ -359,8 +372,6 @@ class OpenAICompatCodec(ClientCodec):
         return []
 
     def final(self, code: int, error_code: str | None, message: str) -> list[str]:
-        if error_code is None:
-            return []
-        return [self._error(error_code, message,
-                            kind="server_error" if code >= CloseCode.PROVIDER_FAILED or code == CloseCode.INTERNAL_ERROR
-                            else "invalid_request_error")]
+        server = code >= CloseCode.PROVIDER_FAILED or code == CloseCode.INTERNAL_ERROR
+        return [] if error_code is None else [
+            self._error(error_code, message, kind="server_error" if server else "invalid_request_error")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+from collections import OrderedDict
 from collections.abc import Callable
 
 import msgspec
@@ -23,6 +24,10 @@ from ..frames import Error, ToolCall, Transcript, Usage
 from .base import AudioChunk, OutboxItem, TextMessage
 
 _encode = msgspec.json.Encoder().encode
+#: Items a client may ask for again (``conversation.item.retrieve``; the Agents SDK does after
+#: every truncation and user transcript): the latest, as last described. Older ones are
+#: answered as unknown: memory per session stays bounded.
+MAX_REMEMBERED_ITEMS = 128
 
 
 def error_event(code: str, message: str, *, event_id: str, kind: str = "invalid_request_error",
@@ -59,6 +64,23 @@ class ResponseWriter:
         self._transcript: list[str] = []
         self._final_transcript: str | None = None
         self._cancel_reason = "client_cancelled"
+        self._items: OrderedDict[str, dict] = OrderedDict()  # id -> the item (updated in place)
+        self._seconds: dict[str, float] = {}  # user audio item -> its duration
+        self._transcribing: str | None = None  # the user item whose words are coming
+
+    def remember(self, item: dict, seconds: float | None = None) -> None:
+        """An item of the conversation, for ``conversation.item.retrieve``."""
+        items, item_id = self._items, item["id"]
+        items[item_id] = item
+        items.move_to_end(item_id)
+        if seconds is not None:
+            self._seconds[item_id] = seconds
+        while len(items) > MAX_REMEMBERED_ITEMS:
+            self._seconds.pop(items.popitem(last=False)[0], None)
+
+    def retrieved(self, item_id: str) -> TextMessage | None:
+        item = self._items.get(item_id)
+        return None if item is None else self.event({"type": "conversation.item.retrieved", "item": item})
 
     @property
     def state(self) -> Response:
@@ -98,6 +120,7 @@ class ResponseWriter:
         index = len(self._output)
         item = self._audio_item = {"id": item_id, "object": "realtime.item", "type": "message",
                                    "role": "assistant", "status": "in_progress", "content": []}
+        self.remember(item)
         self._output.append(item)
         self._transcript, self._final_transcript = [], None
         where = self._audio_where = {"response_id": self._response_id, "item_id": item_id,
@@ -135,15 +158,23 @@ class ResponseWriter:
         return []
 
     def _user_transcript(self, frame: Transcript) -> list[OutboxItem]:
+        """The user's words belong to the item their first words went to: a provider may
+        finish transcribing a turn after the user began the next (Gemini does)."""
         if self.user_item is None:  # words before any commit: one item for all of them
             self.user_item = self._id("item")
-        item_id = self.user_item
-        if frame.final:
-            return [self.event({"type": "conversation.item.input_audio_transcription.completed",
-                                "item_id": item_id, "content_index": 0, "transcript": frame.text,
-                                "usage": {"type": "duration", "seconds": round(self.user_seconds, 3)}})]
-        return [self.event({"type": "conversation.item.input_audio_transcription.delta",
-                             "item_id": item_id, "content_index": 0, "delta": frame.text})]
+        item_id = self._transcribing or self.user_item
+        if not frame.final:
+            self._transcribing = item_id
+            return [self.event({"type": "conversation.item.input_audio_transcription.delta",
+                                 "item_id": item_id, "content_index": 0, "delta": frame.text})]
+        self._transcribing = None
+        item = self._items.get(item_id)
+        if item is not None and item.get("role") == "user":
+            item["content"] = [{"type": "input_audio", "transcript": frame.text}]
+        seconds = self._seconds.get(item_id, self.user_seconds)
+        return [self.event({"type": "conversation.item.input_audio_transcription.completed",
+                            "item_id": item_id, "content_index": 0, "transcript": frame.text,
+                            "usage": {"type": "duration", "seconds": round(seconds, 3)}})]
 
     def _assistant_transcript(self, frame: Transcript) -> list[OutboxItem]:
         out = self._open_audio_item()
@@ -161,6 +192,7 @@ class ResponseWriter:
         item = {"id": self._id("item"), "object": "realtime.item", "type": "function_call",
                 "status": "in_progress", "call_id": frame.call_id, "name": frame.name, "arguments": ""}
         self._output.append(item)
+        self.remember(item)
         rid = self._response_id
         out.append(self.event({"type": "response.output_item.added", "response_id": rid,
                                 "output_index": index, "item": dict(item)}))
@@ -240,7 +272,8 @@ class InputBuffer:
 
     def commit(self, item_id: str | None = None, seconds: float | None = None) -> list[OutboxItem]:
         """``committed`` and the user item, added and done."""
-        self._out.user_seconds = self._pending_bytes / self._bytes_per_ms / 1000 if seconds is None else seconds
+        seconds = self._pending_bytes / self._bytes_per_ms / 1000 if seconds is None else seconds
+        self._out.user_seconds = seconds
         self.pending = False
         self._pending_bytes = 0
         out = self._out
@@ -248,6 +281,7 @@ class InputBuffer:
         previous, out.previous_item, out.user_item = out.previous_item, item_id, item_id
         item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
                 "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
+        out.remember(item, seconds)
         return [out.event({"type": "input_audio_buffer.committed", "previous_item_id": previous,
                            "item_id": item_id}),
                 out.event({"type": "conversation.item.added", "previous_item_id": previous, "item": item}),

@@ -6,7 +6,9 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
   ``setupComplete`` (the bridge holds client messages until :class:`Ready`).
 - **Turns** are bracketed by ``activityStart``/``activityEnd`` (automatic activity
   detection is off: the client's ``commit`` ends a turn, and Gemini answers after
-  ``activityEnd``). A ``commit`` with no audio sends an empty activity.
+  ``activityEnd``). A ``commit`` with no audio sends an empty activity. Audio that arrives
+  while the model answers waits for the reply's end (``google_input.py``: an activity would
+  cut it), as do text items for the client's response request.
 - **Interrupt** starts a new activity, which interrupts Gemini; the codec drops the rest
   of the interrupted reply's audio until Gemini confirms with ``interrupted`` or
   ``turnComplete`` (Gemini has no item ids to tell replies apart).

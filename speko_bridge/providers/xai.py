@@ -114,9 +114,11 @@ class XAICodec(OpenAICodec):
     VOICES = XAI_VOICES
 
     def configure(self, params: SessionParams) -> Configured:
-        """xAI takes ``session.update`` at any time, as OpenAI does (providers.md 4.2; docs.x.ai
-        Voice Agent API: the session can be updated during the conversation). The update
-        names every field, so instructions or tools the client removed are removed."""
+        """xAI's ``session.update`` is OpenAI's client event (its docs list it among the client
+        events with no restriction to the start; pipecat sends it after ``conversation.created``),
+        so a new session is sent as one, at any time; the simulator takes it likewise. Not
+        verified against the live service mid-conversation. The update names every field, so
+        instructions or tools the client removed are removed."""
         params = self._with_own_voice(params)
         if not changed_fields(self.params, params):
             return Configured()
