@@ -34,6 +34,10 @@ LONG_REPLY_MS = 4000  # an answer the user talks over
 #: A whole conversation: ~0.8 s of speech, up to 1.2 s of semantic-VAD silence, the tool
 #: call, a 0.6 s spoken reply; generous on a loaded 2-core machine.
 CONVERSATION_S = 20
+#: The simulators send each 100 ms of a reply this long after the last: about twice real
+#: time, as the services stream (the default, 0, sends a reply at once, before any audio the
+#: microphone sends meanwhile could reach the provider).
+STREAM_INTERVAL_S = 0.05
 
 
 @function_tool
@@ -47,17 +51,7 @@ def weather_agent() -> RealtimeAgent:
                          tools=[get_weather])
 
 
-#: What the bridge does not do yet for a provider, for this test: the test is an expected
-#: failure there, strictly (it must start passing once that lands, and be unmarked).
-GAPS: dict[str, str] = {}
-#: The simulators send each 100 ms of a reply this long after the last: about twice real
-#: time, as the services stream (the default, 0, sends a reply at once, before any audio the
-#: microphone sends meanwhile could reach the provider).
-STREAM_INTERVAL_S = 0.05
-
-
-@pytest.fixture(params=[pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=GAPS[p]) if p in GAPS else ())
-                        for p in ("openai", "google", "xai")])
+@pytest.fixture(params=["openai", "google", "xai"])
 def provider(request) -> str:
     return request.param
 
@@ -140,18 +134,6 @@ async def test_agents_sdk_at_its_defaults_calls_a_tool_and_speaks_the_answer(htt
     assert sim.violations == []
 
 
-_RETRIEVE = ("the SDK's conversation.item.retrieve (sent after every conversation.item.truncated and "
-             "input transcription) is answered with an unsupported_for_provider error event")
-BARGE_IN_GAPS = {
-    "google": _RETRIEVE + "; and the first turn's late input_audio_transcription.completed (after the "
-              "barge-in's speech_started) carries the second turn's item id, not the one its deltas had",
-    "xai": _RETRIEVE,
-}
-
-
-@pytest.mark.parametrize("provider", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=BARGE_IN_GAPS[p]) if p in BARGE_IN_GAPS else ())
-    for p in ("openai", "google", "xai")])
 async def test_agents_sdk_barge_in_cuts_the_answer_and_the_next_turn_is_answered(http, sdk_bridge, provider):
     """The user speaks over the spoken answer: with the SDK's default ``interrupt_response`` the
     answer stops (the SDK's ``audio_interrupted``, ``response.done`` ``cancelled``), nothing of
@@ -230,21 +212,12 @@ def agents_js_dir(tmp_path_factory) -> Path:
         directory.mkdir(exist_ok=True)
         (directory / "package.json").write_text('{"name": "speko-agents-session", "private": true, "type": "module"}')
         proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *AGENTS_REALTIME_JS],
-                              cwd=directory, capture_output=True, text=True, timeout=300)
+                              cwd=directory, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
     shutil.copy(NODE_SESSION, directory / NODE_SESSION.name)
     return directory
 
 
-JS_GAPS = {p: "the JavaScript SDK sends conversation.item.retrieve for the user item after every "
-              "input_audio_transcription.completed (its history takes the user's words from the "
-              "conversation.item.retrieved answer); the bridge answers it with an unsupported_for_provider "
-              "error event" for p in ("google", "xai")}
-
-
-@pytest.mark.parametrize("provider", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=JS_GAPS[p]) if p in JS_GAPS else ())
-    for p in ("openai", "google", "xai")])
 async def test_js_agents_sdk_at_its_defaults_calls_a_tool_and_speaks_the_answer(http, sdk_bridge, provider,
                                                                                agents_js_dir):
     """The same conversation with ``@openai/agents-realtime``: ``RealtimeAgent`` + a ``tool`` in a
