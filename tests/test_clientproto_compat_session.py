@@ -518,6 +518,9 @@ def test_retrieve_answers_each_item_as_last_described_and_an_unknown_id_is_inval
     (assistant,) = p.send({"type": "conversation.item.retrieve", "item_id": assistant_id})
     assert assistant["item"]["status"] == "completed"
     assert assistant["item"]["content"] == [{"type": "output_audio", "transcript": "Hi!"}]
+    p.send({"type": "conversation.item.truncate", "item_id": assistant_id, "content_index": 0, "audio_end_ms": 0})
+    (cut,) = p.send({"type": "conversation.item.retrieve", "item_id": assistant_id})
+    assert cut["item"]["content"] == [{"type": "output_audio", "transcript": ""}]  # truncate deletes it
     text = p.send({"type": "conversation.item.create", "item": {
         "id": "item_t", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}})
     (again,) = p.send({"type": "conversation.item.retrieve", "item_id": "item_t"})

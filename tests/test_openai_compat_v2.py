@@ -319,3 +319,30 @@ async def test_a_microphone_that_keeps_streaming_after_response_create_does_not_
     audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
     assert abs(len(audio) // 2 - reply_ms * RATE // 1000) <= 2, (c.kinds(), [m for m in sim.received[-1] if "audio" not in m.get("realtimeInput", {})])
     assert c.of("response.output_audio_transcript.done")[0]["transcript"] == "You spoke for 0.5 seconds."
+
+
+@pytest.mark.parametrize("provider", ["google"])
+async def test_a_reply_gemini_cuts_for_a_new_manual_turn_ends_cancelled(env, http, provider):
+    """Manual turns: the user commits a new turn while the reply plays; Gemini cuts the reply
+    itself (an activityStart interrupts it), and the client hears it ended as OpenAI ends a
+    reply cut by the user: cancelled, ``turn_detected``, its item incomplete."""
+    sim = await start_simulator(provider, reply_ms=4000, delta_interval=0.1)
+    try:
+        async with run_bridge(provider_env(env, provider, sim.url)) as bridge:
+            created = await mint(http, bridge, provider)
+            async with await connect(http, bridge, created["token"]) as ws:
+                c = Client(ws)
+                await c.append(tone(0.3, RATE))
+                await c.send({"type": "response.create"})
+                await c.until(lambda evs: any(e["type"] == "response.output_audio.delta" for e in evs))
+                await c.append(tone(0.3, RATE))
+                await c.send({"type": "response.create"})
+                await c.until(lambda evs: sum(e["type"] == "response.done" for e in evs) == 2, timeout=20)
+    finally:
+        await sim.stop()
+    assert c.count("error") == 0, c.of("error")
+    first, second = c.of("response.done")
+    assert first["response"]["status"] == "cancelled"
+    assert first["response"]["status_details"]["reason"] == "turn_detected"
+    assert first["response"]["output"][0]["status"] == "incomplete"
+    assert second["response"]["status"] == "completed"

@@ -319,6 +319,7 @@ class OpenAICompatCodec(ClientCodec):
                                  "an integer `content_index` and a non-negative integer `audio_end_ms`.",
                                  param="item_id", event=event)
         # The bridge already truncated at the audio it delivered when the response was cancelled.
+        self._out.truncated(item_id)
         return self._replies({"type": "conversation.item.truncated", "item_id": item_id,
                               "content_index": index, "audio_end_ms": end_ms})
 

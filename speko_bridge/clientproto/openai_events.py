@@ -67,6 +67,7 @@ class ResponseWriter:
         self._items: OrderedDict[str, dict] = OrderedDict()  # id -> the item (updated in place)
         self._seconds: dict[str, float] = {}  # user audio item -> its duration
         self._transcribing: str | None = None  # the user item whose words are coming
+        self._truncated: set[str] = set()  # remembered items the client truncated
 
     def remember(self, item: dict, seconds: float | None = None) -> None:
         """An item of the conversation, for ``conversation.item.retrieve``."""
@@ -76,11 +77,21 @@ class ResponseWriter:
         if seconds is not None:
             self._seconds[item_id] = seconds
         while len(items) > MAX_REMEMBERED_ITEMS:
-            self._seconds.pop(items.popitem(last=False)[0], None)
+            old = items.popitem(last=False)[0]
+            self._seconds.pop(old, None)
+            self._truncated.discard(old)
+
+    def truncated(self, item_id: str) -> None:
+        if item_id in self._items:
+            self._truncated.add(item_id)
 
     def retrieved(self, item_id: str) -> TextMessage | None:
         item = self._items.get(item_id)
-        return None if item is None else self.event({"type": "conversation.item.retrieved", "item": item})
+        if item is None:
+            return None
+        if item_id in self._truncated:  # OpenAI's truncate "will delete the server-side text transcript"
+            item = {**item, "content": [{**part, "transcript": ""} for part in item.get("content") or ()]}
+        return self.event({"type": "conversation.item.retrieved", "item": item})
 
     @property
     def state(self) -> Response:

@@ -173,8 +173,9 @@ class ProviderToClient:
                         session.upstream.ready.clear()
                     else:
                         session.set_upstream_phase(Phase.READY)
-            elif kind is ClearAudio:
+            elif kind is ClearAudio:  # the provider cut its reply itself (the user took the turn)
                 self.drop_audio()
+                await put_all(client.cancelled(barge_in=True))
             elif kind is SpeechStarted:
                 if not self.speaking:
                     await self.barge_in()
