@@ -38,7 +38,7 @@ HANDS_FREE = {"type": "server", "silenceMs": 500, "prefixMs": 300}  # OpenAI's s
 STREAM_INTERVAL_S = 0.05
 
 CASES = [pytest.param(mode, provider, id=f"{mode}-{provider}")
-         for mode in ("vad", "answer") for provider in ("openai", "google", "xai")]
+         for mode in ("vad", "answer", "tool") for provider in ("openai", "google", "xai")]
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ async def test_mastra_voice_hears_each_turn_once_and_answers_it(http, env, mastr
             # the bridge commits the audio; OpenAI behind keeps its server VAD, so there the
             # answer() response comes first (no user audio in it: OpenAI's response.create
             # never commits the buffer) and the VAD's turn is answered after it
-            extra = {"turnDetection": HANDS_FREE} if mode == "vad" else {}
+            extra = {"turnDetection": HANDS_FREE} if mode in ("vad", "tool") else {}
             created = await mint(http, bridge, provider, **extra)
             seen = await run_mastra(mastra_dir, f"ws://127.0.0.1:{bridge.port}/v1/openai/realtime",
                                     created["token"], mode)
@@ -96,7 +96,12 @@ async def test_mastra_voice_hears_each_turn_once_and_answers_it(http, env, mastr
     # (the simulators answer "You spoke for S seconds.", S the turn's audio: later turns also
     # count the prefix padding or the silence before the speech; OpenAI behind, answer mode:
     # answer() gets its own answer before the VAD's, see above)
-    answers = seen["assistant"].count("You spoke for ")
-    assert answers == TURNS or (provider, mode) == ("openai", "answer") and answers == 2 * TURNS, trail
+    if mode == "tool":  # the simulators call the first tool after user audio, then speak its result
+        assert [(t["toolName"], t["args"], t["output"]) for t in seen["tools"]] == \
+            [("get_weather", {"city": "Paris"}, {"city": "Paris", "temp_c": 21})] * TURNS, trail
+        assert seen["assistant"].count('The tool said: {"city":"Paris","temp_c":21}') == TURNS, trail
+    else:
+        answers = seen["assistant"].count("You spoke for ")
+        assert answers == TURNS or (provider, mode) == ("openai", "answer") and answers == 2 * TURNS, trail
     assert seen["responses"] and set(seen["responses"]) == {"completed"}, trail
     assert sim.violations == []

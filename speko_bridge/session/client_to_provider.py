@@ -184,8 +184,10 @@ class ClientToProvider:
             session.toward_client.redo()
         else:
             await session.upstream.send(done.messages)
+        answer = session.client.configured(session.provider.params, done.refused)
+        # after configured(): the client codec's params now hold the tools the client declared
         session.toward_client.tools_changed()
-        await session.put_all(session.client.configured(session.provider.params, done.refused))
+        await session.put_all(answer)
 
     async def _send_joined(self) -> None:
         joined = self._joined

@@ -1,16 +1,18 @@
 // Two spoken turns through the bridge's OpenAI-compatible endpoint with Mastra's realtime
 // voice (@mastra/voice-openai-realtime), unchanged but for its `url` option and the minted
 // token as its API key:
-//   node mastra_voice_turn.mjs <base ws url> <minted token> <pcm16 24 kHz speech file> <vad|answer>
+//   node mastra_voice_turn.mjs <base ws url> <minted token> <pcm16 24 kHz speech file> <vad|answer|tool>
 // A live microphone: a stream fed 20 ms at a time at real-time pace, silence unless the user
 // speaks (the microphone stays open). The user says the speech, waits for the spoken answer,
 // says it again. `vad`: the server's voice activity detection ends each turn; `answer`: the
 // app calls answer() when the speech ends (Mastra's push-to-talk pattern: a response.create
-// over audio nobody committed). Prints one JSON line: every server event type, errors, what
+// over audio nobody committed); `tool`: as `vad`, with a tool (addTools) the model calls and
+// Mastra runs, answering with its result. Prints one JSON line: every server event type, errors, what
 // Mastra's `writing` and `speaking` events carried.
 import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { OpenAIRealtimeVoice } from '@mastra/voice-openai-realtime';
+import { z } from 'zod';
 
 const [url, token, pcmPath, mode] = process.argv.slice(2);
 const CHUNK = 2 * 24000 * 20 / 1000; // 20 ms of PCM16 at 24 kHz
@@ -18,6 +20,17 @@ const SETTLE_MS = 700; // after the answer: room for a late duplicate transcript
 const result = { events: [], errors: [], user: '', assistant: '', speakingBytes: 0, responses: [] };
 
 const voice = new OpenAIRealtimeVoice({ url, apiKey: token });
+result.tools = [];
+if (mode === 'tool') {
+  voice.addTools({
+    get_weather: {
+      description: 'Get the weather for a city.',
+      inputSchema: z.object({ city: z.string() }),
+      execute: async ({ city }) => ({ city, temp_c: 21 }),
+    },
+  });
+  voice.on('tool-call-result', ({ toolName, args, result: output }) => result.tools.push({ toolName, args, output }));
+}
 for (const name of ['session.created', 'session.updated', 'input_audio_buffer.speech_started',
   'input_audio_buffer.speech_stopped', 'input_audio_buffer.committed', 'conversation.item.added',
   'conversation.item.input_audio_transcription.delta',
