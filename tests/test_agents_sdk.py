@@ -8,7 +8,11 @@ instructions and tools, voice ``ash``, ``semantic_vad`` turn detection with
 ``interrupt_response``, ``gpt-4o-mini-transcribe`` transcription) and streams the microphone;
 the server's VAD ends the turn, the model calls the tool, the SDK runs it and sends the result
 with ``response.create``, and the spoken answer arrives. The user notices any ``error`` event
-(the SDK also turns every server event that fails its pydantic validation into one)."""
+(the SDK also turns every server event that fails its pydantic validation into one).
+
+Also: speaking over the answer (barge-in), a typed message with the microphone open, and the
+same tool conversation with the JavaScript SDK (``@openai/agents-realtime`` from npm,
+tests/node/agents_realtime_session.mjs)."""
 
 from __future__ import annotations
 
