@@ -27,6 +27,18 @@ upgrades or idle sockets. So the server keeps httptools and the websockets imple
 uvicorn picks, and adds the missing checks on top (:func:`server_config`).
 
 What stays with the load balancer is in SECURITY.md ("What is left to you").
+
+Settings chosen by measurement (issue 23; bench/stack.py runs them side by side):
+
+- **No permessage-deflate** (:data:`WS_PER_MESSAGE_DEFLATE`). uvicorn accepts it by
+  default and every browser offers it, so every 20 ms audio frame was deflated and
+  inflated: 15-18 us per 960-byte frame for the compression alone (about as much as the
+  rest of the bridge's work on that frame, measured in isolation), for audio that hardly
+  compresses. Without it a client gets the same messages, uncompressed.
+- **uvloop and httptools** (what uvicorn picks when they are installed, ``uvicorn[standard]``),
+  **websockets' sans-IO protocol** (subclassed below; uvicorn's own choice too): the legacy
+  websockets protocol and wsproto were no cheaper at 50 sessions, and the session's
+  ``asgi.py`` relies on the sans-IO protocol's handles.
 """
 
 from __future__ import annotations
@@ -65,6 +77,8 @@ KEEP_ALIVE_SECONDS = 5
 #: Connections allowed on top of ``SPEKO_MAX_SESSIONS`` WebSockets: REST calls, probes and
 #: handshakes in flight. Each is one file descriptor; keep ``ulimit -n`` above the sum.
 HTTP_CONNECTION_HEADROOM = 1024
+#: permessage-deflate on client sockets: off (the module docstring says why).
+WS_PER_MESSAGE_DEFLATE = False
 
 
 def connection_limit(settings: Settings) -> int:
@@ -244,6 +258,7 @@ def server_config(
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level, log_config=None, lifespan="on",
         http=protocol, ws=AnsweringWebSocketProtocol, ws_max_size=WS_MAX_SIZE,
+        ws_per_message_deflate=WS_PER_MESSAGE_DEFLATE,
         proxy_headers=True, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # uvicorn's own cap answers 503 to HTTP requests when connections or running
         # requests reach it; ours (above) also covers WebSocket upgrades and idle sockets

@@ -71,7 +71,7 @@ class Pair:
             elif isinstance(intent, SendAudio):
                 self.upstream += self.provider.audio(intent.pcm[: len(intent.pcm) // 2 * 2])
             elif isinstance(intent, Respond):
-                self.upstream += self.provider.commit()
+                self.upstream += self.provider.commit() if intent.commit else self.provider.respond()
             elif isinstance(intent, SendText):
                 self.upstream += self.provider.text(intent.text, intent.respond)
         return heard
@@ -345,7 +345,7 @@ def test_a_detected_turn_is_written_as_openai_writes_a_vad_turn_and_the_reply_is
     assert transcript["item_id"] == early["item_id"] == item_id and transcript["usage"]["seconds"] == 0.5
     # in server mode a response.create does not commit: the detector does
     p.append(0.2)
-    assert [type(i) for i in c.receive_text('{"type":"response.create"}')] == [Respond]
+    assert c.receive_text('{"type":"response.create"}') == [Respond(commit=False)]
 
 
 def test_speech_over_a_reply_ends_it_cancelled_by_the_turn_detected():
@@ -556,3 +556,17 @@ def test_a_transcript_finished_after_the_next_turn_began_stays_with_its_own_item
     (late,) = written(c, c.frame(Transcript("user", "I spoke", True)))
     (new,) = written(c, c.frame(Transcript("user", "again", False)))
     assert delta["item_id"] == late["item_id"] == first != second == new["item_id"]
+
+
+def test_xai_a_response_asked_for_in_server_mode_leaves_the_audio_buffer_to_the_detector():
+    """A typed message with an open microphone (the Agents SDK's send_message): the few ms of
+    silence appended since the last detected turn must not be committed (OpenAI refuses a
+    commit under 100 ms, and a commit would cut a user speaking mid-word)."""
+    p = Pair("xai")
+    p.update({"audio": {"input": {"turn_detection": {"type": "server_vad"}}}})
+    p.append(0.02)
+    sent = len(p.upstream)
+    p.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Quelle heure est-il ?"}]}})
+    p.send({"type": "response.create"})
+    assert [json.loads(m)["type"] for m in p.upstream[sent:]] == ["conversation.item.create", "response.create"]

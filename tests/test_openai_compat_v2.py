@@ -346,3 +346,43 @@ async def test_a_reply_gemini_cuts_for_a_new_manual_turn_ends_cancelled(env, htt
     assert first["response"]["status_details"]["reason"] == "turn_detected"
     assert first["response"]["output"][0]["status"] == "incomplete"
     assert second["response"]["status"] == "completed"
+
+
+async def test_tools_of_a_single_session_update_are_called_through_to_the_client(http, compat, provider):
+    """Mastra declares its tools in its one session.update (none at mint): the provider's call
+    must reach the client, not be refused by the bridge as undeclared."""
+    bridge, _ = compat
+    created = await mint(http, bridge, provider)
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        update = agents_sdk_update(None)
+        await c.send(update)
+        await c.until(lambda evs: any(e["type"] == "session.updated" for e in evs))
+        await c.append(tone(0.3, RATE))
+        await c.send({"type": "response.create"})
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+    assert c.count("error") == 0, c.of("error")
+    (call,) = c.of("response.function_call_arguments.done")
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+
+
+async def test_a_typed_message_with_an_open_microphone_in_server_mode_is_answered(http, compat, provider):
+    """The Agents SDK's send_message while the microphone streams silence: the item and the
+    response.create are answered; nothing commits the detector's few ms of audio."""
+    bridge, sim = compat
+    created = await mint(http, bridge, provider)
+    async with await connect(http, bridge, created["token"]) as ws:
+        c = Client(ws)
+        await c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+            "type": "semantic_vad"}}}}})
+        await c.until(lambda evs: any(e["type"] == "session.updated" for e in evs))
+        await c.append(silence(0.02), chunk_ms=20)
+        await c.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Quelle heure est-il ?"}]}})
+        await c.send({"type": "response.create"})
+        await c.append(silence(0.02), chunk_ms=20)
+        await c.until(lambda evs: any(e["type"] == "response.done" for e in evs))
+    assert c.count("error") == 0, c.of("error")
+    assert c.of("response.done")[0]["response"]["status"] == "completed"
+    assert "Quelle heure" in c.of("response.output_audio_transcript.done")[0]["transcript"]
+    assert sim.violations == []

@@ -39,7 +39,11 @@ class FlushAudio:
 
 @dataclass(slots=True)
 class Respond:
-    """Ask the provider for a response (a reply is now due from it)."""
+    """Ask the provider for a response (a reply is now due from it). ``commit``: the user's
+    audio so far is the turn (``/v1/realtime``'s commit); without it nothing is committed
+    (OpenAI's ``response.create`` in server VAD mode: the detector owns the user's audio)."""
+
+    commit: bool = True
 
 
 @dataclass(slots=True)

@@ -261,7 +261,7 @@ class OpenAICompatCodec(ClientCodec):
         if self._tool_continues:  # the provider already goes on after the tool result
             self._tool_continues = False
             return out
-        return out + [Respond()]
+        return out + [Respond(commit=not hands_free(self.params))]  # server VAD owns the buffer
 
     def _on_response_cancel(self, event: dict) -> list[Intent]:
         self._out.cancel()

@@ -196,6 +196,12 @@ class Codec(abc.ABC):
     def commit(self) -> list[Outbound]:
         """The user's turn ended: ask the provider for a response."""
 
+    def respond(self) -> list[Outbound]:
+        """Ask for a response over what the provider has, committing no audio (hands-free: its
+        detector owns the user's audio). Where a response cannot be asked for without a
+        commit, this is :meth:`commit`."""
+        return self.commit()
+
     @abc.abstractmethod
     def text(self, text: str, respond: bool = True) -> list[Outbound]:
         """A typed user turn (protocol v2): add it as the user's words and have the model

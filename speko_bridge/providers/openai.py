@@ -249,6 +249,9 @@ class OpenAICodec(Codec):
             self._audio_since_commit = False
         return out + self._create_response()
 
+    def respond(self) -> list[Outbound]:
+        return self._create_response()  # response.create alone: the buffer stays the VAD's
+
     def text(self, text: str, respond: bool = True) -> list[Outbound]:
         """A user message item with ``input_text`` (GA ``conversation.item.create``), then a
         response: in every turn mode (the VAD answers audio only). Without ``respond`` the

@@ -12,6 +12,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from starlette.websockets import WebSocketState
+
 from ..audio import Resampler
 from ..clientproto.base import (
     Cancel,
@@ -28,7 +30,7 @@ from ..clientproto.base import (
 )
 from ..codes import CloseCode, ErrorCode
 from ..frames import Transcript
-from .asgi import dropped, queued_messages
+from .asgi import channel, dropped, queued_messages
 from .outbox import COALESCE_MAX_BYTES
 from .pacing import Pacer
 
@@ -78,7 +80,9 @@ class ClientToProvider:
 
     async def run(self) -> None:
         session = self.session
-        receive = self.ws.receive
+        raw = channel(self.ws.scope)
+        # the server's receive, without Starlette's layers (asgi.py says why)
+        receive = raw[0] if raw is not None else self.ws.receive
         client = session.client
         metrics = session.metrics
         waiting = queued_messages(self.ws.scope)
@@ -89,6 +93,7 @@ class ClientToProvider:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
+                self.ws.client_state = WebSocketState.DISCONNECTED  # as Starlette's receive does
                 code = message.get("code")
                 if dropped(self.ws.scope):
                     code = CloseCode.ABNORMAL  # no close frame: the connection was lost
@@ -153,8 +158,9 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
-                await session.toward_client.speech_stopped()  # a commit ends speech under way
-                asked = provider.commit()
+                if intent.commit:
+                    await session.toward_client.speech_stopped()  # a commit ends speech under way
+                asked = provider.commit() if intent.commit else provider.respond()
                 if asked:  # a codec may hold a commit back (Gemini, while a tool call waits)
                     session.expect_reply()
                 await upstream.send(asked)
@@ -185,8 +191,7 @@ class ClientToProvider:
         else:
             await session.upstream.send(done.messages)
         answer = session.client.configured(session.provider.params, done.refused)
-        # after configured(): the client codec's params now hold the tools the client declared
-        session.toward_client.tools_changed()
+        session.toward_client.tools_changed()  # after configured(): the client codec's tools are the new ones
         await session.put_all(answer)
 
     async def _send_joined(self) -> None:

@@ -31,7 +31,7 @@ from ..providers.base import (
 from ..store import UsageTotals
 from . import record
 from .phase import Phase
-from .upstream import UpstreamFailed
+from .upstream import UpstreamFailed, buffered
 
 if TYPE_CHECKING:
     from .runner import Session
@@ -110,6 +110,7 @@ class ProviderToClient:
         forward = session.client.raw_forwarder()
         monotonic = time.monotonic
         TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        session.upstream_buffered = buffered(socket)
         while True:
             msg = await receive()
             if self._redo:  # the client's new session needs a new connection: drop this one
