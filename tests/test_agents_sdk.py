@@ -248,15 +248,6 @@ async def test_js_agents_sdk_at_its_defaults_calls_a_tool_and_speaks_the_answer(
     assert sim.violations == []
 
 
-TYPED_GAPS = {"xai": "with server VAD (the SDK's semantic_vad), response.create after a text item "
-                     "makes the xAI codec send input_audio_buffer.commit of the open microphone's few ms "
-                     "of silence: xAI's 'buffer too small' error reaches the client as provider_error, "
-                     "and no answer follows"}
-
-
-@pytest.mark.parametrize("provider", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=TYPED_GAPS[p]) if p in TYPED_GAPS else ())
-    for p in ("openai", "google", "xai")])
 async def test_agents_sdk_typed_message_is_answered_aloud(http, sdk_bridge, provider):
     """``session.send_message(text)``: the SDK adds a user ``input_text`` item and asks for a
     response; the answer is spoken, while the open microphone keeps sending silence."""
