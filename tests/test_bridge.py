@@ -158,6 +158,19 @@ async def test_invalid_messages_get_errors_and_session_goes_on(http, bridge, sim
 
 
 # --------------------------------------------------------------------------- token refusals
+async def test_a_live_session_revoked_refuses_its_token_as_revoked_while_it_closes(http, bridge, sim):
+    """The token of a session revoked mid-conversation is refused ``session_revoked`` at once,
+    also while the session is still closing on this server (not ``token_used``)."""
+    created = await mint(http, bridge)
+    async with http.ws_connect(bridge.ws_url, protocols=[created["token"]]) as ws:
+        await ws.send_str('{"type":"commit"}')
+        await read(ws, Received(), lambda r: r.of("usage"))
+        async with http.delete(f"{bridge.base}/v1/sessions/{created['sessionId']}", headers=auth()) as r:
+            assert r.status == 200
+        # the first socket is not read: its session may still be closing when the next opens
+        await expect_refusal(bridge.ws_url, [created["token"]], 4001, "session_revoked")
+
+
 
 
 async def test_bad_tokens_get_4001_and_never_reach_upstream(http, bridge, sim):

@@ -137,6 +137,10 @@ def _resume(state, session: Session, claims, codec: type | None) -> Resume:
     metrics = state.metrics
     if session.record.jti != claims.jti:
         raise Refused(CloseCode.BAD_TOKEN, ErrorCode.INVALID_TOKEN, "token does not match any session")
+    ended = session.outcome
+    if ended is not None and ended.error_code == ErrorCode.SESSION_REVOKED:
+        # revoked and still closing here: the same answer the token gets once it is gone
+        raise Refused(CloseCode.BAD_TOKEN, ErrorCode.SESSION_REVOKED, "session revoked")
     metrics.resumes_attempted.inc()
     if (codec is not None and type(session.client) is not codec) or not session.grace.take_back():
         metrics.resumes_refused.labels(ErrorCode.TOKEN_USED).inc()
