@@ -1,0 +1,257 @@
+"""Overload admission (speko_bridge/load.py): the rule through its public methods with
+readings fed in, and the whole path on a real server whose event loop is really busy.
+
+The server tests put real CPU work in the server's own process and loop (the tests run
+uvicorn in-process): a task that computes for a while between yields is what a process
+with more sessions than its core can carry looks like to every other task, and the load
+monitor measures it as it would measure that (nothing of the monitor is replaced). They
+assert what a client and a load balancer see: /readyz 503 ``overloaded`` with a reason, a
+mint refused 503 ``overloaded`` with ``Retry-After``, a new socket closed 4029
+``overloaded`` with its token left unused, then everything back once the work stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from speko_bridge.config import ConfigError, load_settings
+from speko_bridge.load import CPU_LEAVE_FRACTION, LAG_LEAVE_FRACTION, LoadGauge
+
+from .conftest import auth, run_bridge
+from .wsclient import MODELS, RawClient, Received, closed, expect_refusal, mint, read, tone
+
+LAG = 0.020  # a 20 ms limit in the unit tests
+CPU = 0.9
+
+
+def fed(gauge: LoadGauge, samples, cpu: float = 0.0) -> list[bool]:
+    """Feed lag samples (seconds) at a fixed CPU; the transitions observe() reported."""
+    return [gauge.observe(lag, cpu) for lag in samples]
+
+
+# --------------------------------------------------------------------------- the rule, sans-IO
+
+
+def test_readings_under_the_limits_are_not_overload():
+    gauge = LoadGauge(LAG, CPU)
+    assert fed(gauge, [0.001, 0.019, 0.005] * 20, cpu=0.8) == [False] * 60
+    assert not gauge.overloaded and gauge.reason is None
+
+
+def test_one_late_timer_refuses_nobody():
+    gauge = LoadGauge(LAG, CPU)
+    fed(gauge, [0.001] * 10)
+    assert fed(gauge, [3 * LAG]) == [False]  # a GC pass: smoothed to well under the limit
+    assert not gauge.overloaded
+    fed(gauge, [0.001] * 10)
+    assert not gauge.overloaded
+
+
+def test_sustained_lag_is_overload_and_the_reason_names_it():
+    gauge = LoadGauge(LAG, CPU)
+    fed(gauge, [0.001] * 10)
+    changes = fed(gauge, [0.050] * 10)
+    assert gauge.overloaded
+    assert changes.count(True) == 1  # entered once, reported once
+    assert "event-loop lag" in gauge.reason and "20 ms" in gauge.reason
+
+
+def test_sustained_cpu_is_overload_and_the_reason_names_it():
+    gauge = LoadGauge(LAG, CPU)
+    for _ in range(20):
+        gauge.observe(0.001, 0.99)
+    assert gauge.overloaded
+    assert "CPU" in gauge.reason and "90%" in gauge.reason
+
+
+def test_hysteresis_overload_holds_until_both_signals_are_under_their_leave_marks():
+    gauge = LoadGauge(LAG, CPU)
+    cpu_between = CPU * (1 + CPU_LEAVE_FRACTION) / 2
+    fed(gauge, [0.050] * 20, cpu=cpu_between)
+    assert gauge.overloaded
+    # back under the limit but above the leave mark: still overloaded, no flapping
+    between = LAG * (1 + LAG_LEAVE_FRACTION) / 2
+    assert fed(gauge, [between] * 50, cpu=cpu_between) == [False] * 50
+    assert gauge.overloaded
+    # lag well under its mark, but CPU between its mark and its limit: still overloaded
+    for _ in range(50):
+        assert not gauge.observe(0.0, cpu_between)
+    assert gauge.overloaded
+    # both under: leaves, once
+    changes = [gauge.observe(0.0, 0.1) for _ in range(50)]
+    assert changes.count(True) == 1 and not gauge.overloaded and gauge.reason is None
+    # and between the marks again it does not re-enter
+    assert fed(gauge, [between] * 50, cpu=cpu_between) == [False] * 50
+
+
+def test_a_limit_of_none_or_zero_turns_its_rule_off():
+    for off in (None, 0, 0.0):
+        gauge = LoadGauge(off, off)
+        fed(gauge, [5.0] * 50, cpu=4.0)
+        assert not gauge.overloaded
+        assert gauge.lag == pytest.approx(5.0) and gauge.cpu == pytest.approx(4.0)  # still measured
+    lag_only = LoadGauge(LAG, None)
+    fed(lag_only, [0.0] * 50, cpu=4.0)
+    assert not lag_only.overloaded
+
+
+def test_negative_readings_count_as_zero():
+    gauge = LoadGauge(LAG, CPU)
+    gauge.observe(-1.0, -1.0)
+    assert (gauge.lag, gauge.cpu) == (0.0, 0.0)
+
+
+def test_smoothing_outside_its_range_is_refused():
+    for bad in (0, -0.1, 1.5):
+        with pytest.raises(ValueError):
+            LoadGauge(LAG, CPU, smoothing=bad)
+
+
+@given(st.lists(st.floats(0, LAG * LAG_LEAVE_FRACTION, exclude_max=True), min_size=1, max_size=200))
+def test_readings_always_under_the_leave_mark_never_overload(samples):
+    gauge = LoadGauge(LAG, CPU)
+    assert not any(fed(gauge, samples, cpu=0.5))
+    assert not gauge.overloaded
+
+
+@given(st.lists(st.floats(LAG, 10.0), min_size=1, max_size=200))
+def test_readings_always_over_the_limit_overload_at_once_and_stay(samples):
+    gauge = LoadGauge(LAG, CPU)
+    assert fed(gauge, samples) == [True] + [False] * (len(samples) - 1)
+    assert gauge.overloaded
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SPEKO_OVERLOAD_LAG_MS", "-1"), ("SPEKO_OVERLOAD_LAG_MS", "10001"),
+    ("SPEKO_OVERLOAD_LAG_MS", "fast"), ("SPEKO_OVERLOAD_CPU_PERCENT", "-5"),
+    ("SPEKO_OVERLOAD_CPU_PERCENT", "6401"), ("SPEKO_OVERLOAD_CPU_PERCENT", "most"),
+])
+def test_bad_overload_settings_stop_the_server_naming_the_variable(env, name, value):
+    with pytest.raises(ConfigError) as exc:
+        load_settings({**env, name: value})
+    assert exc.value.variable == name
+
+
+def test_overload_settings_default_on_and_read_from_the_environment(env):
+    defaults = {k: v for k, v in env.items() if not k.startswith("SPEKO_OVERLOAD_")}
+    settings = load_settings(defaults)
+    assert settings.overload_lag_ms > 0 and settings.overload_cpu_percent > 0
+    settings = load_settings({**env, "SPEKO_OVERLOAD_LAG_MS": "35", "SPEKO_OVERLOAD_CPU_PERCENT": "70"})
+    assert (settings.overload_lag_ms, settings.overload_cpu_percent) == (35.0, 70.0)
+
+
+# --------------------------------------------------------------------------- a real busy server
+
+#: The limits the server tests set, and the work that crosses each one alone: blocks of
+#: 200 ms make every timer ~100-200 ms late (over 50 ms) at near 100% CPU of the loop's
+#: core, so only the lag rule is on for them; blocks of 3 ms keep timers a few ms late
+#: (under 50 ms) at near 100% CPU, so only the CPU rule (40%) is on for those.
+CASES = {
+    "lag": ({"SPEKO_OVERLOAD_LAG_MS": "50", "SPEKO_OVERLOAD_CPU_PERCENT": "0"}, 0.200, "event-loop lag"),
+    "cpu": ({"SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "40"}, 0.003, "CPU"),
+}
+#: How long the test waits for the monitor to see the load come or go: it reacts within
+#: a second; the rest is for a shared, busy test machine.
+SETTLE_SECONDS = 30.0
+
+
+async def busy(stop: asyncio.Event, block: float) -> None:
+    """Real CPU work on the server's event loop: compute for ``block`` seconds, yield, again."""
+    while not stop.is_set():
+        until = time.perf_counter() + block
+        n = 0
+        while time.perf_counter() < until:
+            n += sum(range(200))
+        await asyncio.sleep(0)
+
+
+async def readiness(http, bridge) -> tuple[int, dict]:
+    async with http.get(f"{bridge.base}/readyz") as r:
+        return r.status, await r.json()
+
+
+async def until_ready_is(http, bridge, status: int) -> dict:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        got, body = await readiness(http, bridge)
+        if got == status:
+            return body
+        assert time.monotonic() < deadline, f"/readyz still {got} {body}"
+        await asyncio.sleep(0.1)
+
+
+def sample(bridge, name: str, **labels) -> float:
+    return bridge.app.state.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_a_busy_server_refuses_new_sessions_and_takes_them_again_when_the_load_is_gone(
+        http, env, openai_sims, case):
+    limits, block, named = CASES[case]
+    sim = await openai_sims()
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           **limits}) as bridge:
+        await until_ready_is(http, bridge, 200)
+        early = await mint(http, bridge)  # minted while the server was fine
+        stop = asyncio.Event()
+        load = asyncio.create_task(busy(stop, block))
+        try:
+            body = await until_ready_is(http, bridge, 503)
+            assert body["status"] == "overloaded" and named in body["reason"], body
+            assert sample(bridge, "speko_overloaded") == 1
+
+            body = {"provider": "openai", "model": MODELS["openai"]}
+            async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+                assert r.status == 503
+                assert (await r.json())["error"]["code"] == "overloaded"
+                assert int(r.headers["Retry-After"]) >= 1
+
+            await expect_refusal(bridge.ws_url, [early["token"]], 4029, "overloaded")
+            assert sample(bridge, "speko_overload_refusals_total", where="socket") == 1
+            assert sample(bridge, "speko_overload_refusals_total", where="mint") == 1
+        finally:
+            stop.set()
+            await load
+        await until_ready_is(http, bridge, 200)
+        assert sample(bridge, "speko_overloaded") == 0
+        # the token refused for load was not spent: it opens its session now
+        async with http.ws_connect(bridge.ws_url, protocols=[early["token"]]) as ws:
+            await ws.send_bytes(tone(0.3, 24000))
+            await ws.send_str('{"type":"commit"}')
+            got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
+            assert got.close_code is None and not got.of("error"), got.frames[-3:]
+        assert (await mint(http, bridge))["token"]
+
+
+async def test_a_session_live_before_the_overload_keeps_its_socket_and_can_resume(http, env, openai_sims):
+    """Load refuses new sessions only: one admitted before it goes on, and a dropped client
+    of it takes it back (not new load) while new sockets are refused."""
+    limits, block, _ = CASES["lag"]
+    sim = await openai_sims()
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           **limits}) as bridge:
+        await until_ready_is(http, bridge, 200)
+        live = await mint(http, bridge)
+        fresh = await mint(http, bridge)
+        client = await RawClient.connect(bridge.port, "/v1/realtime", [live["token"]])
+        await asyncio.sleep(0.3)  # its session has started
+        assert len(bridge.app.state.registry) == 1
+        stop = asyncio.Event()
+        load = asyncio.create_task(busy(stop, block))
+        try:
+            await until_ready_is(http, bridge, 503)
+            await expect_refusal(bridge.ws_url, [fresh["token"]], 4029, "overloaded")
+            assert len(bridge.app.state.registry) == 1  # the live one, untouched
+            client.close()  # the client drops without a close handshake ...
+            await asyncio.sleep(0.5)
+            async with http.ws_connect(bridge.ws_url, protocols=[live["token"]]) as again:
+                got = await read(again, Received(), lambda r: bool(r.of("resumed")) or closed(r))
+                assert got.of("resumed") and got.close_code is None, got.frames[-3:]
+        finally:
+            stop.set()
+            await load
+            client.close()
