@@ -156,10 +156,12 @@ def bridge_env(data_dir: str, upstream_url: str, **extra: str) -> dict:
             "SPEKO_MINT_RATE_PER_MINUTE": "0", **extra}
 
 
-async def start_bridge(data_dir: str, upstream_url: str, *, src: Path = ROOT, name: str = "bridge") -> Server:
+async def start_bridge(data_dir: str, upstream_url: str, *, src: Path = ROOT, name: str = "bridge",
+                       env: dict | None = None) -> Server:
+    """``env``: settings on top of :func:`bridge_env` (bench/overload.py sets the overload limits)."""
     return await spawn(name, ["-m", "speko_bridge", "serve", "--port", "{port}",
                               "--log-level", "warning"],
-                       env=bridge_env(data_dir, upstream_url), cwd=src)
+                       env=bridge_env(data_dir, upstream_url, **(env or {})), cwd=src)
 
 
 async def start_echo_upstream() -> Server:

@@ -15,8 +15,9 @@ is overloaded, measured two ways:
   another session whatever the lag says right now.
 
 :class:`LoadGauge` is the rule, sans-IO: it is fed samples and says ``overloaded``. Both
-signals are smoothed (an exponential moving average, :data:`SMOOTHING` per sample) so one
-late timer (a GC pass, a burst of handshakes) does not refuse anybody, and the rule has
+signals are smoothed (exponential moving averages, :data:`LAG_SMOOTHING`,
+:data:`CPU_SMOOTHING`) so one late timer (a GC pass, a burst of handshakes) does not refuse
+anybody, and the rule has
 hysteresis: it enters overload when either smoothed signal reaches its limit and leaves
 only when both are back under a lower mark (:data:`LAG_LEAVE_FRACTION`,
 :data:`CPU_LEAVE_FRACTION` of the limits), so admission does not flap at the boundary.
@@ -43,10 +44,15 @@ log = logging.getLogger("speko_bridge.load")
 #: How often the loop is sampled. Short enough that a ramp of new sessions is seen within a
 #: few hundred ms; one timer wake-up per 100 ms costs nothing measurable.
 SAMPLE_INTERVAL_SECONDS = 0.1
-#: Weight of a new sample in the moving averages: with 10 samples a second, a step change
-#: is ~90% seen after 1 s (0.8 ** 10 = 0.11), and a single late timer moves the average by
-#: a fifth of its lateness.
-SMOOTHING = 0.2
+#: Weight of a new lag sample in its moving average: with 10 samples a second, a step
+#: change is ~90% seen after 1 s (0.8 ** 10 = 0.11), and a single late timer (a GC pass, a
+#: burst of handshakes) moves the average by a fifth of its lateness.
+LAG_SMOOTHING = 0.2
+#: The same for CPU, which is steadier (a 100 ms window of ``process_time`` already averages
+#: thousands of callbacks) and must be seen quickly: new sessions arriving at tens a second
+#: add load before a slow average shows it, and every one admitted meanwhile is overshoot.
+#: A step is ~90% seen after 0.3 s; one busy sample alone moves it half way.
+CPU_SMOOTHING = 0.5
 #: Overload ends when the smoothed lag is under this fraction of its limit (and CPU under
 #: its own mark). Lag is bursty: half the limit is clearly below the knee.
 LAG_LEAVE_FRACTION = 0.5
@@ -64,13 +70,14 @@ class LoadGauge:
     :meth:`observe` samples, ask :attr:`overloaded`. A limit of ``None`` (or 0) turns that
     signal's rule off; the reading is still kept."""
 
-    def __init__(self, lag_limit_seconds: float | None, cpu_limit: float | None,
-                 *, smoothing: float = SMOOTHING) -> None:
-        if not 0 < smoothing <= 1:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+    def __init__(self, lag_limit_seconds: float | None, cpu_limit: float | None, *,
+                 lag_smoothing: float = LAG_SMOOTHING, cpu_smoothing: float = CPU_SMOOTHING) -> None:
+        for smoothing in (lag_smoothing, cpu_smoothing):
+            if not 0 < smoothing <= 1:
+                raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         self.lag_limit = lag_limit_seconds or None
         self.cpu_limit = cpu_limit or None
-        self._alpha = smoothing
+        self._lag_alpha, self._cpu_alpha = lag_smoothing, cpu_smoothing
         self.lag: float = 0.0  # smoothed, seconds
         self.cpu: float = 0.0  # smoothed, fraction of one core
         self._seen = False
@@ -84,9 +91,8 @@ class LoadGauge:
         if not self._seen:
             self.lag, self.cpu, self._seen = lag_seconds, cpu, True
         else:
-            a = self._alpha
-            self.lag += a * (lag_seconds - self.lag)
-            self.cpu += a * (cpu - self.cpu)
+            self.lag += self._lag_alpha * (lag_seconds - self.lag)
+            self.cpu += self._cpu_alpha * (cpu - self.cpu)
         was = self.overloaded
         if not was:
             self.reason = self._over()

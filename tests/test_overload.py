@@ -42,6 +42,12 @@ def test_readings_under_the_limits_are_not_overload():
     assert not gauge.overloaded and gauge.reason is None
 
 
+def test_one_busy_cpu_sample_refuses_nobody():
+    gauge = LoadGauge(LAG, CPU)
+    for cpu in [0.6] * 10 + [1.0] + [0.6] * 10:
+        assert not gauge.observe(0.001, cpu)
+
+
 def test_one_late_timer_refuses_nobody():
     gauge = LoadGauge(LAG, CPU)
     fed(gauge, [0.001] * 10)
@@ -108,7 +114,9 @@ def test_negative_readings_count_as_zero():
 def test_smoothing_outside_its_range_is_refused():
     for bad in (0, -0.1, 1.5):
         with pytest.raises(ValueError):
-            LoadGauge(LAG, CPU, smoothing=bad)
+            LoadGauge(LAG, CPU, lag_smoothing=bad)
+        with pytest.raises(ValueError):
+            LoadGauge(LAG, CPU, cpu_smoothing=bad)
 
 
 @given(st.lists(st.floats(0, LAG * LAG_LEAVE_FRACTION, exclude_max=True), min_size=1, max_size=200))
