@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import capacity  # noqa: E402
 import common  # noqa: E402
 
+
 RATE = 24000
 #: "Sustainable": p99 within this of the smallest level's (bench/run.py's capacity rule).
 CAPACITY_P99_MS = 5.0
@@ -54,6 +55,8 @@ P99_FACTOR_GOAL = 2.0
 #: elsewhere (a healthy connect is ~10 ms).
 REFUSE_P99_GOAL_MS = 1000.0
 OFF = {"SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "0"}
+#: Unset: the bridge's own defaults (common.bridge_env turns the rule off for other benches).
+DEFAULTS = {"SPEKO_OVERLOAD_LAG_MS": None, "SPEKO_OVERLOAD_CPU_PERCENT": None}
 MINT_BODY = {"provider": "openai", "model": "gpt-realtime", "inputSampleRate": RATE,
              "outputSampleRate": RATE, "ttlSeconds": 3600}
 HEADERS = {"Authorization": f"Bearer {common.API_KEY}"}
@@ -215,7 +218,8 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
     offer_at = warm + int(after * 1000 / capacity.FRAME_MS)  # frame where the excess starts
     n_excess = c if excess is None else excess
     with tempfile.TemporaryDirectory() as tmp:
-        bridge = await common.start_bridge(tmp, echo.ws_base + "/v1/realtime", env=limits)
+        bridge = await common.start_bridge(tmp, echo.ws_base + "/v1/realtime",
+                                           env={**DEFAULTS, **limits})
         try:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                 readings: list = []

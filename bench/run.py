@@ -30,6 +30,7 @@ import connect  # noqa: E402
 import memory  # noqa: E402
 import micro  # noqa: E402
 import mint  # noqa: E402
+import overload  # noqa: E402
 
 RATES = (16000, 24000)
 PATHS = ("direct", "floor", "bridge")
@@ -237,6 +238,14 @@ async def main(args) -> int:
                     mints.append(await mint.run(name, srv.base, conc, mint_seconds))
         common.write_result(out, "mint", mints)
         print("  mint done", flush=True)
+
+        # issue 23 target 4: offered twice the capacity measured above (24 kHz, "by load"),
+        # the bridge with its default overload rule keeps the admitted sessions' p99
+        over_c = derive_capacity(cap_rows)["per_core"][("bridge", 24000)][2] or levels[0]
+        over = await overload.offer(over_c, 8.0 if smoke else 16.0, echo, {})
+        over.pop("rss_samples")
+        common.write_result(out, "overload", over)
+        print("  overload done", flush=True)
     finally:
         for s in servers:
             await s.stop()
@@ -247,6 +256,8 @@ async def main(args) -> int:
 
     cap = derive_capacity(cap_rows)
     ver = verdicts(cap, mints, conns, mems, ref_n)
+    ver += [[name, figure, goal, "PASS" if ok else "FAIL"]
+            for name, figure, goal, ok in overload.verdicts(over)]
     pngs = plots(cap, out)
 
     report = []
@@ -288,6 +299,7 @@ async def main(args) -> int:
                                          "seconds": round(time.monotonic() - started, 1)})
     print(f"\nresults and plots in {out}/ ({time.monotonic() - started:.0f} s)")
     lost = sum(r["lost"] + r["reordered"] + r["session_error_count"] for r in cap_rows)
+    lost += over["lost_admitted"] + over["reordered"] + over["error_count"]
     if lost:
         print(f"FAILED: {lost} frames lost, reordered or sessions failed", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
     proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("capacity", "connect", "memory", "mint", "micro", "summary"):
+    for name in ("capacity", "connect", "memory", "mint", "micro", "summary", "overload"):
         assert (tmp_path / f"{name}.json").is_file(), name
     for png in ("latency.png", "cpu.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -27,6 +27,8 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
         assert row["frames_timed"] > 0, row
         assert row["lost"] == 0 and row["reordered"] == 0 and row["session_error_count"] == 0, row
         assert row["extra_samples"] == 0, row
+    over = json.loads((tmp_path / "overload.json").read_text())
+    assert over["lost_admitted"] == 0 and over["error_count"] == 0, over
     mint = json.loads((tmp_path / "mint.json").read_text())
     assert all(m["errors"] == 0 and m["rps"] > 0 for m in mint)
     verdicts = json.loads((tmp_path / "summary.json").read_text())["verdicts"]
