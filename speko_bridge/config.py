@@ -34,10 +34,10 @@ DEFAULT_MINT_RATE_PER_MINUTE = 600
 #: Smoothed event-loop lag at which new sessions are refused (speko_bridge/load.py). Chosen
 #: with bench/overload.py (docs/configuration.md, "Overload"): below it the admitted
 #: sessions' p99 is still near its unloaded value.
-DEFAULT_OVERLOAD_LAG_MS = 20.0
+DEFAULT_OVERLOAD_LAG_MS = 10.0
 #: Smoothed process CPU, in % of one core, at which new sessions are refused: the event
 #: loop runs on one core, and past ~90% queueing delay grows for every session at once.
-DEFAULT_OVERLOAD_CPU_PERCENT = 90.0
+DEFAULT_OVERLOAD_CPU_PERCENT = 85.0
 #: Highest lag limit accepted: a limit of seconds is no limit for a live audio session.
 MAX_OVERLOAD_LAG_MS = 10_000.0
 #: Highest CPU limit: threads (SQLite, soxr) can take a process past one core, never past
