@@ -74,24 +74,43 @@ def test_sustained_cpu_is_overload_and_the_reason_names_it():
     assert "CPU" in gauge.reason and "90%" in gauge.reason
 
 
-def test_hysteresis_overload_holds_until_both_signals_are_under_their_leave_marks():
+def test_lag_hysteresis_overload_holds_until_lag_is_under_its_leave_mark():
     gauge = LoadGauge(LAG, CPU)
-    cpu_between = CPU * (1 + CPU_LEAVE_FRACTION) / 2
-    fed(gauge, [0.050] * 20, cpu=cpu_between)
+    fed(gauge, [0.050] * 20)
     assert gauge.overloaded
     # back under the limit but above the leave mark: still overloaded, no flapping
     between = LAG * (1 + LAG_LEAVE_FRACTION) / 2
-    assert fed(gauge, [between] * 50, cpu=cpu_between) == [False] * 50
+    assert fed(gauge, [between] * 50) == [False] * 50
     assert gauge.overloaded
-    # lag well under its mark, but CPU between its mark and its limit: still overloaded
-    for _ in range(50):
-        assert not gauge.observe(0.0, cpu_between)
-    assert gauge.overloaded
-    # both under: leaves, once
-    changes = [gauge.observe(0.0, 0.1) for _ in range(50)]
+    changes = fed(gauge, [0.0] * 50)
     assert changes.count(True) == 1 and not gauge.overloaded and gauge.reason is None
-    # and between the marks again it does not re-enter
-    assert fed(gauge, [between] * 50, cpu=cpu_between) == [False] * 50
+    # between the marks again, it does not re-enter
+    assert fed(gauge, [between] * 50) == [False] * 50
+
+
+def test_cpu_hysteresis_overload_holds_until_cpu_is_under_its_leave_mark():
+    gauge = LoadGauge(LAG, CPU)
+    for _ in range(20):
+        gauge.observe(0.0, 1.0)
+    assert gauge.overloaded
+    between = CPU * (1 + CPU_LEAVE_FRACTION) / 2
+    assert [gauge.observe(0.0, between) for _ in range(50)] == [False] * 50
+    assert gauge.overloaded
+    changes = [gauge.observe(0.0, 0.1) for _ in range(50)]
+    assert changes.count(True) == 1 and not gauge.overloaded
+    assert [gauge.observe(0.0, between) for _ in range(50)] == [False] * 50
+
+
+def test_overload_ends_only_when_both_signals_are_under_their_marks():
+    gauge = LoadGauge(LAG, CPU)
+    cpu_between = CPU * (1 + CPU_LEAVE_FRACTION) / 2
+    fed(gauge, [0.050] * 20, cpu=cpu_between)  # entered for lag
+    assert gauge.overloaded and "lag" in gauge.reason
+    # lag well under its mark, CPU still between its mark and its limit: still overloaded
+    assert fed(gauge, [0.0] * 50, cpu=cpu_between) == [False] * 50
+    assert gauge.overloaded
+    changes = fed(gauge, [0.0] * 50, cpu=0.1)
+    assert changes.count(True) == 1 and not gauge.overloaded and gauge.reason is None
 
 
 def test_a_limit_of_none_or_zero_turns_its_rule_off():
