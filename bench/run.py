@@ -253,9 +253,11 @@ async def main(args) -> int:
     micro.configure(smoke)
     micro_rows = micro.rows()
     common.write_result(out, "micro", [{"name": n, "us": us} for n, us in micro_rows])
+    resampler_rows = micro.resampler_quality()  # issue 23 target 3, old recipe beside new
+    common.write_result(out, "resampler", resampler_rows)
 
     cap = derive_capacity(cap_rows)
-    ver = verdicts(cap, mints, conns, mems, ref_n)
+    ver = verdicts(cap, mints, conns, mems, ref_n) + micro.resampler_verdicts(resampler_rows)
     ver += [[name, figure, goal, "PASS" if ok else "FAIL"]
             for name, figure, goal, ok in overload.verdicts(over)]
     pngs = plots(cap, out)
@@ -292,6 +294,13 @@ async def main(args) -> int:
                           m["turn_kib_per_session"]] for m in mems]))
     report.append(table("Micro: median microseconds per call", ["benchmark", "us"],
                         [[n, us] for n, us in micro_rows]))
+    report.append(table("Resampler (bench/micro.py): held back, tone delay, passband, images (up) / "
+                        "aliases (down), CPU per 20 ms chunk",
+                        ["recipe", "direction", "held mean ms", "held max ms", "delay ms", "to 7 kHz dB",
+                         "image/alias dB", "cpu us alone", "cpu us among 100"],
+                        [[r["recipe"], r["direction"], r["held_back_mean_ms"], r["held_back_max_ms"],
+                          r["tone_delay_ms"], r["passband_db"], r["image_or_alias_db"], r["cpu_us"],
+                          r["cpu_us_among_100"]] for r in resampler_rows]))
     text = "\n\n".join(report)
     print("\n" + text)
     (out / "summary.txt").write_text(text + "\n")

@@ -15,16 +15,52 @@ end of a turn emits the filter's tail so no audio is lost, then starts a fresh s
 Latency. soxr's defaults are tuned for throughput on long files: a linear-phase filter run
 through DFT blocks of up to 2^17 points. Fed 20 ms chunks, that holds back 21 ms of audio
 on average and 37 ms at worst, per direction, and releases it in bursts. For live speech
-we ask soxr for its 16-bit recipe (``SOXR_MQ``: PCM16 has 16 bits; stop-band still below
--115 dB measured) with minimum phase (the filter's energy comes first; inaudible on
-speech), and cap the large DFT at 2^8 points through libsoxr's runtime setting
+we cap the large DFT at 2^8 points through libsoxr's runtime setting
 ``SOXR_LARGE_DFT_SIZE`` (read by ``soxr_create``; :func:`configure_soxr` sets it when a server
 starts, not this module's import: importing a module must not change the environment of
-the process that imports it). Held-back audio drops to 6.0 ms on
-average, 11.5 ms at worst, per direction. The price is filter design at stream creation
-(~0.6 ms, once per direction per session and after each turn's flush); the 20-bit recipe
-with minimum phase would save 1.3 ms more latency for 1.5 ms of CPU per creation, and
-linear phase costs 4.5 ms more latency. Chunking-invariance above is unchanged.
+the process that imports it) and ask for a minimum-phase filter (its energy comes first;
+inaudible on speech).
+
+Which filter. What a listener needs at 16 <-> 24 kHz: flat to 7 kHz (within 0.5 dB),
+images (16 -> 24) and aliases (24 -> 16) below -90 dB, and as little audio held back as
+possible. python-soxr passes libsoxr a recipe number only (``soxr_quality_spec(recipe,
+flags)``: no passband or stop-band edge of our own), so we measured the recipes with
+minimum phase, fed 20 ms chunks (``bench/micro.py`` prints the MQ and LSR1Q rows and says
+how each figure is measured; held back = the audio the input promised so far minus the
+audio out, in ms, mean / worst over 100 chunks; what does come out is aligned with its
+input within 0.06 ms, so that is all the delay):
+
+==========================  ===========  ===========  ========  ========
+recipe (minimum phase)      held back    7 kHz level  images    aliases
+==========================  ===========  ===========  ========  ========
+``SOXR_LQ``                 1.5 / 2.75   -12.8 dB     -104 dB   -103 dB
+``SOXR_MQ`` (until now)     6.05 / 11.5  0.00 dB      -102 dB   -103 dB
+``SOXR_LSR1Q`` (this one)   2.48 / 4.75  -0.33 dB     -104 dB   -110 dB
+==========================  ===========  ===========  ========  ========
+
+``SOXR_LSR1Q`` is libsoxr's stand-in for libsamplerate's "medium sinc": 19-bit precision
+(stop band at -114 dB from the lower rate's Nyquist, 8 kHz), flat to 0.832 of that
+Nyquist (6.7 kHz; -0.33 dB at 7 kHz). MQ spends its filter length on keeping 7.0-7.5 kHz
+flat, which speech does not need; LSR1Q's wider transition band makes the filter shorter,
+and with DFT blocks of 2^8 points that is 2.48 ms held back on average (4.75 ms at worst)
+per direction instead of 6.05 (11.5). The other recipes hold back more (16-bit as MQ,
+LSR0Q 12.9 ms) and so does intermediate phase (MQ: 20 ms). A short polyphase filter of our
+own for the fixed 3:2 ratio was the alternative; soxr meets the targets, so we keep the
+library. Images and aliases sit at the floor of the measurement (PCM16 output rounding of
+a tone at 90 % of full scale), not at the filter's -114 dB.
+
+CPU per 20 ms chunk (``bench/micro.py`` times both recipes side by side, conversions
+included): alone, in cache, LSR1Q costs ~0.5 us more than MQ (of ~9 us); among 100 streams
+fed in turn, as 50 sessions at 16 kHz use them, 0.2-1.3 us less (of 14-20 us), its state
+being smaller (47 against 58 KiB per stream). Filter design at stream creation costs the
+same (~0.3 ms, once per direction per session and after each turn's flush).
+
+soxr.h lists the ``LSR`` recipes as "reserved for internal use": python-soxr bundles its own
+libsoxr (pyproject.toml bounds the release), and tests/test_audio_quality.py and the
+held-back test in tests/test_audio.py fail if a release changes what this recipe does.
+Other rates (a provider's mimeType may name one) get the same recipe: its edges are
+relative to the lower rate's Nyquist. Chunking-invariance above is unchanged: the recipe
+changes the filter, not the float path.
 """
 
 from __future__ import annotations
@@ -34,12 +70,13 @@ import os
 import numpy as np
 from soxr import soxr_ext
 
-#: libsoxr recipe bits (soxr.h): SOXR_MQ (16-bit precision) with SOXR_MINIMUM_PHASE.
-#: python-soxr's ``ResampleStream`` only takes the plain recipe names, so the stream is
-#: built on its ``CSoxr`` core with the combined value.
-SOXR_MQ = 2
+#: libsoxr recipe bits (soxr.h): SOXR_LSR1Q (19-bit precision, passband to 0.832 of the
+#: lower Nyquist) with SOXR_MINIMUM_PHASE; the module docstring says why. python-soxr's
+#: ``ResampleStream`` only takes the plain recipe names, so the stream is built on its
+#: ``CSoxr`` core with the combined value.
+SOXR_LSR1Q = 9
 SOXR_MINIMUM_PHASE = 0x30
-QUALITY = SOXR_MQ | SOXR_MINIMUM_PHASE
+QUALITY = SOXR_LSR1Q | SOXR_MINIMUM_PHASE
 #: log2 of the largest DFT libsoxr may use per block (its default is 17): smaller blocks
 #: mean audio leaves the filter as soon as it can. Applied by :func:`configure_soxr`.
 LARGE_DFT_SIZE_LOG2 = "8"
@@ -50,6 +87,10 @@ _FLOAT32 = soxr_ext.soxr_datatype_t.SOXR_FLOAT32_I
 _HI = np.float32(32767)
 _LO = np.float32(-32768)
 _EMPTY_F32 = np.zeros((0, 1), dtype=np.float32)
+#: dtype objects made once: numpy parses a dtype string on every call that is given one
+#: (~0.1 us each, twice per chunk).
+_PCM16 = np.dtype("<i2")
+_F32 = np.dtype(np.float32)
 
 
 def configure_soxr() -> None:
@@ -74,7 +115,7 @@ def _to_pcm16(samples: np.ndarray) -> bytes:
     np.rint(samples, out=samples)
     np.minimum(samples, _HI, out=samples)
     np.maximum(samples, _LO, out=samples)
-    return samples.astype("<i2").tobytes()
+    return samples.astype(_PCM16).tobytes()
 
 
 class Resampler:
@@ -104,12 +145,13 @@ class Resampler:
 
     def process(self, data: bytes) -> bytes:
         """Resample one chunk of any length; returns PCM16 at ``out_rate`` (maybe empty)."""
-        data = self._frame(data)
+        if self._carry or len(data) & 1:  # whole samples, no carry: the usual 20 ms chunk
+            data = self._frame(data)
         if self.passthrough or not data:
             return data
         # Resampling is linear, so the samples go through at their int16 scale: no
         # normalising multiply on the way in or out.
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32).reshape(-1, 1)
+        samples = np.frombuffer(data, dtype=_PCM16).astype(_F32).reshape(-1, 1)
         return _to_pcm16(self._stream.process_float32(samples, False))
 
     def flush(self) -> bytes:

@@ -39,13 +39,13 @@ from .codes import CloseCode, ErrorCode
 from .frames import Audio, Error, Resumed, decode_frame
 
 if TYPE_CHECKING:
-    from .client import RealtimeConnection
+    from .client_connection import RealtimeConnection
 
 #: How long a new socket may take to say ``resumed`` (or refuse) before the attempt counts as
 #: failed: the bridge answers a resume with no provider round trip, in milliseconds.
 RESUME_ANSWER_SECONDS = 5.0
 #: A fresh session (``get_session``) is accepted when nothing refuses it this fast (as
-#: ``CONFIRM_SECONDS`` in ``client.py``).
+#: ``CONFIRM_SECONDS`` in ``client_connection.py``).
 FRESH_CONFIRM_SECONDS = 0.25
 
 

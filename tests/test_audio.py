@@ -123,33 +123,41 @@ def test_pcm_ms():
     assert pcm_ms(960, 24000) == 20.0 and pcm_ms(640, 16000) == 20.0
 
 
+#: Issue 23: a resampler holds back at most 3 ms of audio on average per direction. The
+#: worst moment is set by soxr's DFT block (2^8 points): 4.75 ms measured.
+HELD_BACK_MEAN_MS = 3.0
+HELD_BACK_WORST_MS = 5.0
+
+
+def held_back_ms(in_rate: int, out_rate: int, frame_ms: int, seed: int = 1,
+                 frames: int = 60) -> np.ndarray:
+    """After each chunk: the audio its input promised so far minus the audio that came out,
+    in milliseconds (bench/micro.py measures the same way)."""
+    r = Resampler(in_rate, out_rate)
+    n = in_rate * frame_ms // 1000
+    data = pcm(n * frames, seed)
+    produced, lags = 0, []
+    for k in range(frames):
+        produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
+        lags.append((k + 1) * n * out_rate // in_rate - produced)
+    return np.array(lags) * 1000 / out_rate
+
+
 @settings(max_examples=20, deadline=None)
 @given(rates=st.sampled_from(RATES[:2]), frame_ms=st.sampled_from([10, 20, 40, 100]),
        seed=st.integers(0, 2**32 - 1))
-def test_live_audio_is_never_held_back_more_than_12_ms(rates, frame_ms, seed):
+def test_live_audio_is_held_back_3_ms_on_average_and_never_more_than_5(rates, frame_ms, seed):
     """A listener hears a chunk's audio when the chunk arrives, not a burst later: for any
-    chunk size a browser uses, the resampler never holds back more than 12 ms of audio
-    (soxr's throughput defaults held back up to 37 ms)."""
-    in_rate, out_rate = rates
-    r = Resampler(in_rate, out_rate)
-    n = in_rate * frame_ms // 1000
-    data = pcm(n * 60, seed)
-    produced = 0
-    for k in range(60):
-        produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
-        expected = (k + 1) * n * out_rate // in_rate
-        assert expected - produced <= out_rate * 12 // 1000, (k, expected, produced)
+    chunk size a browser uses, the resampler holds back under 3 ms of audio on average and
+    5 ms at worst (soxr's throughput defaults: 21 ms and 37 ms; its 16-bit recipe: 6.0 and
+    11.5 ms)."""
+    lags = held_back_ms(*rates, frame_ms, seed)
+    assert lags.mean() <= HELD_BACK_MEAN_MS, lags.mean()
+    assert lags.max() <= HELD_BACK_WORST_MS, lags.max()
 
 
 def worst_held_back_ms(in_rate: int = 16000, out_rate: int = 24000, frame_ms: int = 20) -> float:
-    r = Resampler(in_rate, out_rate)
-    n = in_rate * frame_ms // 1000
-    data = pcm(n * 60, 1)
-    produced, worst = 0, 0
-    for k in range(60):
-        produced += len(r.process(data[2 * n * k: 2 * n * (k + 1)])) // 2
-        worst = max(worst, (k + 1) * n * out_rate // in_rate - produced)
-    return worst * 1000 / out_rate
+    return float(held_back_ms(in_rate, out_rate, frame_ms).max())
 
 
 def test_importing_the_audio_module_or_the_server_leaves_the_environment_alone():
@@ -167,14 +175,14 @@ async def test_a_started_server_sets_the_soxr_block_size(tmp_path, monkeypatch):
             async with http.get(bridge.base + "/healthz") as r:
                 assert r.status == 200
         assert os.environ.get(SOXR_VARIABLE) == "8"
-        assert worst_held_back_ms() <= 12  # soxr's own default holds back 32 ms here
+        assert worst_held_back_ms() <= HELD_BACK_WORST_MS  # soxr's own default block: 15 ms here
 
 
 async def test_an_operators_own_soxr_setting_wins(tmp_path, monkeypatch):
     monkeypatch.setenv(SOXR_VARIABLE, "17")  # libsoxr's default block size, set explicitly
     async with run_bridge(base_env(tmp_path)):
         assert os.environ[SOXR_VARIABLE] == "17"
-        assert worst_held_back_ms() > 12
+        assert worst_held_back_ms() > HELD_BACK_WORST_MS
 
 
 def square(freq: int, rate: int, seconds: float) -> np.ndarray:

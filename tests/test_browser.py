@@ -396,3 +396,79 @@ async def test_demo_hands_free_answers_twice_with_no_button_pressed(env, tmp_pat
             assert not [line for line in console if line.startswith(("error", "pageerror"))], console
         finally:
             await browser.close()
+
+
+BARGE_IN_PAGE = """async (answer) => {
+  const { connect, createPlayer } = await import('/sdk/speko-realtime.js');
+  const session = await connect(answer);
+  const player = createPlayer(session);
+  const out = { speech: [], bufferedAtStarted: [], bufferedBeforeStarted: [], audioFrames: 0 };
+  let lastBuffered = 0;
+  session.on((f) => {
+    // the player subscribed first: at this handler it has already scheduled this frame
+    if (f.type === 'audio') { out.audioFrames += 1; lastBuffered = player.bufferedSeconds; }
+    if (f.type === 'speech') {
+      out.speech.push(f.state);
+      if (f.state === 'started') {
+        out.bufferedBeforeStarted.push(lastBuffered);
+        out.bufferedAtStarted.push(player.bufferedSeconds);
+      }
+    }
+  });
+  const rate = session.inputSampleRate, chunk = rate / 50;  // 20 ms, as a microphone sends
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  let phase = 0;
+  async function speak(seconds, loud) {
+    for (let i = 0; i < seconds * 50; i++) {
+      const pcm = new Int16Array(chunk);
+      if (loud) for (let k = 0; k < chunk; k++, phase++) pcm[k] = 8000 * Math.sin(2 * Math.PI * 440 * phase / rate);
+      session.sendAudio(pcm);
+      await sleep(20);
+    }
+  }
+  await speak(1.0, true);
+  const until = Date.now() + 10000;  // silence until the reply is queued in the player
+  while (lastBuffered < 1.0 && Date.now() < until) await speak(0.1, false);
+  out.bufferedBeforeSpeaking = lastBuffered;
+  await speak(0.6, true);  // the user talks over the reply
+  await speak(1.0, false);
+  out.samplesPlayed = player.samplesPlayed;
+  await session.close(1000, 'done');
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("provider", ["openai", "google", "xai"])
+async def test_the_sdk_player_goes_silent_at_once_on_speech_started(env, tmp_path, http, provider):
+    """Barge-in as a page hears it: a hands-free session whose reply (4 s of audio, sent
+    faster than it plays) is queued in createPlayer's schedule; the user speaks over it. When
+    the `speech: started` frame reaches the page's handlers, nothing of the reply is left
+    scheduled (the SDK flushed every player first), though seconds of it were queued just
+    before."""
+    from playwright.async_api import async_playwright
+
+    from .test_conformance import provider_env, start_simulator
+    from .wsclient import mint
+
+    sim = await start_simulator(provider, reply_ms=4000)
+    try:
+        async with run_bridge({**provider_env(env, provider, sim.url), "SPEKO_DEV": "1"}) as bridge, \
+                async_playwright() as pw:
+            answer = await mint(http, bridge, provider, inputSampleRate=16000, outputSampleRate=24000,
+                                turnDetection={"type": "server", "silenceMs": 300, "prefixMs": 100})
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                problems: list[str] = []
+                page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+                await page.goto(bridge.base + "/")
+                out = await page.evaluate(BARGE_IN_PAGE, answer)
+            finally:
+                await browser.close()
+    finally:
+        await sim.stop()
+    assert out["speech"][:3] == ["started", "stopped", "started"], out
+    assert out["bufferedBeforeSpeaking"] >= 1.0, out  # the reply was queued, seconds of it
+    assert out["bufferedBeforeStarted"][1] > 0.5, out
+    assert out["bufferedAtStarted"][1] == 0, out  # and gone the moment the user spoke
+    assert not problems, problems

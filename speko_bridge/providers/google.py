@@ -21,10 +21,10 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
   ``id`` gets ``call_<n>``. ``tool_result`` sends ``toolResponse.functionResponses`` with
   the call's id and remembered name; an ``output`` that is a JSON object goes as the
   ``response`` object, anything else as ``{"output": <text>}``. While a call waits for its
-  result, client audio and commits are **dropped** (realtime input then makes Gemini close
-  the session with 1008); the gate reopens at the result, at ``toolCallCancellation``, at
-  an ``interrupt`` or after :data:`TOOL_WAIT_MAX_MS` of user audio (the last two answer
-  the call with an error so Gemini stops waiting).
+  result, client audio, commits and texts are **dropped** (realtime input then makes Gemini
+  close the session with 1008): :class:`~.google_gate.ToolCallGate`, which reopens at the
+  result, at ``toolCallCancellation``, at an ``interrupt`` or after ``TOOL_WAIT_MAX_MS`` of
+  user audio (the last two answer the call with an error so Gemini stops waiting).
 - **toolCallCancellation** (after an interruption): the cancelled ids are forgotten and a
   later ``tool_result`` for them is not forwarded (Gemini no longer expects it). docs/protocol.md
   has no cancel frame, so the client is not told; it already saw the interruption.
@@ -56,7 +56,6 @@ import msgspec
 
 from ..codes import CloseCode, ErrorCode
 from ..frames import Error as ErrorFrame
-from ..frames import ToolCall, Transcript, Usage
 from ..params import SessionParams, hands_free
 from .base import (
     UNREADABLE,
@@ -72,22 +71,26 @@ from .base import (
     SpeechStarted,
     SpeechStopped,
 )
+from .google_gate import TOOL_OUTPUT_KEY, TOOL_WAIT_MAX_MS, ToolCallGate  # noqa: F401 (re-exported)
 from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
-from .google_wire import Message, ServerContent, TokenCount
+from .google_turn import Transcripts, TurnUsage
+from .google_wire import (
+    ACTIVITY_END,
+    ACTIVITY_START,
+    AUDIO_HEAD,
+    AUDIO_TAIL,
+    GEMINI_INPUT_RATE,
+    STREAM_END,
+    Message,
+    ServerContent,
+    decoder,
+    to_json,
+)
+from .google_wire import Resumption as WireResumption
 from .google_wire import ToolCall as WireToolCall
 
-GEMINI_INPUT_RATE = 16000
 #: Gemini's output rate when the mimeType does not say (providers.md 3.4).
 GEMINI_DEFAULT_OUTPUT_RATE = 24000
-#: Key under which a non-object tool output is wrapped.
-TOOL_OUTPUT_KEY = "output"
-MAX_REMEMBERED_CALLS = 4096
-#: Longest a pending tool call holds the user's input back, counted in the user audio that
-#: arrives meanwhile (the codec has no clock; client audio streams in real time). Past it
-#: the call is answered with an error so the user is heard again: a tool that takes this
-#: long while the user keeps talking is broken, and a session that cannot hear its user is
-#: worse than a model told the tool failed.
-TOOL_WAIT_MAX_MS = 15_000
 #: ``turnCompleteReason`` values that are not a refusal (google-genai ``TurnCompleteReason``).
 BENIGN_TURN_REASONS = frozenset({"TURN_COMPLETE_REASON_UNSPECIFIED", "NEED_MORE_INPUT"})
 
@@ -100,18 +103,9 @@ CLOSE_CODES: dict[int, tuple[CloseCode, ErrorCode]] = {
     1011: (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE),
 }
 _GONE = (CloseCode.PROVIDER_FAILED, ErrorCode.PROVIDER_UNAVAILABLE)
-
-_ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
-_ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
-_AUDIO_HEAD = '{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
-_AUDIO_TAIL = '"}}}'
-_STREAM_END = '{"realtimeInput":{"audioStreamEnd":true}}'
 _RATE_RE = re.compile(r"rate=(\d+)")
-
-
-_decoder = msgspec.json.Decoder(Message)
-_encoder = msgspec.json.Encoder()
-_any_decoder = msgspec.json.Decoder()
+#: A message with none of the fields :class:`Message` declares (compared whole, in C).
+_NOTHING_KNOWN = Message()
 
 
 def google_url(base_url: str, params: SessionParams) -> str:
@@ -122,29 +116,50 @@ def google_headers(api_key: str) -> dict[str, str]:
     return {"x-goog-api-key": api_key}
 
 
+class Resumption:
+    """Where the session can resume after Gemini's ``goAway``: the latest handle, whether it
+    is resumable now (one issued mid-turn, or while a tool call waits, would replay or lose
+    part of it), and whether Gemini asked this connection to go. The codec asks for a
+    :class:`Reconnect` once both hold while the model is idle."""
+
+    __slots__ = ("go_away", "handle", "resumable")
+
+    def __init__(self) -> None:
+        self.handle: str | None = None
+        self.resumable = False
+        self.go_away = False
+
+    def update(self, update: WireResumption, idle: bool, out: list[CodecEvent]) -> None:
+        """``sessionResumptionUpdate``."""
+        self.resumable = bool(update.resumable and update.newHandle)
+        if self.resumable:
+            self.handle = update.newHandle
+            if self.go_away and idle:
+                out.append(Reconnect("goAway: resuming at the end of the turn"))
+
+    def going_away(self, time_left: str | None, idle: bool, out: list[CodecEvent]) -> None:
+        """``goAway``: resume at once if we can, else at the next resumable handle."""
+        self.go_away = True
+        if self.resumable and idle:
+            out.append(Reconnect(f"goAway (time left {time_left})"))
+
+
 class GoogleCodec(Codec):
+    """The Gemini Live session as a state machine (module docstring: how Gemini differs), with
+    a :class:`Resumption`, :class:`Transcripts`, a :class:`ToolCallGate` and :class:`TurnUsage`."""
+
     provider = "google"
 
     def __init__(self, params: SessionParams) -> None:
         super().__init__(params)
-        self._handle: str | None = None
-        self._resumable = False
-        self._go_away = False
+        self._resumption = Resumption()
         self._in_activity = False
         self._gated = False  # drop the interrupted reply's audio until Gemini confirms
         self._responding = False
         self._audio_open = False
-        self._user_text: list[str] = []
-        self._user_pending = False  # user fragments not yet closed by a final
-        self._new_activity = False  # the client started a turn: the previous user text is complete
-        self._assistant_text: list[str] = []
-        self._calls: dict[str, str] = {}
-        self._cancelled: set[str] = set()
-        self._pending: set[str] = set()  # calls Gemini waits on: realtime input is held back
-        self._gated_bytes = 0  # client audio dropped while a call is pending
-        self._call_seq = 0
-        self._turns = 0  # model turns asked for (or begun) and not yet ended: each ends with one Usage
-        self._usage = [0, 0]  # audio tokens reported and not yet carried by a Usage frame
+        self._transcripts = Transcripts()
+        self._gate = ToolCallGate()
+        self._turn_usage = TurnUsage()
         self._hands_free = hands_free(params)
         self._speaking = False  # server turns: the user is speaking (voiceActivity)
         self._model_output = False  # the model produced output since its last turnComplete
@@ -157,45 +172,44 @@ class GoogleCodec(Codec):
 
     def start(self) -> list[Outbound]:
         self._in_activity = False
-        self._go_away = False
+        self._resumption.go_away = False
         self._responding = self._gated = self._audio_open = False
-        return [_encoder.encode(gemini_setup(self.params, self._handle)).decode()]
+        return [to_json(gemini_setup(self.params, self._resumption.handle))]
 
     def _open_activity(self) -> list[Outbound]:
         self._in_activity = True
-        self._new_activity = True
-        return [_ACTIVITY_START]
+        self._transcripts.new_turn = True
+        return [ACTIVITY_START]
 
     def audio(self, pcm: bytes) -> list[Outbound]:
         out: list[Outbound] = []
-        if self._pending:
-            self._gated_bytes += len(pcm)
+        if self._gate.closed:
             self._count("audio_bytes_dropped_during_tool_call", len(pcm))
-            if self._gated_bytes * 1000 < TOOL_WAIT_MAX_MS * 2 * GEMINI_INPUT_RATE:
+            if not self._gate.drop_audio(len(pcm)):
                 return []
             out = self._abandon_calls(f"no tool result within {TOOL_WAIT_MAX_MS // 1000} s of user speech")
-        frame = _AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + _AUDIO_TAIL
+        frame = AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + AUDIO_TAIL
         if not self._in_activity and not self._hands_free:
             out += self._open_activity()
         return out + [frame]
 
     def commit(self) -> list[Outbound]:
-        if self._pending:  # any realtime input now would end the session (1008)
+        if self._gate.closed:  # any realtime input now would end the session (1008)
             self._count("commits_dropped_during_tool_call", 1)
             return []
         if self._hands_free:  # the end of the user's audio: Gemini's detector ends the turn
             self._responding = True
-            self._turns += 1
-            return [_STREAM_END]
+            self._turn_usage.ask()
+            return [STREAM_END]
         out = [] if self._in_activity else self._open_activity()
         self._in_activity = False
         self._responding = True  # the model answers after activityEnd
-        self._turns += 1
-        return out + [_ACTIVITY_END]
+        self._turn_usage.ask()
+        return out + [ACTIVITY_END]
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
         out: list[Outbound] = []
-        if self._pending:  # the user would rather talk than wait: the call is given up
+        if self._gate.closed:  # the user would rather talk than wait: the call is given up
             out = self._abandon_calls("the user interrupted before the tool result")
         if not self._responding:
             return out
@@ -210,15 +224,15 @@ class GoogleCodec(Codec):
         turn (``turnComplete``), which the model answers with no activity signals (google-genai
         ``LiveClientRealtimeInput.text`` / ``LiveClientContent``). Dropped, like audio, while a
         tool call waits for its result."""
-        if self._pending:
+        if self._gate.closed:
             self._count("texts_dropped_during_tool_call", 1)
             return []
         self._responding = True
-        self._turns += 1
+        self._turn_usage.ask()
         if self._hands_free:
-            return [_encoder.encode({"realtimeInput": {"text": text}}).decode()]
+            return [to_json({"realtimeInput": {"text": text}})]
         turn = {"role": "user", "parts": [{"text": text}]}
-        return [_encoder.encode({"clientContent": {"turns": [turn], "turnComplete": True}}).decode()]
+        return [to_json({"clientContent": {"turns": [turn], "turnComplete": True}})]
 
     def barge_in(self, played_ms: int) -> list[Outbound]:
         # Gemini cuts its own reply when it hears speech (START_OF_ACTIVITY_INTERRUPTS); the
@@ -227,38 +241,21 @@ class GoogleCodec(Codec):
         return self.interrupt(played_ms) if self._model_output else []
 
     def tool_result(self, call_id: str, output: str) -> list[Outbound]:
-        if call_id in self._cancelled:
+        reply = self._gate.answer(call_id, output)
+        if reply is None:  # cancelled or given up on: Gemini no longer expects it
             return []
-        self._pending.discard(call_id)
-        try:
-            value = _any_decoder.decode(output)
-        except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep to read
-            value = None
-        response = value if isinstance(value, dict) else {TOOL_OUTPUT_KEY: output}
-        reply = {"id": call_id, "name": self._calls.get(call_id, ""), "response": response}
         self._responding = True  # the model continues by itself
-        self._turns += 1
-        return [_encoder.encode({"toolResponse": {"functionResponses": [reply]}}).decode()]
+        self._turn_usage.ask()
+        return [reply]
 
     def _abandon_calls(self, reason: str) -> list[Outbound]:
-        """Answer every pending call with an error so Gemini stops waiting and the gate
-        reopens; a late ``tool_result`` for them is then dropped like a cancelled one."""
-        replies = [{"id": call_id, "name": self._calls.get(call_id, ""), "response": {"error": reason}}
-                   for call_id in sorted(self._pending)]
-        self._forget(self._pending)
-        self._pending.clear()
-        self._gated_bytes = 0
-        self._count("tool_calls_abandoned", len(replies))
+        """Answer the pending calls with an error (:meth:`ToolCallGate.abandon`): the model
+        continues by itself."""
+        reply, calls = self._gate.abandon(reason)
+        self._count("tool_calls_abandoned", calls)
         self._responding = True
-        self._turns += 1
-        return [_encoder.encode({"toolResponse": {"functionResponses": replies}}).decode()]
-
-    def _forget(self, ids) -> None:
-        if len(self._cancelled) >= MAX_REMEMBERED_CALLS:
-            self._cancelled.clear()
-        for call_id in ids:
-            self._calls.pop(call_id, None)
-            self._cancelled.add(call_id)
+        self._turn_usage.ask()
+        return [reply]
 
     def _count(self, name: str, n: int) -> None:
         self.stats.counts[name] = self.stats.counts.get(name, 0) + n
@@ -267,65 +264,38 @@ class GoogleCodec(Codec):
 
     def receive(self, data: str | bytes) -> list[CodecEvent]:
         try:
-            msg = _decoder.decode(data)
+            msg = decoder.decode(data)
         except msgspec.DecodeError:  # ValidationError is a DecodeError
             return self._malformed("not a JSON message of the expected shape")
         except UNREADABLE as exc:
             return self._malformed(f"unreadable message: {type(exc).__name__}")
         self.stats.events += 1
         out: list[CodecEvent] = []
-        if self._new_activity:  # transcription of the previous turn is over by now
-            self._new_activity = False
-            self._close_user_turn(out)
-        known = False
+        self._transcripts.message_arrived(out)
         ended = False
         if msg.setupComplete is not None:
-            known = True
             out.append(Ready())
         if msg.serverContent is not None:
-            known = True
             ended = self._server_content(msg.serverContent, out)
         if msg.toolCall is not None:
-            known = True
             ended = self._tool_call(msg.toolCall, out) or ended
         if msg.toolCallCancellation is not None:
-            known = True
-            ids = set(msg.toolCallCancellation.ids or ())
-            self._pending -= ids
-            self._forget(ids)
+            self._gate.cancel(msg.toolCallCancellation.ids or ())
         if msg.usageMetadata is not None:
-            known = True
-            self._usage[0] += _audio_tokens(msg.usageMetadata.promptTokensDetails)
-            self._usage[1] += _audio_tokens(msg.usageMetadata.responseTokensDetails)
-        if ended and self._turns:
-            # PROTOCOL v2: every response ends with exactly one usage frame (zeros if Gemini
-            # reported none); usage reported outside a turn is carried by the next one. Turns
-            # are counted, not flagged: a turn asked for while another is still ending (two
-            # typed turns in a row) gets its own end and its own usage.
-            self._turns -= 1
-            out.append(Usage(self._usage[0], self._usage[1]))
-            self._usage = [0, 0]
+            self._turn_usage.report(msg.usageMetadata)
+        if ended:
+            self._turn_usage.ended(out)
         if msg.sessionResumptionUpdate is not None:
-            known = True
-            update = msg.sessionResumptionUpdate
-            self._resumable = bool(update.resumable and update.newHandle)
-            if self._resumable:
-                self._handle = update.newHandle
-                if self._go_away and self._idle:
-                    out.append(Reconnect("goAway: resuming at the end of the turn"))
+            self._resumption.update(msg.sessionResumptionUpdate, self._idle, out)
         if msg.voiceActivity is not None:
-            known = True
             kind = msg.voiceActivity.voiceActivityType
             if kind == "ACTIVITY_START":
                 self._speech_started(out)
             elif kind == "ACTIVITY_END":
                 self._speech_stopped(out)
         if msg.goAway is not None:
-            known = True
-            self._go_away = True
-            if self._resumable and self._idle:
-                out.append(Reconnect(f"goAway (time left {msg.goAway.timeLeft})"))
-        if not known:
+            self._resumption.going_away(msg.goAway.timeLeft, self._idle, out)
+        if msg == _NOTHING_KNOWN:  # none of the fields the codec reads
             self.stats.unknown_events += 1
         return out
 
@@ -342,7 +312,7 @@ class GoogleCodec(Codec):
     def _speech_stopped(self, out: list[CodecEvent]) -> None:
         if self._hands_free and self._speaking:
             self._speaking = False
-            self._turns += 1  # the detector ended the user's turn: a reply is owed
+            self._turn_usage.ask()  # the detector ended the user's turn: a reply is owed
             out.append(SpeechStopped())
 
     def _model_answers(self) -> list[CodecEvent]:
@@ -353,25 +323,13 @@ class GoogleCodec(Codec):
         self._speech_stopped(out)
         self._model_output = True
         self._responding = True
-        self._turns = self._turns or 1  # output nobody asked for is a turn too
+        self._turn_usage.began()  # output nobody asked for is a turn too
         return out
-
-    def _close_user_turn(self, out: list[CodecEvent]) -> None:
-        if self._user_pending:
-            self._user_pending = False
-            out.append(Transcript("user", "".join(self._user_text), True))
-            self._user_text = []
 
     def _server_content(self, content: ServerContent, out: list[CodecEvent]) -> bool:
         """Translate one ``serverContent``; True if it ended the model's turn."""
-        heard = content.inputTranscription
-        if heard is not None:
-            if heard.text:
-                self._user_text.append(heard.text)
-                self._user_pending = True
-                out.append(Transcript("user", heard.text, False))
-            if heard.finished:  # Gemini 3.1 marks it; 2.5 never does (js-genai#1429)
-                self._close_user_turn(out)
+        if content.inputTranscription is not None:
+            self._transcripts.heard(content.inputTranscription, out)
         if content.modelTurn is not None:
             for part in content.modelTurn.parts or ():
                 inline = part.inlineData
@@ -389,9 +347,7 @@ class GoogleCodec(Codec):
                 out.append(AudioOut(pcm, _rate(inline.mimeType)))
         if content.outputTranscription is not None and content.outputTranscription.text:
             out += self._model_answers()
-            text = content.outputTranscription.text
-            self._assistant_text.append(text)
-            out.append(Transcript("assistant", text, False))
+            out.append(self._transcripts.said(content.outputTranscription.text))
         if content.interrupted:
             self._speech_started(out)  # Gemini cut its reply because it heard the user
             self._gated = False
@@ -417,10 +373,8 @@ class GoogleCodec(Codec):
             out.append(AudioDone())
         # The user's final comes here, not at the model's first output: input transcription
         # has no ordering guarantee against the reply and often arrives after it starts.
-        self._close_user_turn(out)
-        if self._assistant_text:
-            out.append(Transcript("assistant", "".join(self._assistant_text), True))
-            self._assistant_text = []
+        self._transcripts.close_user(out)
+        self._transcripts.close_assistant(out)
         self._responding = False
         self._gated = False
         self._model_output = False
@@ -429,40 +383,24 @@ class GoogleCodec(Codec):
     def _tool_call(self, call: WireToolCall, out: list[CodecEvent]) -> bool:
         self._model_output = True
         self._speech_stopped(out)
-        emitted = False
-        for fc in call.functionCalls or ():
-            if not fc.name:
-                self._malformed("functionCall without name", out)
-                continue
-            call_id = fc.id
-            if not call_id:
-                self._call_seq += 1
-                call_id = f"call_{self._call_seq}"
-            if call_id in self._calls or call_id in self._cancelled:
-                continue  # one tool_call per id
-            try:
-                args = bytes(fc.args).decode()  # the object as sent, no re-encoding
-            except UnicodeDecodeError:  # msgspec checks strings, not a Raw's bytes
-                self._malformed("functionCall args are not UTF-8", out)
-                continue
-            if len(self._calls) >= MAX_REMEMBERED_CALLS:
-                self._calls.clear()
-            self._calls[call_id] = fc.name
-            self._pending.add(call_id)
-            self._gated_bytes = 0
-            out.append(ToolCall(call_id, fc.name, args if args.lstrip().startswith("{") else "{}"))
-            emitted = True
+        emitted = self._gate.calls(call, out, self._malformed)
         self._responding = False  # the model waits for the client's tool_result (BLOCKING)
         if emitted:  # the call is the model's answer: it ends this turn
-            self._turns = self._turns or 1
+            self._turn_usage.began()
         return emitted
 
     def upstream_closed(self, code: int | None, reason: str) -> Fatal:
-        close, error = CLOSE_CODES.get(code or 0, _GONE)
-        if code in (1007, 1008) and "api key" in reason.lower():
-            error = ErrorCode.PROVIDER_AUTH_FAILED
-        detail = f"provider closed the connection (code {code}{': ' + reason if reason else ''})"
-        return Fatal(close, error, detail)
+        return gemini_closed(code, reason)
+
+
+def gemini_closed(code: int | None, reason: str) -> Fatal:
+    """How a session ends when Gemini closes the socket: its errors arrive only as close
+    codes (:data:`CLOSE_CODES`)."""
+    close, error = CLOSE_CODES.get(code or 0, _GONE)
+    if code in (1007, 1008) and "api key" in reason.lower():
+        error = ErrorCode.PROVIDER_AUTH_FAILED
+    detail = f"provider closed the connection (code {code}{': ' + reason if reason else ''})"
+    return Fatal(close, error, detail)
 
 
 def _rate(mime: str | None) -> int:
@@ -472,6 +410,3 @@ def _rate(mime: str | None) -> int:
             return int(match.group(1))
     return GEMINI_DEFAULT_OUTPUT_RATE
 
-
-def _audio_tokens(details: list[TokenCount] | None) -> int:
-    return sum(d.tokenCount or 0 for d in details or () if d.modality == "AUDIO")

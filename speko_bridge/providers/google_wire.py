@@ -1,8 +1,9 @@
-"""The part of a Gemini Live server message the codec reads, as msgspec Structs.
+"""Gemini Live's wire vocabulary as the codec reads it (msgspec Structs) and writes it.
 
 Field names are the service's camelCase (google-genai ``types.LiveServerMessage`` and the
 types it nests); only the fields the codec acts on are declared, so msgspec skips the rest
-without building Python objects (the audio path stays cheap).
+without building Python objects (the audio path stays cheap). The client messages of the
+audio path are here too, pre-rendered.
 """
 
 from __future__ import annotations
@@ -93,3 +94,24 @@ class Message(msgspec.Struct):
     goAway: GoAway | None = None
     sessionResumptionUpdate: Resumption | None = None
     voiceActivity: VoiceActivity | None = None
+
+
+#: The rate client audio goes up at (``audio/pcm;rate=16000``, providers.md 3.4).
+GEMINI_INPUT_RATE = 16000
+
+decoder = msgspec.json.Decoder(Message)
+_encoder = msgspec.json.Encoder()
+
+
+def to_json(message: dict) -> str:
+    """A client message as the JSON text frame sent upstream."""
+    return _encoder.encode(message).decode()
+
+
+# The realtimeInput messages of the audio path, pre-rendered: audio is framed by
+# concatenation around its base64, with no encoder call per chunk.
+ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
+ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
+AUDIO_HEAD = '{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
+AUDIO_TAIL = '"}}}'
+STREAM_END = '{"realtimeInput":{"audioStreamEnd":true}}'

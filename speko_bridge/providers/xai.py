@@ -50,7 +50,9 @@ from typing import Any
 from ..frames import Transcript, Usage
 from ..params import SessionParams, turn_detection
 from .base import CodecEvent, Outbound
-from .openai import OpenAICodec, _Err, _Event, _json, function_tool, vad_fields
+from .openai import OpenAICodec
+from .openai_setup import function_tool, vad_fields
+from .openai_wire import Err, Event, to_json
 
 DEFAULT_VOICE = "eve"
 TRANSCRIPTION_MODEL = "grok-transcribe"
@@ -105,35 +107,35 @@ class XAICodec(OpenAICodec):
         })
 
     def start(self) -> list[Outbound]:
-        return [_json({"type": "session.update", "session": xai_session_config(self.params)})]
+        return [to_json({"type": "session.update", "session": xai_session_config(self.params)})]
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
-        if self._response_active and not self._audio_in_response:
+        if self._response.active and not self._audio_in_response:
             self._cancelled_silent = True
         return super().interrupt(played_ms)
 
     def _create_response(self) -> list[Outbound]:
-        if self._response_active and self._cancelled_silent:  # abandoned: never done
+        if self._response.active and self._cancelled_silent:  # abandoned: never done
             if len(self._abandoned) >= MAX_TRACKED_ITEMS:
                 self._abandoned.clear()
-            self._abandoned.add(self._response_id)
+            self._abandoned.add(self._response.id)
             self.stats.counts["abandoned_responses"] = self.stats.counts.get("abandoned_responses", 0) + 1
-            self._response_active = False
-            self._create_deferred = False
+            self._response.active = False
+            self._response.deferred = False
         out = super()._create_response()
         if out:  # asked for now (not deferred): a new response begins
             self._cancelled_silent = self._audio_in_response = False
         return out
 
-    def _on_response_created(self, ev: _Event) -> list[CodecEvent]:
+    def _on_response_created(self, ev: Event) -> list[CodecEvent]:
         self._abandoned.discard(None)  # the id-less abandoned one, if any, is not this one
         return super()._on_response_created(ev)
 
-    def _on_audio_delta(self, ev: _Event) -> list[CodecEvent]:
+    def _on_audio_delta(self, ev: Event) -> list[CodecEvent]:
         self._audio_in_response = True
         return super()._on_audio_delta(ev)
 
-    def _on_response_done(self, ev: _Event) -> list[CodecEvent]:
+    def _on_response_done(self, ev: Event) -> list[CodecEvent]:
         rid = ev.response.id if ev.response is not None else None
         if rid is not None and rid in self._abandoned:
             self._abandoned.discard(rid)
@@ -142,10 +144,10 @@ class XAICodec(OpenAICodec):
         return super()._on_response_done(ev)
 
     @staticmethod
-    def _ignore(ev: _Event) -> list[CodecEvent]:
+    def _ignore(ev: Event) -> list[CodecEvent]:
         return []
 
-    def _on_user_updated(self, ev: _Event) -> list[CodecEvent]:
+    def _on_user_updated(self, ev: Event) -> list[CodecEvent]:
         text = ev.transcript
         if text is None:
             return self._malformed(f"{ev.type} without transcript")
@@ -166,7 +168,7 @@ class XAICodec(OpenAICodec):
         sent[ev.item_id] = stable
         return [Transcript("user", stable[len(emitted):], False)]
 
-    def _on_user_done(self, ev: _Event) -> list[CodecEvent]:
+    def _on_user_done(self, ev: Event) -> list[CodecEvent]:
         if ev.status == "in_progress":  # a partial: more text for this item will follow
             return self._on_user_updated(ev)
         emitted = self._user_text.pop(ev.item_id, "")
@@ -178,14 +180,14 @@ class XAICodec(OpenAICodec):
             return [Transcript("user", ev.transcript[len(emitted):], False), *final]
         return final
 
-    def _usage(self, ev: _Event) -> Usage | None:
+    def _usage(self, ev: Event) -> Usage | None:
         usage = ev.response.usage if ev.response is not None and ev.response.usage else ev.usage
         if usage is None:
             return None
         return Usage(usage.input_tokens or 0, usage.output_tokens or 0)
 
-    def _on_error(self, ev: _Event) -> list[CodecEvent]:
-        message = (ev.error or _Err()).message or ""
+    def _on_error(self, ev: Event) -> list[CodecEvent]:
+        message = (ev.error or Err()).message or ""
         if any(m in message.lower() for m in BENIGN_MESSAGES):
             self.stats.counts["benign_error"] = self.stats.counts.get("benign_error", 0) + 1
             return []
