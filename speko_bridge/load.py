@@ -128,7 +128,7 @@ class LoadMonitor:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        gauge, metrics, interval = self.gauge, self.metrics, self.interval
+        interval = self.interval
         wall, cpu = time.monotonic(), time.process_time()
         while True:
             asked = loop.time()
@@ -137,11 +137,18 @@ class LoadMonitor:
             now, cpu_now = time.monotonic(), time.process_time()
             share = (cpu_now - cpu) / max(now - wall, 1e-6)
             wall, cpu = now, cpu_now
-            if gauge.observe(lag, share):
-                if gauge.overloaded:
-                    log.warning("overloaded, refusing new sessions: %s", gauge.reason)
-                else:
-                    log.warning("load back to normal, admitting new sessions")
-            metrics.loop_lag.set(gauge.lag)
-            metrics.process_cpu.set(gauge.cpu)
-            metrics.overloaded.set(1 if gauge.overloaded else 0)
+            try:
+                self._record(lag, share)
+            except Exception:  # a monitor that died would leave admission stuck where it was
+                log.exception("load sample not recorded")
+
+    def _record(self, lag: float, share: float) -> None:
+        gauge, metrics = self.gauge, self.metrics
+        if gauge.observe(lag, share):
+            if gauge.overloaded:
+                log.warning("overloaded, refusing new sessions: %s", gauge.reason)
+            else:
+                log.warning("load back to normal, admitting new sessions")
+        metrics.loop_lag.set(gauge.lag)
+        metrics.process_cpu.set(gauge.cpu)
+        metrics.overloaded.set(1 if gauge.overloaded else 0)
