@@ -85,3 +85,18 @@ def test_soak_for_30_seconds_loses_nothing_and_does_not_grow(tmp_path):
     assert result["session_error_count"] == 0, result["session_errors"]
     assert result["rss_growth_pct"] < 5, result["rss_samples"]
     assert proc.returncode == 0 and "verdict: PASS" in proc.stdout
+
+
+def test_soak_offered_twice_accounts_for_every_session_and_loses_nothing(tmp_path):
+    """The short version of `make soak-overload`: 10 sessions, 10 more offered (each
+    minting and opening like a real client); every one of the excess is either refused
+    (503 or 4029, with its time) or admitted, and no admitted session loses a frame."""
+    proc = subprocess.run([sys.executable, "bench/soak.py", "--sessions", "10", "--factor", "2",
+                           "--seconds", "15", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert "verdict:" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "soak_overload.json").read_text())
+    assert result["offered"] == 20
+    assert result["refused_mint"] + result["refused_socket"] + result["excess_admitted"] == 10, result
+    assert result["lost_admitted"] == 0 and result["reordered"] == 0 and result["error_count"] == 0, result
+    assert result["p99_before_ms"] is not None and result["p99_during_ms"] is not None
