@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import capacity  # noqa: E402
 import common  # noqa: E402
 
-
 RATE = 24000
 #: "Sustainable": p99 within this of the smallest level's (bench/run.py's capacity rule).
 CAPACITY_P99_MS = 5.0
@@ -267,7 +266,8 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
         "t0_s": t0 - started, "offer_at_s": t_offer - started,
         "rss_samples": [(round(x[4] - started, 1), x[3]) for x in readings],
         "p99_before_ms": before, "p99_during_ms": during,
-        "p99_excess_admitted_ms": window_p99([o.stream for o in admitted], offer_at, frames) if admitted else None,
+        "p99_excess_admitted_ms": (window_p99([o.stream for o in admitted], offer_at, frames)
+                                   if admitted else None),
         "excess_admitted": len(admitted),
         "refused_mint": sum(o.refused == "mint" for o in excess),
         "refused_socket": sum(o.refused == "socket" for o in excess),

@@ -118,7 +118,8 @@ async def soak_offered(n: int, factor: float, seconds: float) -> dict:
     end = during[-1] if during else samples[-1][1]
     return {**r, "factor": factor, "baseline_at_s": round(baseline_at, 1),
             "rss_start_mib": round(samples[0][1] / 2**20, 1), "rss_baseline_mib": round(base / 2**20, 1),
-            "rss_end_mib": round(end / 2**20, 1), "rss_peak_mib": round(max(v for _, v in samples) / 2**20, 1),
+            "rss_end_mib": round(end / 2**20, 1),
+            "rss_peak_mib": round(max(v for _, v in samples) / 2**20, 1),
             "rss_growth_pct": round(100 * (end / base - 1), 2), "rss_samples": samples}
 
 
