@@ -1,10 +1,12 @@
 """Overload admission (speko_bridge/load.py): the rule through its public methods with
 readings fed in, and the whole path on a real server whose event loop is really busy.
 
-The server tests put real CPU work in the server's own process and loop (the tests run
-uvicorn in-process): a task that computes for a while between yields is what a process
-with more sessions than its core can carry looks like to every other task, and the load
-monitor measures it as it would measure that (nothing of the monitor is replaced). They
+The server tests load the server's own process for real (the tests run uvicorn
+in-process), two ways: real sessions streaming audio through it past a low CPU limit (4%
+of a core: ten sessions read 10-12% here, an idle server 0.2-0.3%), and, to cross each rule
+on its own, a task that computes between yields on the server's loop, which is what a
+process with more sessions than its core can carry looks like to every other task. The
+load monitor measures either as it is (nothing of it is replaced). They
 assert what a client and a load balancer see: /readyz 503 ``overloaded`` with a reason, a
 mint refused 503 ``overloaded`` with ``Retry-After``, a new socket closed 4029
 ``overloaded`` with its token left unused, then everything back once the work stops."""
@@ -286,3 +288,95 @@ async def test_a_session_live_before_the_overload_keeps_its_socket_and_can_resum
             stop.set()
             await load
             client.close()
+
+
+#: A CPU limit that ten real sessions cross and an idle server does not: measured in this
+#: process (server, simulator and clients together), ten sessions streaming 20 ms frames
+#: read 10-12% of a core, idle 0.2-0.3%; leaving takes under 3.4% (85% of 4%).
+STREAMING_CPU_LIMIT = {"SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "4"}
+
+
+async def mint_when_ready(http, bridge) -> dict:
+    """Mint as a client told ``overloaded`` would: wait until the server is ready, retry.
+    (With a 4% limit, minting back to back is load enough to cross it.)"""
+    body = {"provider": "openai", "model": MODELS["openai"]}
+    while True:
+        await until_ready_is(http, bridge, 200)
+        async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+            if r.status == 201:
+                return await r.json()
+            assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
+
+
+async def stream(http, url: str, token: str, stop: asyncio.Event, heard: list[int]) -> int | None:
+    """A client streaming 20 ms frames in real time until ``stop``; its socket's close code
+    if the server closed it first, else None."""
+    frame = tone(0.02, 24000)
+    async with http.ws_connect(url, protocols=[token]) as ws:
+        async def drain() -> None:
+            async for msg in ws:
+                heard.append(len(msg.data) if isinstance(msg.data, bytes) else 0)
+
+        reader = asyncio.create_task(drain())
+        try:
+            while not stop.is_set() and not ws.closed:
+                await ws.send_bytes(frame)
+                await asyncio.sleep(0.02)
+            return ws.close_code if ws.closed else None
+        finally:
+            reader.cancel()
+
+
+async def ready_within(http, bridge, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (await readiness(http, bridge))[0] == 200:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit(http, env, openai_sims):
+    """Clients open sessions one after another, each once the server is ready (and again
+    after a refusal, with the same token, as a client told ``overloaded`` would), until the
+    server stays overloaded: the sessions streaming then are what crossed the limit. A new
+    socket is refused, the admitted ones go on, and once they end the server takes new
+    sessions again."""
+    sim = await openai_sims(echo=True)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           **STREAMING_CPU_LIMIT}) as bridge:
+        tokens = [(await mint_when_ready(http, bridge))["token"] for _ in range(12)]
+        late = await mint_when_ready(http, bridge)
+        stop = asyncio.Event()
+        heard: list[int] = []
+        clients: list[asyncio.Task] = []
+        try:
+            for _ in range(40):  # at most, if the rule never held
+                if not tokens or not await ready_within(http, bridge, 2.0):
+                    break  # overloaded for 2 s on end: the streaming sessions hold it there
+                token = tokens.pop(0)
+                client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard))
+                await asyncio.sleep(0.3)  # refused at once, or streaming
+                if client.done() and client.result() == 4029:
+                    tokens.append(token)  # the token was not spent: offered again later
+                else:
+                    clients.append(client)
+            assert tokens, "twelve streaming sessions never held the server over 4% CPU"
+            assert clients
+            body = await until_ready_is(http, bridge, 503)
+            assert "CPU" in body["reason"], body
+            await expect_refusal(bridge.ws_url, [late["token"]], 4029, "overloaded")
+            before = len(heard)
+            await asyncio.sleep(0.5)
+            assert len(heard) > before  # the admitted sessions still hear their echo
+            assert len(bridge.app.state.registry) == len(clients)
+        finally:
+            stop.set()
+            closes = await asyncio.gather(*clients)
+        assert closes == [None] * len(clients)  # none was closed for load
+        await until_ready_is(http, bridge, 200)
+        for token in (late["token"], tokens[0]):  # refused for load, never spent
+            async with http.ws_connect(bridge.ws_url, protocols=[token]) as ws:
+                await ws.send_bytes(tone(0.1, 24000))
+                got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
+                assert got.close_code is None and not got.of("error"), got.frames[-3:]
