@@ -308,14 +308,18 @@ async def mint_when_ready(http, bridge) -> dict:
             assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
 
 
-async def stream(http, url: str, token: str, stop: asyncio.Event, heard: list[int]) -> int | None:
+async def stream(http, url: str, token: str, stop: asyncio.Event, heard: list[int],
+                 streaming: asyncio.Event | None = None) -> int | None:
     """A client streaming 20 ms frames in real time until ``stop``; its socket's close code
-    if the server closed it first, else None."""
+    if the server closed it first, else None. ``streaming`` is set at the first echo."""
     frame = tone(0.02, 24000)
     async with http.ws_connect(url, protocols=[token]) as ws:
         async def drain() -> None:
             async for msg in ws:
-                heard.append(len(msg.data) if isinstance(msg.data, bytes) else 0)
+                if isinstance(msg.data, bytes):
+                    heard.append(len(msg.data))
+                    if streaming is not None:
+                        streaming.set()
 
         reader = asyncio.create_task(drain())
         try:
@@ -327,45 +331,42 @@ async def stream(http, url: str, token: str, stop: asyncio.Event, heard: list[in
             reader.cancel()
 
 
-async def ready_within(http, bridge, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if (await readiness(http, bridge))[0] == 200:
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit(http, env, openai_sims):
-    """Clients open sessions one after another, each once the server is ready (and again
-    after a refusal, with the same token, as a client told ``overloaded`` would), until the
-    server stays overloaded: the sessions streaming then are what crossed the limit. A new
-    socket is refused, the admitted ones go on, and once they end the server takes new
-    sessions again."""
+    """Clients open streaming sessions one after another until their load crosses the
+    limit: the server then says overloaded (/readyz 503, CPU named) and refuses a new
+    socket 4029 with its token unspent; the admitted sessions go on, and once they end the
+    refused token opens its session."""
     sim = await openai_sims(echo=True)
     async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
                            **STREAMING_CPU_LIMIT}) as bridge:
         tokens = [(await mint_when_ready(http, bridge))["token"] for _ in range(12)]
-        late = await mint_when_ready(http, bridge)
         stop = asyncio.Event()
         heard: list[int] = []
         clients: list[asyncio.Task] = []
+        refused: list[str] = []
+        not_ready: dict | None = None
         try:
-            for _ in range(40):  # at most, if the rule never held
-                if not tokens or not await ready_within(http, bridge, 2.0):
-                    break  # overloaded for 2 s on end: the streaming sessions hold it there
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while tokens and not (refused and not_ready) and time.monotonic() < deadline:
+                status, body = await readiness(http, bridge)
+                if status == 503:
+                    not_ready = body  # the next socket is the one to be refused
                 token = tokens.pop(0)
-                client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard))
-                await asyncio.sleep(0.3)  # refused at once, or streaming
-                if client.done() and client.result() == 4029:
-                    tokens.append(token)  # the token was not spent: offered again later
+                streaming = asyncio.Event()
+                client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard, streaming))
+                # refused (the client ends with 4029), or streaming (its echo comes back)
+                started = asyncio.create_task(streaming.wait())
+                await asyncio.wait([client, started], timeout=SETTLE_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                started.cancel()
+                assert client.done() or streaming.is_set(), "neither refused nor streaming"
+                if client.done():
+                    assert client.result() == 4029
+                    refused.append(token)
                 else:
                     clients.append(client)
-            assert tokens, "twelve streaming sessions never held the server over 4% CPU"
-            assert clients
-            body = await until_ready_is(http, bridge, 503)
-            assert "CPU" in body["reason"], body
-            await expect_refusal(bridge.ws_url, [late["token"]], 4029, "overloaded")
+            assert refused, f"{len(clients)} streaming sessions never crossed 4% of a core"
+            assert not_ready and not_ready["status"] == "overloaded" and "CPU" in not_ready["reason"]
             before = len(heard)
             await asyncio.sleep(0.5)
             assert len(heard) > before  # the admitted sessions still hear their echo
@@ -375,8 +376,7 @@ async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit
             closes = await asyncio.gather(*clients)
         assert closes == [None] * len(clients)  # none was closed for load
         await until_ready_is(http, bridge, 200)
-        for token in (late["token"], tokens[0]):  # refused for load, never spent
-            async with http.ws_connect(bridge.ws_url, protocols=[token]) as ws:
-                await ws.send_bytes(tone(0.1, 24000))
-                got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
-                assert got.close_code is None and not got.of("error"), got.frames[-3:]
+        async with http.ws_connect(bridge.ws_url, protocols=[refused[0]]) as ws:  # never spent
+            await ws.send_bytes(tone(0.1, 24000))
+            got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
+            assert got.close_code is None and not got.of("error"), got.frames[-3:]
