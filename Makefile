@@ -62,7 +62,8 @@ run: $(RUN_STAMP)
 test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
 	$(BIN)/python -m pytest
 
-## bench: the bridge against its floor (capacity, latency, memory, connect, mint, overload, micro), ~7 min;
+## bench: the bridge against its floor (CPU, turn latency, capacity, memory, connect, mint,
+##        overload, micro), ~9 min;
 ##        table with a verdict per target, results and plots in bench/results/; then SQLite
 ##        versus Redis (consume latency, mint rps) and the SIGTERM drain (bench/stores.py)
 bench: $(STAMP) $(REDIS)

@@ -31,6 +31,9 @@ FRAME_MS = 20
 WARMUP_S = 1.0
 #: The last frames may sit in the resamplers' filters (no end of turn in an echo stream).
 TAIL_FRAMES = 3
+#: What the load generator offers as permessage-deflate (aiohttp's ``compress``): 0, none,
+#: by default; bench/stack.py sets 15 to offer it as every browser does.
+CLIENT_COMPRESS = 0
 
 
 def level(k: int) -> int:
@@ -97,7 +100,7 @@ async def _session(http: aiohttp.ClientSession, target: str, url: str, token: st
         ws = await http.ws_connect(url + "?model=gpt-realtime", compress=0,
                                    headers={"Authorization": f"Bearer {SIM_KEY}"})
     else:
-        ws = await http.ws_connect(url, protocols=[token] if token else (), compress=0)
+        ws = await http.ws_connect(url, protocols=[token] if token else (), compress=CLIENT_COMPRESS)
 
     async def reader() -> None:
         async for msg in ws:

@@ -7,6 +7,11 @@ reports sockets and, per connection in order, the monotonic time its first messa
 (the end point of the connect benchmark; CLOCK_MONOTONIC is shared by every process).
 
     python bench/echo_upstream.py --port 9000
+    python bench/echo_upstream.py --port 9000 --reply-ms 200   # no echo: answers each turn
+
+With ``--reply-ms`` appended audio is only buffered (as the service does) and every
+``response.create`` is answered at once with that much audio (bench/turn.py: what a
+``commit`` costs in time until the first audio of the answer).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
 
 class EchoUpstream(OpenAISimulator):
-    def __init__(self) -> None:
-        super().__init__(OpenAISimConfig(echo=True, validate=False))
+    def __init__(self, reply_ms: int | None = None) -> None:
+        super().__init__(OpenAISimConfig(echo=reply_ms is None, validate=False, reply_ms=reply_ms or 1000))
         self.first_messages: list[float] = []
 
     async def _on_text(self, ws, conn, log, text) -> None:
@@ -49,8 +54,8 @@ class EchoUpstream(OpenAISimulator):
         return app
 
 
-async def main(port: int) -> None:
-    sim = EchoUpstream()
+async def main(port: int, reply_ms: int | None) -> None:
+    sim = EchoUpstream(reply_ms)
     await sim.start(port=port)
     await asyncio.Event().wait()
 
@@ -58,4 +63,6 @@ async def main(port: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
-    uvloop.run(main(ap.parse_args().port))
+    ap.add_argument("--reply-ms", type=int, help="answer every turn with this much audio instead of echoing")
+    args = ap.parse_args()
+    uvloop.run(main(args.port, args.reply_ms))

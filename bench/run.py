@@ -31,11 +31,22 @@ import memory  # noqa: E402
 import micro  # noqa: E402
 import mint  # noqa: E402
 import overload  # noqa: E402
+import turn  # noqa: E402
 
 RATES = (16000, 24000)
 PATHS = ("direct", "floor", "bridge")
 #: p99 added latency a session may see and still count towards capacity (issue 7).
 CAPACITY_P99_MS = 5.0
+#: Sessions at which CPU per session and a turn's latency are judged (issue 23).
+TARGET_N = 50
+#: CPU per session, bridge / floor, at ``TARGET_N`` (issue 23 target 1): resampling costs
+#: the 16 kHz path a little more than translating alone.
+CPU_RATIO_GOAL = {24000: 1.05, 16000: 1.2}
+#: What a turn may add, bridge - direct, commit -> first audio (issue 23 target 2), ms.
+TURN_P50_GOAL_MS = 2.0
+TURN_P99_GOAL_MS = 5.0
+#: Reply length of the answering provider in the turn benchmark.
+TURN_REPLY_MS = 200
 
 
 def fmt(v, digits=2) -> str:
@@ -139,8 +150,50 @@ def plots(cap: dict, out: Path) -> list[str]:
     return ["latency.png", "cpu.png"]
 
 
-def verdicts(cap: dict, mints: list[dict], conns: list[dict], mems: list[dict], ref_n: int) -> list[list]:
-    pc, added = cap["per_core"], cap["added"]
+async def run_turns(n: int, turns: int, out: Path) -> list[dict]:
+    """Commit -> first audio, direct and through a bridge, against a provider that answers at
+    once (bench/turn.py); a bridge of its own, so the capacity runs leave it nothing."""
+    answer = await common.spawn("answering upstream", ["bench/echo_upstream.py", "--port", "{port}",
+                                                       "--reply-ms", str(TURN_REPLY_MS)],
+                                core=common.LOAD_CORE, ready_path="/stats")
+    upstream = answer.ws_base + "/v1/realtime"
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            bridge = await common.start_bridge(tmp, upstream)
+            try:
+                for rate in RATES:
+                    for target in ("direct", "bridge"):
+                        r = await turn.run(target, upstream if target == "direct" else None, n, turns, rate,
+                                           bridge_base=bridge.base)
+                        rows.append(r)
+                        print(f"  turn {target:6} {rate} Hz N={n:<4} p50 {fmt(r['p50_ms'])} ms  "
+                              f"p99 {fmt(r['p99_ms'])} ms  turns {r['turns']}  "
+                              f"errors {r['session_error_count']}", flush=True)
+            finally:
+                await bridge.stop()
+    finally:
+        await answer.stop()
+    common.write_result(out, "turn", rows)
+    return rows
+
+
+def turn_table(rows: list[dict]) -> list[list]:
+    direct = {r["rate"]: r for r in rows if r["target"] == "direct"}
+    out = []
+    for r in rows:
+        d = direct.get(r["rate"])
+        a50 = a99 = None
+        if r["target"] == "bridge" and d and r["p50_ms"] is not None and d["p50_ms"] is not None:
+            a50, a99 = r["p50_ms"] - d["p50_ms"], r["p99_ms"] - d["p99_ms"]
+        out.append([f"{r['target']} {r['rate'] // 1000}k", r["sessions"], r["p50_ms"], r["p99_ms"], a50, a99,
+                    r["turns"], r["session_error_count"]])
+    return out
+
+
+def verdicts(cap: dict, mints: list[dict], conns: list[dict], mems: list[dict], turns: list[dict],
+             target_n: int) -> list[list]:
+    pc = cap["per_core"]
     rows = []
 
     def add(name, figure, goal, ok):
@@ -150,12 +203,22 @@ def verdicts(cap: dict, mints: list[dict], conns: list[dict], mems: list[dict], 
     ratio = b[0] / f[0] if f[0] else 0.0
     add("sessions/core, 16 kHz (bridge/floor)", f"{b[0]} / {f[0]} = {ratio:.2f}", ">= 0.80",
         f[0] > 0 and ratio >= 0.8)
+    for rate in sorted(RATES, reverse=True):
+        b, f = cap["by"].get(("bridge", rate, target_n)), cap["by"].get(("floor", rate, target_n))
+        if b and f and f["cpu_pct"]:
+            r = b["cpu_pct"] / f["cpu_pct"]
+            goal = CPU_RATIO_GOAL[rate]
+            add(f"cpu per session @N={target_n}, {rate // 1000} kHz (bridge/floor)",
+                f"{b['cpu_pct']:.1f} / {f['cpu_pct']:.1f}% = {r:.2f}", f"<= {goal:.2f}", r <= goal)
+    t = {(x["target"], x["rate"]): x for x in turns}
     for rate in RATES:
-        ab, af = added.get(("bridge", rate, ref_n)), added.get(("floor", rate, ref_n))
-        if ab and af:
-            r = ab[1] / af[1] if af[1] > 0 else float("inf")
-            add(f"p99 added @N={ref_n}, {rate // 1000} kHz (bridge/floor)",
-                f"{ab[1]:.2f} / {af[1]:.2f} ms = {r:.2f}", "<= 1.30", r <= 1.3)
+        b, d = t.get(("bridge", rate)), t.get(("direct", rate))
+        if b and d and b["p50_ms"] is not None and d["p50_ms"] is not None:
+            a50, a99 = b["p50_ms"] - d["p50_ms"], b["p99_ms"] - d["p99_ms"]
+            add(f"commit -> first audio @N={target_n}, {rate // 1000} kHz (bridge - direct)",
+                f"p50 +{a50:.2f} / p99 +{a99:.2f} ms",
+                f"<= {TURN_P50_GOAL_MS:g} / {TURN_P99_GOAL_MS:g} ms",
+                a50 <= TURN_P50_GOAL_MS and a99 <= TURN_P99_GOAL_MS and not b["session_error_count"])
     m = {(x["target"], x["concurrency"]): x for x in mints}
     mb, mf = m.get(("bridge", 16)), m.get(("bare", 16))
     if mb and mf:
@@ -179,12 +242,12 @@ async def main(args) -> int:
     smoke = args.smoke
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    levels = [10] if smoke else [10, 50, 100, 200]
+    levels = [10] if smoke else [10, TARGET_N, 100, 200]
     seconds = 2.0 if smoke else 8.0
     mem_n = 50 if smoke else 1000
     connect_k = 20 if smoke else 200
     mint_seconds = 1.0 if smoke else 5.0
-    ref_n = 10 if smoke else 100
+    turn_n, turns_each = (10, 3) if smoke else (TARGET_N, 12)
     common.pin_self()
     started = time.monotonic()
     print(f"speko_bridge bench ({'smoke' if smoke else 'full'}): {common.CORES} cores, "
@@ -206,6 +269,7 @@ async def main(args) -> int:
                 await s.stop()
                 servers.remove(s)
         print("  connect done", flush=True)
+        turn_rows = await run_turns(turn_n, turns_each, out)
 
         mems = []
         with tempfile.TemporaryDirectory() as tmp:  # fresh processes: RSS of this test only
@@ -257,7 +321,8 @@ async def main(args) -> int:
     common.write_result(out, "resampler", resampler_rows)
 
     cap = derive_capacity(cap_rows)
-    ver = verdicts(cap, mints, conns, mems, ref_n) + micro.resampler_verdicts(resampler_rows)
+    ver = (verdicts(cap, mints, conns, mems, turn_rows, turn_n if smoke else TARGET_N)
+           + micro.resampler_verdicts(resampler_rows))
     ver += [[name, figure, goal, "PASS" if ok else "FAIL"]
             for name, figure, goal, ok in overload.verdicts(over)]
     pngs = plots(cap, out)
@@ -281,6 +346,10 @@ async def main(args) -> int:
                         f"(by load: p99 added < {CAPACITY_P99_MS:.0f} ms above its N={cap['levels'][0]} value)",
                         ["path", "sessions/core", "N / cpu there", "by load"],
                         [[f"{t} {r // 1000}k", v[0], v[1], v[2]] for (t, r), v in cap["per_core"].items()]))
+    report.append(table(f"Turn: commit -> first audio of the answer, {turns_each - turn.WARMUP_TURNS} timed turns "
+                        f"per session (provider answers at once, {TURN_REPLY_MS} ms replies)",
+                        ["path", "N", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "turns", "errors"],
+                        turn_table(turn_rows)))
     report.append(table("Mint: POST /v1/sessions back to back",
                         ["server", "concurrent", "req/s", "p50 ms", "p99 ms", "errors"],
                         [[m["target"], m["concurrency"], m["rps"], m["p50_ms"], m["p99_ms"], m["errors"]]
@@ -308,6 +377,7 @@ async def main(args) -> int:
                                          "seconds": round(time.monotonic() - started, 1)})
     print(f"\nresults and plots in {out}/ ({time.monotonic() - started:.0f} s)")
     lost = sum(r["lost"] + r["reordered"] + r["session_error_count"] for r in cap_rows)
+    lost += sum(r["session_error_count"] for r in turn_rows)
     lost += over["lost_admitted"] + over["reordered"] + over["error_count"]
     if lost:
         print(f"FAILED: {lost} frames lost, reordered or sessions failed", file=sys.stderr)

@@ -329,7 +329,7 @@ ERROR_TEXT = {
     ErrorCode.SESSION_ELSEWHERE: "**v2** a resume reached a replica that does not hold the session",
     ErrorCode.CLIENT_GONE: "**v2** record only: the client's socket dropped",
     ErrorCode.UNSUPPORTED_FOR_PROVIDER: "**v2** the OpenAI-compatible endpoint was asked for what "
-                                        "the provider cannot do",
+                                        "the provider cannot do (docs/openai-compat.md lists it)",
     ErrorCode.OVERLOADED: "**v2** the server is too busy for a new session (close 4029); the token "
                           "is not consumed: retry it later, or mint on another server",
 }

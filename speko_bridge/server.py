@@ -12,9 +12,12 @@ uvicorn leaves three gaps a client on the open internet can use before any route
   class arms a timer when a request starts and answers 408 if its headers are not complete
   within :data:`HEADER_TIMEOUT_SECONDS` (a connection that sent nothing is just closed).
 - **Refused WebSocket handshakes.** A handshake the websockets library refuses while
-  parsing it (a header line over 8 KiB, e.g. 2,000 subprotocols, or over 128 headers) gets
+  parsing it (a header line over 8 KiB, e.g. 2,000 subprotocols, or over 128 headers) got
   its 431 written into the library's buffer, which uvicorn never sends: the client waited
-  for ever. :class:`AnsweringWebSocketProtocol` sends that answer and closes.
+  for ever. websockets 16 writes no answer at all, only the end of the stream.
+  :class:`AnsweringWebSocketProtocol` sends the library's answer, or its own 431 (a line or
+  header count over the library's limits) or 400 (any other unreadable request) when the
+  library wrote none, and closes.
 
 And it caps connections per process (:func:`connection_limit`): a connection over the cap is
 answered 503 and closed at once, before it costs more than its socket.
@@ -27,6 +30,18 @@ upgrades or idle sockets. So the server keeps httptools and the websockets imple
 uvicorn picks, and adds the missing checks on top (:func:`server_config`).
 
 What stays with the load balancer is in SECURITY.md ("What is left to you").
+
+Settings chosen by measurement (issue 23; bench/stack.py runs them side by side):
+
+- **No permessage-deflate** (:data:`WS_PER_MESSAGE_DEFLATE`). uvicorn accepts it by
+  default and every browser offers it, so every 20 ms audio frame was deflated and
+  inflated: 15-18 us per 960-byte frame for the compression alone (about as much as the
+  rest of the bridge's work on that frame, measured in isolation), for audio that hardly
+  compresses. Without it a client gets the same messages, uncompressed.
+- **uvloop and httptools** (what uvicorn picks when they are installed, ``uvicorn[standard]``),
+  **websockets' sans-IO protocol** (subclassed below; uvicorn's own choice too): the legacy
+  websockets protocol and wsproto were no cheaper at 50 sessions, and the session's
+  ``asgi.py`` relies on the sans-IO protocol's handles.
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ import msgspec
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import SecurityError
 
 from .codes import ApiErrorCode
 from .config import Settings
@@ -65,6 +81,8 @@ KEEP_ALIVE_SECONDS = 5
 #: Connections allowed on top of ``SPEKO_MAX_SESSIONS`` WebSockets: REST calls, probes and
 #: handshakes in flight. Each is one file descriptor; keep ``ulimit -n`` above the sum.
 HTTP_CONNECTION_HEADROOM = 1024
+#: permessage-deflate on client sockets: off (the module docstring says why).
+WS_PER_MESSAGE_DEFLATE = False
 
 
 def connection_limit(settings: Settings) -> int:
@@ -82,7 +100,7 @@ class _ErrorBody(msgspec.Struct):
 
 
 _REASONS = {
-    408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+    400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
 }
 
 
@@ -211,14 +229,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 class AnsweringWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets protocol, but a handshake the library refuses while parsing it
-    is answered (the library's own 431/400 response) and closed, not left hanging."""
+    is answered (the library's own response, else ours: 431 or 400) and closed, not left
+    hanging or dropped without a word."""
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if (not self.handshake_complete and self.conn.handshake_exc is not None
                 and not self.transport.is_closing()):
-            self.transport.write(b"".join(self.conn.data_to_send()))
+            answer = b"".join(self.conn.data_to_send())
+            if not answer.startswith(b"HTTP/"):  # websockets >= 16 answers nothing
+                answer = _handshake_refusal(self.conn.handshake_exc)
+            self.transport.write(answer)
             self.transport.close()
+
+
+def _handshake_refusal(exc: BaseException) -> bytes:
+    """Our answer to a handshake the websockets library could not parse: 431 when it hit one
+    of its size limits (``SecurityError``: a line over 8 KiB, over 128 headers), else 400."""
+    if isinstance(exc.__cause__, SecurityError) or isinstance(exc, SecurityError):
+        return _raw_error(431, ApiErrorCode.HEADERS_TOO_LARGE,
+                          "a WebSocket handshake header line or the number of headers is over the limit")
+    return _raw_error(400, ApiErrorCode.INVALID_REQUEST, f"unreadable WebSocket handshake: {exc}")
 
 
 def server_config(
@@ -244,6 +275,7 @@ def server_config(
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level, log_config=None, lifespan="on",
         http=protocol, ws=AnsweringWebSocketProtocol, ws_max_size=WS_MAX_SIZE,
+        ws_per_message_deflate=WS_PER_MESSAGE_DEFLATE,
         proxy_headers=True, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # uvicorn's own cap answers 503 to HTTP requests when connections or running
         # requests reach it; ours (above) also covers WebSocket upgrades and idle sockets

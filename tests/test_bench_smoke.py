@@ -16,7 +16,7 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
     proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("capacity", "connect", "memory", "mint", "micro", "summary", "overload"):
+    for name in ("capacity", "connect", "memory", "mint", "micro", "turn", "summary", "overload"):
         assert (tmp_path / f"{name}.json").is_file(), name
     for png in ("latency.png", "cpu.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -29,11 +29,17 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
         assert row["extra_samples"] == 0, row
     over = json.loads((tmp_path / "overload.json").read_text())
     assert over["lost_admitted"] == 0 and over["error_count"] == 0, over
+    turns = json.loads((tmp_path / "turn.json").read_text())
+    assert {(r["target"], r["rate"]) for r in turns} == {
+        (t, r) for t in ("direct", "bridge") for r in (16000, 24000)}
+    for row in turns:  # every session took its turns and heard every answer
+        assert row["session_error_count"] == 0 and row["turns"] == row["sessions"] * 2, row
     mint = json.loads((tmp_path / "mint.json").read_text())
     assert all(m["errors"] == 0 and m["rps"] > 0 for m in mint)
     verdicts = json.loads((tmp_path / "summary.json").read_text())["verdicts"]
     assert len(verdicts) >= 6 and all(v[3] in ("PASS", "FAIL") for v in verdicts)
     assert "Targets" in proc.stdout and "Sessions per core" in proc.stdout
+    assert "commit -> first audio" in proc.stdout
 
 
 def _stream(frames: int):

@@ -273,6 +273,7 @@ def test_gemini_a_resumed_connection_starts_clean():
     """After goAway the session resumes on a new connection (start() again): no activity is
     open there, nothing is gated, and the old goAway is not acted on twice."""
     c = gemini()
+    c.start()  # the first connection (its start may follow input the bridge held: that stands)
     gfeed(c, {"sessionResumptionUpdate": {"newHandle": "h1", "resumable": True}})
     c.audio(b"\0\0")  # an activity is open on the old connection
     c.commit()

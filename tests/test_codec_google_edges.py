@@ -152,7 +152,11 @@ def test_cancelling_one_of_two_waiting_calls_keeps_the_gate_closed_for_the_other
     feed(c, {"toolCallCancellation": {"ids": ["fc_1"]}})
     assert c.audio(b"\0\0") == []  # fc_2 still waits: input would end the session (1008)
     c.tool_result("fc_2", "{}")
-    assert [list(json.loads(m)["realtimeInput"]) for m in c.audio(b"\0\0")] == [["activityStart"], ["audio"]]
+    # the gate is open again; the model answers the result, so the user's audio waits for
+    # the end of that answer (an activity now would cut it) and opens the next turn then
+    assert c.audio(b"\0\0") == []
+    feed(c, DONE)
+    assert [list(json.loads(m)["realtimeInput"]) for m in c.drain_outbound()] == [["activityStart"], ["audio"]]
 
 
 def test_usage_reported_in_parts_within_a_turn_adds_up():

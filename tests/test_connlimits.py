@@ -175,3 +175,19 @@ async def test_connections_over_the_process_cap_get_503(env):
         answer, _, writer = await request(bridge.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         writer.close()
         assert answer == "HTTP/1.1 200 OK"
+
+
+async def test_a_browser_offering_permessage_deflate_gets_plain_frames(env):
+    """Every browser offers permessage-deflate; the bridge declines it (speko_bridge/server.py:
+    compressing 20 ms audio frames costs CPU for nothing), so the 101 names no extension."""
+    async with run_bridge(env) as bridge:
+        head = (b"GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n")
+        answer, reader, writer = await request(bridge.port, head)
+        assert answer == "HTTP/1.1 101 Switching Protocols", answer
+        headers = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).lower()
+        assert b"sec-websocket-accept:" in headers
+        assert b"sec-websocket-extensions" not in headers, headers
+        writer.close()

@@ -125,3 +125,44 @@ async def test_echo_and_session_expiry(http, sim):
         assert err[-1]["error"]["code"] == "session_expired"
         await events_until(ws, "never")
         assert ws.closed
+
+
+async def test_retrieve_shows_the_item_as_the_conversation_left_it(http, sim):
+    """conversation.item.retrieve (the Agents SDK sends it after each transcription and
+    truncate): the item with the user's transcript in it, a truncated reply without its
+    transcript, every answer a valid RealtimeServerEvent; an unknown id is an error."""
+    import pydantic
+    from openai.types.realtime import RealtimeServerEvent
+
+    adapter = pydantic.TypeAdapter(RealtimeServerEvent)
+    async with connect(http, sim) as ws:
+        await events_until(ws, "session.created")
+        await ws.send_str(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None,
+                                                    "transcription": {"model": "gpt-4o-mini-transcribe"}}}}}))
+        await events_until(ws, "session.updated")
+        await ws.send_str(json.dumps({"type": "input_audio_buffer.append",
+                                      "audio": base64.b64encode(b"\0\0" * 24000).decode()}))
+        await ws.send_str('{"type":"input_audio_buffer.commit"}')
+        await ws.send_str('{"type":"response.create"}')
+        events = await events_until(ws, "response.done")
+        user = next(e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed")
+        reply = events[-1]["response"]["output"][0]["id"]
+        answers = []
+        for item_id in (user, reply):
+            await ws.send_str(json.dumps({"type": "conversation.item.retrieve", "item_id": item_id}))
+            answers.append((await events_until(ws, "conversation.item.retrieved"))[-1])
+        await ws.send_str(json.dumps({"type": "conversation.item.truncate", "item_id": reply,
+                                      "content_index": 0, "audio_end_ms": 100}))
+        await events_until(ws, "conversation.item.truncated")
+        await ws.send_str(json.dumps({"type": "conversation.item.retrieve", "item_id": reply}))
+        answers.append((await events_until(ws, "conversation.item.retrieved"))[-1])
+        await ws.send_str(json.dumps({"type": "conversation.item.retrieve", "item_id": "item_nope", "event_id": "e1"}))
+        missing = (await events_until(ws, "error"))[-1]
+    for answer in answers:
+        adapter.validate_python(answer)
+    assert answers[0]["item"]["role"] == "user"
+    assert answers[0]["item"]["content"][0]["transcript"] == "I spoke for 1.0 seconds."
+    assert answers[1]["item"]["content"][0]["transcript"] == "You spoke for 1.0 seconds."
+    assert answers[2]["item"]["id"] == reply and answers[2]["item"]["content"][0]["transcript"] == ""
+    assert missing["error"]["param"] == "item_id" and missing["error"]["event_id"] == "e1"

@@ -78,6 +78,7 @@ def audio_after_speech_started(timeline: list) -> list[int]:
 @given(script=actions)
 @example(script=[("speak", 0.5), ("silence", 0.4), ("wait", 0.4), ("speak", 0.5)])  # barge-in mid-reply
 @example(script=[("text", "hi"), ("wait", 0.3), ("interrupt", None), ("speak", 0.3), ("commit", None)])
+@example(script=[("speak", 0.5), ("commit", None), ("interrupt", None), ("wait", 0.25)])  # cut before it began
 async def test_no_cut_audio_and_one_usage_per_response(http, stack, script):
     provider, sim, bridge = stack
     before = sim.replies
@@ -98,10 +99,14 @@ async def test_no_cut_audio_and_one_usage_per_response(http, stack, script):
             else:
                 timeline.append(("sent", action))
                 await ws.send_str(json.dumps({"type": action}))
+        # wait until the conversation settles: every reply the provider began is over (a reply
+        # the client interrupted before it began is dropped whole, so the client hears nothing
+        # until its usage), then nothing more arrives for QUIET_SECONDS
         seen = -1
-        while seen != len(timeline):  # wait until the conversation settles
-            seen = len(timeline)
-            await asyncio.sleep(QUIET_SECONDS)
+        async with asyncio.timeout(30):
+            while seen != len(timeline) or sim.replies_ended < sim.replies:
+                seen = len(timeline)
+                await asyncio.sleep(QUIET_SECONDS)
         task.cancel()
     frames = [v for k, v in timeline if k == "frame"]
     assert not [f for f in frames if f["type"] == "close"], frames[-3:]

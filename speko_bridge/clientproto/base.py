@@ -39,15 +39,31 @@ class FlushAudio:
 
 @dataclass(slots=True)
 class Respond:
-    """Ask the provider for a response (a reply is now due from it)."""
+    """Ask the provider for a response (a reply is now due from it). ``commit``: the user's
+    audio so far is the turn (``/v1/realtime``'s commit); without it nothing is committed
+    (OpenAI's ``response.create`` in server VAD mode: the detector owns the user's audio)."""
+
+    commit: bool = True
 
 
 @dataclass(slots=True)
 class SendText:
     """A typed user turn (protocol v2): added as the user's words, echoed back as a final
-    user transcript, and answered (a reply is now due)."""
+    user transcript, and answered (a reply is now due). With ``respond`` False (OpenAI's
+    ``conversation.item.create``) the words are only added: the client's own ``Respond``
+    asks for the answer, and the client codec has acknowledged the item itself."""
 
     text: str
+    respond: bool = True
+
+
+@dataclass(slots=True)
+class Configure:
+    """The client changed its session (OpenAI's ``session.update``): ``params`` is the whole
+    session it asks for. The provider codec applies what it can (:meth:`Codec.configure`),
+    and the client codec answers with the effective session (:meth:`ClientCodec.configured`)."""
+
+    params: SessionParams
 
 
 @dataclass(slots=True)
@@ -87,7 +103,7 @@ class Invalid:
     answer: str
 
 
-Intent = Union[SendAudio, FlushAudio, Respond, Cancel, ToolOutput, Forward, Reply, Invalid, SendText]
+Intent = Union[SendAudio, FlushAudio, Respond, Cancel, ToolOutput, Forward, Reply, Invalid, SendText, Configure]
 
 # ------------------------------------------------------------------ runner -> client outbox items
 
@@ -215,8 +231,14 @@ class ClientCodec(abc.ABC):
         """What a socket that took back this session hears first (only if :attr:`resumable`)."""
         return []
 
-    def cancelled(self) -> list[OutboxItem]:
-        """The runner cancelled the in-flight response (interrupt)."""
+    def cancelled(self, barge_in: bool = False) -> list[OutboxItem]:
+        """The runner cancelled the in-flight response (``interrupt``, or the provider heard
+        the user speak over it: ``barge_in``)."""
+        return []
+
+    def configured(self, params: SessionParams, refused: tuple[str, ...]) -> list[OutboxItem]:
+        """The answer to a :class:`Configure`: ``params`` is the session now in effect, and
+        ``refused`` names the ``SessionParams`` fields the provider could not change."""
         return []
 
     @abc.abstractmethod

@@ -1,25 +1,49 @@
 """``/v1/openai/realtime``: OpenAI's GA Realtime protocol toward the client, any provider behind it.
 
-Existing OpenAI Realtime code (the ``openai`` SDKs, the Agents SDK, gateways "identical to
-OpenAI Realtime") points at the bridge and passes a minted token where it passes a key:
-``Authorization: Bearer <token>`` (server-side SDKs) or the ``openai-insecure-api-key.<token>``
-subprotocol next to ``realtime`` (browsers). Token rules are those of ``/v1/realtime``:
-single use, expiry, revocation, origin, limits. ``?model=`` is ignored: the minted session
-names the provider and model. Audio is OpenAI's ``audio/pcm``: PCM16 at 24 kHz both ways,
-whatever rates the mint asked for.
+Existing OpenAI Realtime code (the ``openai`` SDKs, the Agents SDK, Mastra, gateways
+"identical to OpenAI Realtime") points at the bridge and passes a minted token where it passes
+a key: ``Authorization: Bearer <token>`` (server-side SDKs) or the
+``openai-insecure-api-key.<token>`` subprotocol next to ``realtime`` (browsers). Token rules are
+those of ``/v1/realtime``: single use, expiry, revocation, origin, limits. ``?model=`` is
+ignored: the minted session names the provider and model. Audio is OpenAI's ``audio/pcm``:
+PCM16 at 24 kHz both ways, whatever rates the mint asked for.
 
 - **OpenAI behind it**: after auth and the minted session config, events go both ways
   untouched (the fast path). The client's own ``session.update`` applies, as it would at
   OpenAI; provider and model stay the minted ones.
 - **Gemini, xAI behind it**: OpenAI client events become the bridge's intents, and the
   provider's ``RealtimeFrame`` stream is written back as OpenAI server events with their ids
-  and order (``response.created``, output item and content part, audio and transcript deltas
-  and dones, ``function_call_arguments.done``, ``response.done`` with usage). Turns are
-  manual, as on ``/v1/realtime``: ``input_audio_buffer.commit`` then ``response.create``.
-  What the provider cannot do is answered with an OpenAI-style ``error`` event (code
-  ``unsupported_for_provider``), never silence: server VAD, changing instructions/tools/voice
-  after the mint, ``input_audio_buffer.clear`` (audio is already streamed), text items, item
-  retrieval and deletion.
+  and order (``openai_events.py``: ``response.created``, output item and content part, audio
+  and transcript deltas and dones, ``function_call_arguments.done``, ``response.done`` with
+  usage).
+
+  ``session.update`` (``openai_session.py`` says how each field maps) is applied by the
+  provider codec (``Codec.configure``) and answered with ``session.updated`` showing the
+  session in effect. **xAI** takes it at any time (its own ``session.update``). **Gemini**
+  takes its config in the connection's ``setup``: until any of the client's input went
+  upstream the bridge opens a new Gemini connection with the new setup (clients configure
+  right after connecting, so this is the common case and costs one setup round trip); after
+  that, changed instructions, voice, tools or turn detection are refused with an
+  ``unsupported_for_provider`` error naming them (a new setup would forget the conversation,
+  and Gemini documents no config change on resumption). A voice that is not the provider's
+  (OpenAI's ``alloy`` sent to Gemini) keeps the session's voice, with no error.
+
+  Turn detection ``server_vad`` (and ``semantic_vad``, which becomes the provider's server
+  VAD where it has no semantic one) makes the provider's detector end turns: the client hears
+  ``input_audio_buffer.speech_started``/``speech_stopped``, ``committed`` and the user item,
+  then the response the provider began (opened with ``response.created`` like one the client
+  asked for); speech over a reply ends it with ``response.done`` ``cancelled``
+  (``turn_detected``), its audio cut at what was delivered. ``create_response`` and
+  ``interrupt_response`` ``false`` cannot be honoured.
+
+  A user ``message`` item of ``input_text`` goes upstream as the user's words and is answered
+  at the client's ``response.create``, as at OpenAI. A ``response.create`` over audio that was
+  not committed commits it first (``committed`` and the user item, as an explicit commit).
+  ``conversation.item.retrieve`` answers with the item as the bridge last described it (the
+  Agents SDK asks after each truncation and user transcript). What the provider cannot do is
+  an OpenAI-style ``error`` event (code ``unsupported_for_provider``), never silence:
+  ``input_audio_buffer.clear`` (audio is already streamed), items other than user text and
+  tool output, item deletion, response parameters.
 
 Errors of the bridge itself (bad token, TTL, revocation, provider failure) arrive as an
 ``error`` event whose ``code`` is the bridge's error code, then the close code of the
@@ -30,16 +54,19 @@ from __future__ import annotations
 
 import binascii
 import itertools
-from typing import Any
 
 import msgspec
 
 from ..codes import CloseCode, ErrorCode
-from ..providers.openai import OPENAI_RATE, function_tool
+from ..frames import Speech
+from ..params import hands_free
+from ..providers.openai_setup import OPENAI_RATE
+from . import openai_session
 from .base import (
     AudioChunk,
     Cancel,
     ClientCodec,
+    Configure,
     FlushAudio,
     Forward,
     Handshake,
@@ -49,18 +76,26 @@ from .base import (
     Reply,
     Respond,
     SendAudio,
+    SendText,
     TextMessage,
     ToolOutput,
 )
-from .openai_events import ResponseWriter, error_event
+from .openai_events import InputBuffer, ResponseWriter, error_event
 
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 #: Longest event ``type`` quoted back in an error (the rest of a hostile one is noise).
 MAX_QUOTED_TYPE = 64
 
-_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _refusal_ids = itertools.count(1)
+
+
+#: Client events the bridge cannot carry out for Gemini or xAI, and why (the error says so).
+_UNSUPPORTED = {
+    "input_audio_buffer.clear": "input_audio_buffer.clear (audio is streamed to the provider as it arrives)",
+    "conversation.item.delete": "conversation.item.delete",
+    "output_audio_buffer.clear": "output_audio_buffer.clear (WebRTC only)",
+}
 
 
 class _Type(msgspec.Struct):
@@ -70,10 +105,25 @@ class _Type(msgspec.Struct):
 _decode_type = msgspec.json.Decoder(_Type).decode
 
 
-#: ``session`` fields that are not the conversation's: the model is the minted one (provider and
-#: model never change), and ``tracing``/``include`` are OpenAI dashboard and payload options with
-#: no effect elsewhere.
-_IGNORED_SESSION_FIELDS = frozenset({"type", "model", "object", "id", "expires_at", "tracing", "include"})
+def _handshake(subprotocols: list[str], headers: dict[str, str]) -> Handshake:
+    """The bearer header, else the insecure-key subprotocol (browsers)."""
+    selected = "realtime" if "realtime" in subprotocols else None
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return Handshake(auth[7:].strip(), selected)
+    for proto in subprotocols:
+        if proto.startswith(INSECURE_KEY_PREFIX):
+            return Handshake(proto[len(INSECURE_KEY_PREFIX):] or None, selected or proto)
+    return Handshake(None, selected)
+
+
+def _refusal(code, error_code, message: str) -> list[str]:
+    return [error_event(error_code, message, event_id=f"event_refused_{next(_refusal_ids)}")]
+
+
+def _forward(data: str | bytes) -> TextMessage:
+    """OpenAI behind the endpoint: its message, as it is."""
+    return TextMessage(data if type(data) is str else data.decode("utf-8", "replace"))
 
 
 class OpenAICompatCodec(ClientCodec):
@@ -85,51 +135,30 @@ class OpenAICompatCodec(ClientCodec):
         #: OpenAI behind it: the provider's events are the client's (the fast path).
         self._same_protocol = provider == "openai"
         self._ids = itertools.count(1)
-        self._pending_audio = False  # audio appended since the last commit
-        self._pending_bytes = 0  # how much: the user item's duration, for its transcription usage
         self._tool_continues = False  # the provider goes on after a tool result by itself
+        self._tool_choice = "auto"
+        self._asked: tuple[object, str] | None = None  # the last Configure's session and tool choice
         self._out = ResponseWriter(self._id)
+        self._input = InputBuffer(self._out, self._id, OPENAI_RATE)
         self._handlers = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_append,
             "input_audio_buffer.commit": self._on_commit,
-            "input_audio_buffer.clear": lambda e: self._unsupported(
-                e, "input_audio_buffer.clear (audio is streamed to the provider as it arrives)"),
             "response.create": self._on_response_create,
             "response.cancel": self._on_response_cancel,
             "conversation.item.create": self._on_item_create,
             "conversation.item.truncate": self._on_truncate,
-            "conversation.item.retrieve": lambda e: self._unsupported(e, "conversation.item.retrieve"),
-            "conversation.item.delete": lambda e: self._unsupported(e, "conversation.item.delete"),
-            "output_audio_buffer.clear": lambda e: self._unsupported(
-                e, "output_audio_buffer.clear (WebRTC only)"),
+            "conversation.item.retrieve": self._on_retrieve,
+            **{kind: lambda e, what=what: self._unsupported(e, what) for kind, what in _UNSUPPORTED.items()},
         }
 
     # -- opening ------------------------------------------------------------------------------
 
-    @staticmethod
-    def handshake(subprotocols: list[str], headers: dict[str, str]) -> Handshake:
-        """The bearer header, else the insecure-key subprotocol (browsers)."""
-        selected = "realtime" if "realtime" in subprotocols else None
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer " and auth[7:].strip():
-            return Handshake(auth[7:].strip(), selected)
-        for proto in subprotocols:
-            if proto.startswith(INSECURE_KEY_PREFIX):
-                return Handshake(proto[len(INSECURE_KEY_PREFIX):] or None, selected or proto)
-        return Handshake(None, selected)
+    handshake = staticmethod(_handshake)
+    refusal = staticmethod(_refusal)
 
-    @staticmethod
-    def refusal(code, error_code, message: str) -> list[str]:
-        return [error_event(error_code, message, event_id=f"event_refused_{next(_refusal_ids)}")]
-
-    @property
-    def input_rate(self) -> int:
-        return OPENAI_RATE
-
-    @property
-    def output_rate(self) -> int:
-        return OPENAI_RATE
+    #: OpenAI's ``audio/pcm``: PCM16 at 24 kHz both ways, whatever rates the mint asked for.
+    input_rate = output_rate = OPENAI_RATE
 
     def opening(self) -> list[OutboxItem]:
         if self._same_protocol:
@@ -137,30 +166,14 @@ class OpenAICompatCodec(ClientCodec):
         return [self._out.event({"type": "session.created", "session": self._session()})]
 
     def upstream_start(self, messages: list[str | bytes]) -> list[str | bytes]:
-        if not self._same_protocol:
-            return messages
-        # The minted config, minus turn detection: OpenAI's default (server VAD) stays, as the
-        # client expects of OpenAI; its own session.update may change it.
-        out: list[str | bytes] = []
-        for m in messages:
-            event = _decode(m)
-            if event.get("type") == "session.update":
-                event["session"].get("audio", {}).get("input", {}).pop("turn_detection", None)
-            out.append(_encode(event).decode())
-        return out
+        return [openai_session.without_turn_detection(m) for m in messages] if self._same_protocol else messages
 
     def declared_tools(self) -> frozenset[str] | None:
         # OpenAI behind it: the client's own session.update may declare any tools
         return None if self._same_protocol else super().declared_tools()
 
     def raw_forwarder(self):
-        if not self._same_protocol:
-            return None
-
-        def forward(data: str | bytes) -> TextMessage:
-            return TextMessage(data if type(data) is str else data.decode("utf-8", "replace"))
-
-        return forward
+        return _forward if self._same_protocol else None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -177,26 +190,18 @@ class OpenAICompatCodec(ClientCodec):
                  event: dict | None = None) -> list[Intent]:
         return [Invalid(self._error(code, message, param=param, event=event))]
 
-    def _unsupported(self, event: dict, what: str, param: str | None = None) -> list[Intent]:
+    def _unsupported(self, event: dict | None, what: str, param: str | None = None) -> list[Intent]:
         return [Reply(self._error(
             ErrorCode.UNSUPPORTED_FOR_PROVIDER,
             f"{what} is not supported through the bridge for provider '{self.provider}'.",
             param=param, event=event))]
 
     def _session(self) -> dict:
-        p = self.params
-        tools = [function_tool(t) for t in p.tools or ()]
-        return {
-            "type": "realtime", "object": "realtime.session", "id": self.session_id,
-            "model": p.model, "output_modalities": ["audio"], "instructions": p.system_prompt or "",
-            "tools": tools, "tool_choice": "auto",
-            "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": OPENAI_RATE}, "turn_detection": None,
-                          "transcription": {"model": "provider-default"}},
-                "output": {"format": {"type": "audio/pcm", "rate": OPENAI_RATE}, "voice": p.voice or ""},
-            },
-            "expires_at": self.expires_at,
-        }
+        return openai_session.session_object(self.params, self.session_id, self.expires_at, self._tool_choice,
+                                             self.provider)
+
+    def _replies(self, *events: dict) -> list[Intent]:
+        return [Reply(self._out.event(e).text) for e in events]
 
     # -- client -> intents --------------------------------------------------------------------
 
@@ -236,32 +241,19 @@ class OpenAICompatCodec(ClientCodec):
         except (binascii.Error, ValueError):
             return self._invalid("invalid_value", "`audio` must be base64-encoded PCM16.",
                                  param="audio", event=event)
-        self._pending_audio = self._pending_audio or bool(pcm)
-        self._pending_bytes += len(pcm)
+        self._input.append(len(pcm))
         return [SendAudio(pcm)]
 
     def _on_commit(self, event: dict) -> list[Intent]:
-        if not self._pending_audio:
+        if not self._input.pending:
             return self._invalid("input_audio_buffer_commit_empty",
                                  "Error committing input audio buffer: buffer too small.", event=event)
-        self._pending_audio = False
-        self._out.user_seconds = self._pending_bytes / (2 * OPENAI_RATE)
-        self._pending_bytes = 0
-        item_id = self._id("item")
-        out = self._out
-        previous, out.previous_item, out.user_item = out.previous_item, item_id, item_id
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
-                "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
-        return [FlushAudio(), *self._replies(
-            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id},
-            {"type": "conversation.item.added", "previous_item_id": previous, "item": item},
-            {"type": "conversation.item.done", "previous_item_id": previous, "item": item})]
-
-    def _replies(self, *events: dict) -> list[Intent]:
-        return [Reply(self._out.event(e).text) for e in events]
+        return [FlushAudio(), *(Reply(m.text) for m in self._input.commit())]
 
     def _on_response_create(self, event: dict) -> list[Intent]:
         out: list[Intent] = []
+        if self._input.pending and not hands_free(self.params):  # committed with it, as OpenAI does
+            out += [FlushAudio(), *(Reply(m.text) for m in self._input.commit())]
         overrides = event.get("response")
         if isinstance(overrides, dict) and overrides:
             out += self._unsupported(event, "response.create parameters (" + ", ".join(sorted(overrides))
@@ -269,7 +261,7 @@ class OpenAICompatCodec(ClientCodec):
         if self._tool_continues:  # the provider already goes on after the tool result
             self._tool_continues = False
             return out
-        return out + [Respond()]
+        return out + [Respond(commit=not hands_free(self.params))]  # server VAD owns the buffer
 
     def _on_response_cancel(self, event: dict) -> list[Intent]:
         self._out.cancel()
@@ -277,22 +269,48 @@ class OpenAICompatCodec(ClientCodec):
 
     def _on_item_create(self, event: dict) -> list[Intent]:
         item = event.get("item")
-        if not isinstance(item, dict) or item.get("type") != "function_call_output":
-            return self._unsupported(event, "conversation.item.create with an item other than "
-                                     "function_call_output", param="item.type")
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "message" and item.get("role") == "user":
+            return self._on_text_item(event, item)
+        if kind != "function_call_output":
+            return self._unsupported(event, "conversation.item.create with an item other than a user "
+                                     "message or a function_call_output", param="item.type")
         call_id, output = item.get("call_id"), item.get("output")
         if not isinstance(call_id, str) or not isinstance(output, str):
             return self._invalid("invalid_value", "function_call_output needs string `call_id` and "
                                  "`output`.", param="item", event=event)
-        item_id = item.get("id") if isinstance(item.get("id"), str) else self._id("item")
-        done = {"id": item_id, "object": "realtime.item", "type": "function_call_output",
+        done = {"id": self._item_id(item), "object": "realtime.item", "type": "function_call_output",
                 "call_id": call_id, "output": output, "status": "completed"}
-        previous, self._out.previous_item = self._out.previous_item, item_id
         self._tool_continues = True
-        return [*self._replies(
-            {"type": "conversation.item.added", "previous_item_id": previous, "item": done},
-            {"type": "conversation.item.done", "previous_item_id": previous, "item": done}),
-            ToolOutput(call_id, output)]
+        return [*self._added(done), ToolOutput(call_id, output)]
+
+    def _item_id(self, item: dict) -> str:
+        return item["id"] if isinstance(item.get("id"), str) else self._id("item")
+
+    def _added(self, item: dict) -> list[Intent]:
+        self._out.remember(item)
+        previous, self._out.previous_item = self._out.previous_item, item["id"]
+        return self._replies({"type": "conversation.item.added", "previous_item_id": previous, "item": item},
+                             {"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+
+    def _on_text_item(self, event: dict, item: dict) -> list[Intent]:
+        """A user message of ``input_text``: the user's words, answered at ``response.create``."""
+        texts = openai_session.user_text(item)
+        if texts is None:
+            return self._unsupported(event, "A user message whose content is not only input_text",
+                                     param="item.content")
+        if not "".join(texts).strip():
+            return self._invalid("invalid_value", "The message has no text.", param="item.content", event=event)
+        done = {"id": self._item_id(item), "object": "realtime.item", "type": "message", "role": "user",
+                "status": "completed", "content": [{"type": "input_text", "text": t} for t in texts]}
+        return [*self._added(done), SendText("\n".join(texts), respond=False)]
+
+    def _on_retrieve(self, event: dict) -> list[Intent]:  # the item as last described
+        item_id = event.get("item_id")
+        found = self._out.retrieved(item_id) if isinstance(item_id, str) else None
+        return [Reply(found.text)] if found is not None else self._invalid(
+            "invalid_value", f"Item with item_id '{str(item_id)[:MAX_QUOTED_TYPE]}' not found.",
+            param="item_id", event=event)
 
     def _on_truncate(self, event: dict) -> list[Intent]:
         item_id, index, end_ms = event.get("item_id"), event.get("content_index", 0), event.get("audio_end_ms")
@@ -301,6 +319,7 @@ class OpenAICompatCodec(ClientCodec):
                                  "an integer `content_index` and a non-negative integer `audio_end_ms`.",
                                  param="item_id", event=event)
         # The bridge already truncated at the audio it delivered when the response was cancelled.
+        self._out.truncated(item_id)
         return self._replies({"type": "conversation.item.truncated", "item_id": item_id,
                               "content_index": index, "audio_end_ms": end_ms})
 
@@ -309,14 +328,30 @@ class OpenAICompatCodec(ClientCodec):
         if not isinstance(session, dict):
             return self._invalid("invalid_value", "`session` must be an object.", param="session",
                                  event=event)
-        current = self._session()
-        refused = _refused_session_fields(session, current)
+        try:
+            update = openai_session.read_update(session, self.params, self._tool_choice, self.provider)
+        except openai_session.Invalid as exc:
+            return self._invalid("invalid_value", str(exc), param=exc.param, event=event)
         out: list[Intent] = []
+        if update.unsupported:
+            out += self._unsupported(event, "Changing " + ", ".join(update.unsupported),
+                                     param=update.unsupported[0])
+        self._asked = (update.params, update.tool_choice)
+        ask = update.params
+        if update.tool_choice == "none":  # the model may call none of them: it is not given them
+            ask = msgspec.structs.replace(ask, tools=None)
+        return out + [Configure(ask)]
+
+    def configured(self, params, refused: tuple[str, ...]) -> list[OutboxItem]:
+        asked, tool_choice = self._asked or (self.params, self._tool_choice)
+        self.params = openai_session.applied(self.params, asked, params.voice, refused)
+        if "tools" not in refused:
+            self._tool_choice = tool_choice
+        out: list[OutboxItem] = []
         if refused:
-            out += self._unsupported(event, "Changing " + ", ".join(f"session.{k}" for k in refused)
-                                     + " after the mint (set systemPrompt, voice and tools when minting; "
-                                     "turns are committed by the client)", param=f"session.{refused[0]}")
-        return out + self._replies({"type": "session.updated", "session": current})
+            message, param = openai_session.refusal(refused, self.provider)
+            out.append(TextMessage(self._error(ErrorCode.UNSUPPORTED_FOR_PROVIDER, message, param=param)))
+        return out + [self._out.event({"type": "session.updated", "session": self._session()})]
 
     # -- provider frames -> OpenAI server events ----------------------------------------------
 
@@ -327,57 +362,17 @@ class OpenAICompatCodec(ClientCodec):
         return self._out.audio_message(chunk)
 
     def frame(self, frame) -> list[OutboxItem]:
-        return [] if self._same_protocol else self._out.frame(frame)
+        if self._same_protocol:
+            return []
+        if type(frame) is Speech:
+            return self._input.speech_started() if frame.state == "started" else self._input.speech_stopped()
+        return self._out.frame(frame)
+
+    def cancelled(self, barge_in: bool = False) -> list[OutboxItem]:
+        self._out.cancel("turn_detected" if barge_in else "client_cancelled")
+        return []
 
     def final(self, code: int, error_code: str | None, message: str) -> list[str]:
-        if error_code is None:
-            return []
-        return [self._error(error_code, message,
-                            kind="server_error" if code >= CloseCode.PROVIDER_FAILED or code == CloseCode.INTERNAL_ERROR
-                            else "invalid_request_error")]
-
-
-def _refused_session_fields(session: dict, current: dict) -> list[str]:
-    """Which fields of a ``session.update`` the bridge cannot honour for this session."""
-    refused: list[str] = []
-    for key, value in session.items():
-        if key in _IGNORED_SESSION_FIELDS:
-            continue
-        if key == "audio":
-            refused += _audio_differences(value, current["audio"])
-        elif key == "output_modalities":
-            if value != ["audio"]:
-                refused.append("output_modalities")
-        elif key == "tools":
-            if not isinstance(value, list):
-                refused.append("tools")
-                continue
-            names = sorted(str(t.get("name")) for t in value if isinstance(t, dict))
-            if names != sorted(t["name"] for t in current["tools"]):
-                refused.append("tools")
-        elif key == "tool_choice":
-            if value not in ("auto", None):
-                refused.append("tool_choice")
-        elif value != current.get(key) and value not in (None, ""):
-            refused.append(key)
-    return refused
-
-
-def _audio_differences(value: Any, current: dict) -> list[str]:
-    """Which parts of a session.audio update the bridge cannot honour."""
-    if not isinstance(value, dict):
-        return ["audio"]
-    refused = []
-    for side in ("input", "output"):
-        part = value.get(side)
-        if not isinstance(part, dict):
-            continue
-        fmt = part.get("format")
-        if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") in ("audio/pcm", "pcm16")
-                                    and fmt.get("rate", OPENAI_RATE) == OPENAI_RATE):
-            refused.append(f"audio.{side}.format")
-        if side == "input" and part.get("turn_detection") is not None:
-            refused.append("audio.input.turn_detection")
-        if side == "output" and part.get("voice") not in (None, "", current["output"]["voice"]):
-            refused.append("audio.output.voice")
-    return refused
+        server = code >= CloseCode.PROVIDER_FAILED or code == CloseCode.INTERNAL_ERROR
+        return [] if error_code is None else [
+            self._error(error_code, message, kind="server_error" if server else "invalid_request_error")]

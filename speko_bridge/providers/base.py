@@ -15,6 +15,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
+from msgspec.structs import replace
+
 from ..codes import CloseCode, ErrorCode
 from ..frames import Error, ToolCall, Transcript, Usage
 from ..params import SessionParams
@@ -93,6 +95,28 @@ class Reconnect:
     reason: str
 
 
+#: The ``SessionParams`` fields a client may change after the mint (``Configure``), in the
+#: order an answer names them.
+CONFIGURABLE = ("system_prompt", "voice", "tools", "turn_detection")
+
+
+def changed_fields(old: SessionParams, new: SessionParams) -> tuple[str, ...]:
+    """Which of :data:`CONFIGURABLE` differ between two sessions."""
+    return tuple(name for name in CONFIGURABLE if getattr(old, name) != getattr(new, name))
+
+
+@dataclass(slots=True)
+class Configured:
+    """What a provider codec made of a client's new session (:meth:`Codec.configure`):
+    ``messages`` to send upstream now; ``redo`` to open a new upstream connection whose
+    :meth:`Codec.start` carries the new session; ``refused`` the fields it could not change
+    (the codec's :attr:`Codec.params` keep their old values)."""
+
+    messages: list[str | bytes] = field(default_factory=list)
+    redo: bool = False
+    refused: tuple[str, ...] = ()
+
+
 CodecEvent = Union[
     Ready, AudioOut, AudioDone, ClearAudio, Fatal, Malformed, Reconnect, Transcript, ToolCall,
     Usage, Error, SpeechStarted, SpeechStopped,
@@ -142,6 +166,24 @@ class Codec(abc.ABC):
     def input_rate(self) -> int:
         """The PCM rate the provider wants client audio at."""
 
+    #: The provider's own voice names (lower case), or None where any name is passed on.
+    #: A voice of another provider asked for after the mint keeps the session's voice.
+    VOICES: ClassVar[frozenset[str] | None] = None
+
+    def _with_own_voice(self, params: SessionParams) -> SessionParams:
+        """``params`` with this codec's rates, and its voice unless the new one is ours."""
+        voice = params.voice
+        if voice != self.params.voice and self.VOICES is not None and (voice or "").lower() not in self.VOICES:
+            voice = self.params.voice
+        return replace(params, voice=voice, input_sample_rate=self.params.input_sample_rate,
+                       output_sample_rate=self.params.output_sample_rate)
+
+    def configure(self, params: SessionParams) -> Configured:
+        """The client asked for a new session (instructions, voice, tools, turn detection)
+        mid-way: apply what the provider can. This default changes nothing and refuses every
+        field that differs; codecs whose provider takes changes override it."""
+        return Configured(refused=changed_fields(self.params, self._with_own_voice(params)))
+
     @abc.abstractmethod
     def start(self) -> list[Outbound]:
         """Messages to send right after the upstream socket opens (session config)."""
@@ -154,9 +196,16 @@ class Codec(abc.ABC):
     def commit(self) -> list[Outbound]:
         """The user's turn ended: ask the provider for a response."""
 
+    def respond(self) -> list[Outbound]:
+        """Ask for a response over what the provider has, committing no audio (hands-free: its
+        detector owns the user's audio). Where a response cannot be asked for without a
+        commit, this is :meth:`commit`."""
+        return self.commit()
+
     @abc.abstractmethod
-    def text(self, text: str) -> list[Outbound]:
-        """A typed user turn (protocol v2): add it as the user's words and have the model answer."""
+    def text(self, text: str, respond: bool = True) -> list[Outbound]:
+        """A typed user turn (protocol v2): add it as the user's words and have the model
+        answer; with ``respond`` False only add it (the next :meth:`commit` asks for the answer)."""
 
     @abc.abstractmethod
     def interrupt(self, played_ms: int) -> list[Outbound]:

@@ -6,7 +6,9 @@ Sans-IO. Gemini differs from OpenAI in shape, not in what the client sees:
   ``setupComplete`` (the bridge holds client messages until :class:`Ready`).
 - **Turns** are bracketed by ``activityStart``/``activityEnd`` (automatic activity
   detection is off: the client's ``commit`` ends a turn, and Gemini answers after
-  ``activityEnd``). A ``commit`` with no audio sends an empty activity.
+  ``activityEnd``). A ``commit`` with no audio sends an empty activity. Audio that arrives
+  while the model answers waits for the reply's end (``google_input.py``: an activity would
+  cut it), as do text items for the client's response request.
 - **Interrupt** starts a new activity, which interrupts Gemini; the codec drops the rest
   of the interrupted reply's audio until Gemini confirms with ``interrupted`` or
   ``turnComplete`` (Gemini has no item ids to tell replies apart).
@@ -72,6 +74,7 @@ from .base import (
     SpeechStopped,
 )
 from .google_gate import TOOL_OUTPUT_KEY, TOOL_WAIT_MAX_MS, ToolCallGate  # noqa: F401 (re-exported)
+from .google_input import GeminiInput, HeldInput, SetupState
 from .google_setup import DEFAULT_VOICE, gemini_schema, gemini_setup  # noqa: F401 (re-exported)
 from .google_turn import Transcripts, TurnUsage
 from .google_wire import (
@@ -125,9 +128,13 @@ class Resumption:
     __slots__ = ("go_away", "handle", "resumable")
 
     def __init__(self) -> None:
+        self.forget()
+        self.go_away = False
+
+    def forget(self) -> None:
+        """A new session (the client's new ``setup``): nothing to resume."""
         self.handle: str | None = None
         self.resumable = False
-        self.go_away = False
 
     def update(self, update: WireResumption, idle: bool, out: list[CodecEvent]) -> None:
         """``sessionResumptionUpdate``."""
@@ -144,7 +151,7 @@ class Resumption:
             out.append(Reconnect(f"goAway (time left {time_left})"))
 
 
-class GoogleCodec(Codec):
+class GoogleCodec(GeminiInput, Codec):
     """The Gemini Live session as a state machine (module docstring: how Gemini differs), with
     a :class:`Resumption`, :class:`Transcripts`, a :class:`ToolCallGate` and :class:`TurnUsage`."""
 
@@ -163,6 +170,9 @@ class GoogleCodec(Codec):
         self._hands_free = hands_free(params)
         self._speaking = False  # server turns: the user is speaking (voiceActivity)
         self._model_output = False  # the model produced output since its last turnComplete
+        self._setup = SetupState()
+        self._held = HeldInput()  # text items, and audio during a reply (google_input.py)
+        self._outbound: list[Outbound] = []
 
     @property
     def input_rate(self) -> int:
@@ -171,9 +181,13 @@ class GoogleCodec(Codec):
     # -------------------------------------------------------------------- client intents
 
     def start(self) -> list[Outbound]:
-        self._in_activity = False
+        if self._setup.sent:  # a new connection (goAway): the old one's turn state is gone
+            self._in_activity = False
+            self._responding = self._gated = self._audio_open = False
+        # (the first start may come after client input the bridge holds until Ready: its
+        # turn state stands, or audio after a commit would open an activity that cuts the reply)
+        self._setup.sent = True
         self._resumption.go_away = False
-        self._responding = self._gated = self._audio_open = False
         return [to_json(gemini_setup(self.params, self._resumption.handle))]
 
     def _open_activity(self) -> list[Outbound]:
@@ -188,20 +202,29 @@ class GoogleCodec(Codec):
             if not self._gate.drop_audio(len(pcm)):
                 return []
             out = self._abandon_calls(f"no tool result within {TOOL_WAIT_MAX_MS // 1000} s of user speech")
+        self._setup.talked = True
         frame = AUDIO_HEAD + binascii.b2a_base64(pcm, newline=False).decode("ascii") + AUDIO_TAIL
         if not self._in_activity and not self._hands_free:
-            out += self._open_activity()
+            if self._responding and not out:  # the next turn's audio: held until the reply ends
+                self._held.audio(frame, len(pcm))
+                return out
+            out += self._held.texts_message(False) + self._open_activity()
         return out + [frame]
 
     def commit(self) -> list[Outbound]:
         if self._gate.closed:  # any realtime input now would end the session (1008)
             self._count("commits_dropped_during_tool_call", 1)
             return []
+        self._setup.talked = True
+        if self._held.texts and not self._in_activity:  # text items, no audio since: their answer
+            self._responding = True
+            self._turn_usage.ask()
+            return self._held.texts_message(True)
         if self._hands_free:  # the end of the user's audio: Gemini's detector ends the turn
             self._responding = True
             self._turn_usage.ask()
             return [STREAM_END]
-        out = [] if self._in_activity else self._open_activity()
+        out = [] if self._in_activity else (self._release_audio() or self._open_activity())
         self._in_activity = False
         self._responding = True  # the model answers after activityEnd
         self._turn_usage.ask()
@@ -216,23 +239,7 @@ class GoogleCodec(Codec):
         self._gated = True
         if self._in_activity or self._hands_free:
             return out  # the open activity (or Gemini's own detector) already interrupts
-        return out + self._open_activity()
-
-    def text(self, text: str) -> list[Outbound]:
-        """Server turns: ``realtimeInput.text``, real-time input like speech (it interrupts a
-        reply, and the model answers it). Manual turns: a complete ``clientContent`` user
-        turn (``turnComplete``), which the model answers with no activity signals (google-genai
-        ``LiveClientRealtimeInput.text`` / ``LiveClientContent``). Dropped, like audio, while a
-        tool call waits for its result."""
-        if self._gate.closed:
-            self._count("texts_dropped_during_tool_call", 1)
-            return []
-        self._responding = True
-        self._turn_usage.ask()
-        if self._hands_free:
-            return [to_json({"realtimeInput": {"text": text}})]
-        turn = {"role": "user", "parts": [{"text": text}]}
-        return [to_json({"clientContent": {"turns": [turn], "turnComplete": True}})]
+        return out + (self._release_audio() or self._open_activity())
 
     def barge_in(self, played_ms: int) -> list[Outbound]:
         # Gemini cuts its own reply when it hears speech (START_OF_ACTIVITY_INTERRUPTS); the
@@ -244,6 +251,7 @@ class GoogleCodec(Codec):
         reply = self._gate.answer(call_id, output)
         if reply is None:  # cancelled or given up on: Gemini no longer expects it
             return []
+        self._setup.talked = True
         self._responding = True  # the model continues by itself
         self._turn_usage.ask()
         return [reply]
@@ -378,12 +386,14 @@ class GoogleCodec(Codec):
         self._responding = False
         self._gated = False
         self._model_output = False
+        self._outbound += self._release_audio()  # the user's next turn, heard meanwhile
         return True
 
     def _tool_call(self, call: WireToolCall, out: list[CodecEvent]) -> bool:
         self._model_output = True
         self._speech_stopped(out)
         emitted = self._gate.calls(call, out, self._malformed)
+        self._held.drop_audio()  # input now would end the session; the gate drops it too
         self._responding = False  # the model waits for the client's tool_result (BLOCKING)
         if emitted:  # the call is the model's answer: it ends this turn
             self._turn_usage.began()

@@ -29,6 +29,12 @@ from typing import Any
 from ..params import SessionParams, turn_detection
 
 DEFAULT_VOICE = "Puck"
+#: Gemini's prebuilt voices (ai.google.dev/gemini-api/docs/speech-generation "Voice options",
+#: which the Live API's native-audio models share).
+VOICES = ("Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
+          "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
+          "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird",
+          "Zubenelgenubi", "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat")
 #: google-genai ``types.Behavior``: the model waits for the function response.
 TOOL_BEHAVIOR = "BLOCKING"
 

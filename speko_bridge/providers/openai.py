@@ -249,11 +249,16 @@ class OpenAICodec(Codec):
             self._audio_since_commit = False
         return out + self._create_response()
 
-    def text(self, text: str) -> list[Outbound]:
+    def respond(self) -> list[Outbound]:
+        return self._create_response()  # response.create alone: the buffer stays the VAD's
+
+    def text(self, text: str, respond: bool = True) -> list[Outbound]:
         """A user message item with ``input_text`` (GA ``conversation.item.create``), then a
-        response: in every turn mode (the VAD answers audio only)."""
+        response: in every turn mode (the VAD answers audio only). Without ``respond`` the
+        item alone: a later :meth:`commit` asks for the response."""
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-        return [to_json({"type": "conversation.item.create", "item": item}), *self._create_response()]
+        return [to_json({"type": "conversation.item.create", "item": item}),
+                *(self._create_response() if respond else ())]
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
         out: list[Outbound] = []

@@ -48,13 +48,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..frames import Transcript, Usage
-from ..params import SessionParams, turn_detection
-from .base import CodecEvent, Outbound
+from ..params import SessionParams, hands_free, turn_detection
+from .base import CodecEvent, Configured, Outbound, changed_fields
 from .openai import OpenAICodec
 from .openai_setup import function_tool, vad_fields
 from .openai_wire import Err, Event, to_json
 
 DEFAULT_VOICE = "eve"
+#: docs.x.ai Voice Agent API, "Voice Options" (any case).
+XAI_VOICES = frozenset({"eve", "ara", "rex", "sal", "leo"})
 TRANSCRIPTION_MODEL = "grok-transcribe"
 #: xAI's wording of the cancel-with-nothing-active race (no stable code is documented).
 BENIGN_MESSAGES = ("no active response", "truncat")
@@ -108,6 +110,24 @@ class XAICodec(OpenAICodec):
 
     def start(self) -> list[Outbound]:
         return [to_json({"type": "session.update", "session": xai_session_config(self.params)})]
+
+    VOICES = XAI_VOICES
+
+    def configure(self, params: SessionParams) -> Configured:
+        """xAI's ``session.update`` is OpenAI's client event (its docs list it among the client
+        events with no restriction to the start; pipecat sends it after ``conversation.created``),
+        so a new session is sent as one, at any time; the simulator takes it likewise. Not
+        verified against the live service mid-conversation. The update names every field, so
+        instructions or tools the client removed are removed."""
+        params = self._with_own_voice(params)
+        if not changed_fields(self.params, params):
+            return Configured()
+        self.params = params
+        self._hands_free = hands_free(params)
+        session = xai_session_config(params)
+        session.setdefault("instructions", "")
+        session.setdefault("tools", [])
+        return Configured([to_json({"type": "session.update", "session": session})])
 
     def interrupt(self, played_ms: int) -> list[Outbound]:
         if self._response.active and not self._audio_in_response:

@@ -24,6 +24,15 @@ protocol object (``send.__self__``) holds both. Starlette wraps ``send`` in clos
 in, so the lookup must happen outermost: :class:`ServerHandles` is a pure ASGI middleware
 that records the protocol in the scope before Starlette's own layers wrap anything.
 
+It also records the server's own ``receive``/``send`` (:func:`channel`): a session's audio
+goes through them directly, not through Starlette's ``WebSocket`` (three more coroutine
+layers and two state checks per message: a few percent of the CPU of a busy server, issue
+23's profile). Starlette's wrapper is still used for the handshake and the close; the
+reader mirrors the one piece of state it keeps that the session reads (``client_state``
+after a disconnect), and a failed send raises what it raises through Starlette minus the
+translation (uvicorn's ``ClientDisconnected`` is an ``OSError``; a send after the close is
+a ``RuntimeError``), both of which the writer already handles.
+
 Checked against uvicorn 0.54 (``websockets_impl``: legacy ``websockets`` protocol, queued
 messages in ``messages``, a ``collections.deque``; ``websockets_sansio_impl`` and
 ``wsproto_impl``: ``queue``, an ``asyncio.Queue``; all three: ``writable``, an
@@ -39,6 +48,7 @@ import collections
 from collections.abc import Awaitable, Callable
 
 SCOPE_KEY = "speko.server_protocol"
+CHANNEL_KEY = "speko.asgi_channel"
 
 
 class ServerHandles:
@@ -50,7 +60,14 @@ class ServerHandles:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":
             scope[SCOPE_KEY] = getattr(send, "__self__", None)
+            scope[CHANNEL_KEY] = (receive, send)
         await self.app(scope, receive, send)
+
+
+def channel(scope) -> tuple[Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]] | None:
+    """The server's own ``receive`` and ``send`` of this WebSocket (None without
+    :class:`ServerHandles` outermost)."""
+    return scope.get(CHANNEL_KEY)
 
 
 def queued_messages(scope) -> Callable[[], int]:
@@ -71,6 +88,13 @@ def writable(scope) -> Callable[[], Awaitable[object]]:
     if isinstance(event, asyncio.Event):
         return event.wait
     return _no_wait
+
+
+def writable_event(scope) -> asyncio.Event | None:
+    """The event :func:`writable` waits on (set while the client's socket takes writes), or
+    None when the server does not expose one."""
+    event = getattr(scope.get(SCOPE_KEY), "writable", None)
+    return event if isinstance(event, asyncio.Event) else None
 
 
 async def _no_wait() -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..codes import CloseCode
-from .asgi import abort_transport, writable
+from .asgi import abort_transport, channel, writable, writable_event
 from .client_to_provider import ClientToProvider
 
 if TYPE_CHECKING:
@@ -71,9 +71,21 @@ class ClientLink:
     async def _writer(self) -> None:
         session = self.session
         ws = self.ws
+        send_text, send_bytes = ws.send_text, ws.send_bytes
+        raw = channel(ws.scope)
+        event = None
+        if raw is not None:  # the server's send, without Starlette's layers (asgi.py says why)
+            event = writable_event(ws.scope)  # the fast path needs the server's send (outbox.py)
+            send = raw[1]
+
+            def send_text(text: str):
+                return send({"type": "websocket.send", "text": text})
+
+            def send_bytes(data: bytes):
+                return send({"type": "websocket.send", "bytes": data})
         try:
-            await session.outbox.pump(ws.send_text, ws.send_bytes, session.client.audio_message,
-                                      session.metrics, writable(ws.scope))
+            await session.outbox.pump(send_text, send_bytes, session.client.audio_message,
+                                      session.metrics, writable(ws.scope), event)
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The socket is gone; the reader hears how (a close frame, or a dropped
             # connection that the session may wait for) and decides.

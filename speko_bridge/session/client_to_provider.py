@@ -12,9 +12,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from starlette.websockets import WebSocketState
+
 from ..audio import Resampler
 from ..clientproto.base import (
     Cancel,
+    Configure,
     FlushAudio,
     Forward,
     Invalid,
@@ -27,7 +30,7 @@ from ..clientproto.base import (
 )
 from ..codes import CloseCode, ErrorCode
 from ..frames import Transcript
-from .asgi import dropped, queued_messages
+from .asgi import channel, dropped, queued_messages
 from .outbox import COALESCE_MAX_BYTES
 from .pacing import Pacer
 
@@ -77,7 +80,9 @@ class ClientToProvider:
 
     async def run(self) -> None:
         session = self.session
-        receive = self.ws.receive
+        raw = channel(self.ws.scope)
+        # the server's receive, without Starlette's layers (asgi.py says why)
+        receive = raw[0] if raw is not None else self.ws.receive
         client = session.client
         metrics = session.metrics
         waiting = queued_messages(self.ws.scope)
@@ -88,6 +93,7 @@ class ClientToProvider:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
+                self.ws.client_state = WebSocketState.DISCONNECTED  # as Starlette's receive does
                 code = message.get("code")
                 if dropped(self.ws.scope):
                     code = CloseCode.ABNORMAL  # no close frame: the connection was lost
@@ -152,15 +158,19 @@ class ClientToProvider:
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
-                await session.toward_client.speech_stopped()  # a commit ends speech under way
-                asked = provider.commit()
+                if intent.commit:
+                    await session.toward_client.speech_stopped()  # a commit ends speech under way
+                asked = provider.commit() if intent.commit else provider.respond()
                 if asked:  # a codec may hold a commit back (Gemini, while a tool call waits)
                     session.expect_reply()
                 await upstream.send(asked)
             elif kind is SendText:
-                session.expect_reply()
-                await session.put_all(session.client.frame(Transcript("user", intent.text, True)))
-                await upstream.send(provider.text(intent.text))
+                if intent.respond:
+                    session.expect_reply()
+                    await session.put_all(session.client.frame(Transcript("user", intent.text, True)))
+                await upstream.send(provider.text(intent.text, intent.respond))
+            elif kind is Configure:
+                await self._configure(intent)
             elif kind is Cancel:
                 await session.cancel_reply()
             elif kind is ToolOutput:
@@ -170,6 +180,19 @@ class ClientToProvider:
                 if intent.reply_due:
                     session.expect_reply()
                 await upstream.send([intent.message])
+
+    async def _configure(self, intent: Configure) -> None:
+        """Apply a client's new session: what the provider codec sends, or a new upstream
+        connection whose setup carries it; then the client hears the session in effect."""
+        session = self.session
+        done = session.provider.configure(intent.params)
+        if done.redo:
+            session.toward_client.redo()
+        else:
+            await session.upstream.send(done.messages)
+        answer = session.client.configured(session.provider.params, done.refused)
+        session.toward_client.tools_changed()  # after configured(): the client codec's tools are the new ones
+        await session.put_all(answer)
 
     async def _send_joined(self) -> None:
         joined = self._joined

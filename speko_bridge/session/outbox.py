@@ -9,6 +9,14 @@ single message larger than the byte bound still goes through (alone).
 The writer keeps what an interrupt needs to know: which assistant item the client is
 hearing and how much of it was sent (``playing_item``, ``played_bytes``), and which items
 are muted (their late audio is dropped, not sent).
+
+Fast path (:meth:`Outbox.send_now`): when the writer is idle (nothing queued, nothing in
+hand) and the client's socket takes writes, the item is sent by the task that produced it,
+exactly as the writer would have sent it a moment later. Waking the writer task for each
+20 ms chunk cost more than the send itself (issue 23's profile; the floor relay sends from
+its reading task). It needs a send that completes without yielding when the socket is
+writable (uvicorn's does) and the writability event (``asgi.writable_event``); without
+them every item goes through the writer.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ class Outbox:
         self.playing_item: str | None = None
         self.played_bytes = 0
         self.muted: set[str | None] = set()
+        #: (send_text, send_bytes, audio_message, metrics, writable event) while the writer
+        #: waits for an item and the fast path may send in its place; None otherwise.
+        self._idle_sink: tuple | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -151,7 +162,35 @@ class Outbox:
             self.playing_item = chunk.item_id
             self.played_bytes = 0
 
-    async def pump(self, send_text, send_bytes, audio_message, metrics, writable) -> None:
+    async def send_now(self, item: OutboxItem) -> bool:
+        """Send ``item`` from the calling task if the writer is idle and the socket takes
+        writes now (the module docstring says why); False when the caller must queue it:
+        the writer is busy or behind, or the send failed (the writer then meets the same
+        failure and handles it as always)."""
+        sink = self._idle_sink
+        if sink is None or self._items or not sink[4].is_set():
+            return False
+        send_text, send_bytes, audio_message, metrics, _ = sink
+        try:
+            if type(item) is TextMessage:
+                await send_text(item.text)
+                metrics.bytes_out += len(item.text)
+            else:
+                self._playing(item)
+                message = audio_message(item)
+                if type(message) is str:
+                    await send_text(message)
+                else:
+                    await send_bytes(message)
+                metrics.bytes_out += len(item.pcm)
+                self.played_bytes += len(item.pcm)
+        except (RuntimeError, OSError):
+            return False
+        metrics.frames_out += 1
+        return True
+
+    async def pump(self, send_text, send_bytes, audio_message, metrics, writable,
+                   writable_event: asyncio.Event | None = None) -> None:
         """Send everything queued, in order, until cancelled. Audio chunks of one item
         already queued behind the one in hand go out as one message: the bytes and their
         order are the same, but a client or server that fell behind catches up with fewer,
@@ -160,9 +199,14 @@ class Outbox:
         It waits until the socket takes writes (``writable()``) *before* it takes the next
         item: an item is never held while the client is behind, so an interrupt drops every
         chunk not yet written (only a chunk taken while joining can be held; it is dropped
-        when taken back), and what was written is what the truncation counts."""
+        when taken back), and what was written is what the truncation counts.
+
+        With ``writable_event`` (the event ``writable`` waits on), an item that arrives while
+        the writer is idle may be sent by its producer (:meth:`send_now`)."""
         carried: OutboxItem | None = None  # taken while joining, did not join; sent next
         carried_at = 0  # the epoch when it was taken
+        sink = None if writable_event is None else (send_text, send_bytes, audio_message, metrics,
+                                                    writable_event)
         while True:
             await writable()
             if carried is not None:
@@ -173,8 +217,14 @@ class Outbox:
                     if item.item_id is not None:
                         self.muted.add(item.item_id)
                     continue
+            elif self._items:
+                item = self._pop()
             else:
-                item = await self.get()
+                self._idle_sink = sink
+                try:
+                    item = await self.get()
+                finally:
+                    self._idle_sink = None
             metrics.frames_out += 1
             if type(item) is TextMessage:
                 metrics.bytes_out += len(item.text)

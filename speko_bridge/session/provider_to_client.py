@@ -31,7 +31,7 @@ from ..providers.base import (
 from ..store import UsageTotals
 from . import record
 from .phase import Phase
-from .upstream import UpstreamFailed
+from .upstream import UpstreamFailed, buffered
 
 if TYPE_CHECKING:
     from .runner import Session
@@ -50,6 +50,7 @@ class ProviderToClient:
         self.malformed_run = 0
         self._declared = session.client.declared_tools()
         self.speaking = False  # between speech: started and speech: stopped (server turns)
+        self._redo = False  # the client's new session needs a new upstream connection
 
     async def run(self) -> None:
         session = self.session
@@ -83,7 +84,23 @@ class ProviderToClient:
             return None
 
     def _start_messages(self) -> list:
+        self._redo = False  # this start carries the session as it is now
         return self.session.client.upstream_start(self.session.provider.start())
+
+    def redo(self) -> None:
+        """The provider codec needs a new connection for the client's new session (Gemini's
+        ``setup``): hold client messages from now, and close the current socket; the reader
+        then reconnects as for a ``goAway`` (nothing more is read from the old socket)."""
+        session = self.session
+        self._redo = True
+        session.upstream.ready.clear()
+        session.set_upstream_phase(Phase.RECONNECTING)
+        if session.upstream.socket is not None:
+            session.spawn(session.upstream.close(session.upstream.socket))
+
+    def tools_changed(self) -> None:
+        """The client's session declares other tools now: those are the ones it may be asked to run."""
+        self._declared = self.session.client.declared_tools()
 
     async def _pump(self, socket: aiohttp.ClientWebSocketResponse) -> Reconnect | None:
         """Read one upstream socket until it closes (None) or the codec asks to reconnect."""
@@ -93,8 +110,11 @@ class ProviderToClient:
         forward = session.client.raw_forwarder()
         monotonic = time.monotonic
         TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        session.upstream_buffered = buffered(socket)
         while True:
             msg = await receive()
+            if self._redo:  # the client's new session needs a new connection: drop this one
+                return Reconnect("the client changed the session")
             if msg.type is TEXT or msg.type is BINARY:
                 session.last_upstream = monotonic()
                 if forward is not None:
@@ -148,11 +168,15 @@ class ProviderToClient:
                 self._count_usage(ev)
                 await put_all(client.frame(ev))
             elif kind is Ready:
-                if not session.upstream.ready.is_set():
+                if not session.upstream.ready.is_set() and not self._redo:
                     await session.upstream.flush_held()
-                    session.set_upstream_phase(Phase.READY)
-            elif kind is ClearAudio:
+                    if self._redo:  # the client changed the session meanwhile: hold again
+                        session.upstream.ready.clear()
+                    else:
+                        session.set_upstream_phase(Phase.READY)
+            elif kind is ClearAudio:  # the provider cut its reply itself (the user took the turn)
                 self.drop_audio()
+                await put_all(client.cancelled(barge_in=True))
             elif kind is SpeechStarted:
                 if not self.speaking:
                     await self.barge_in()

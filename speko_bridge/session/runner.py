@@ -54,7 +54,7 @@ from .grace import Grace
 from .outbox import Outbox
 from .phase import Outcome, Phase
 from .provider_to_client import ProviderToClient
-from .upstream import Upstream
+from .upstream import Upstream, buffered
 
 log = logging.getLogger("speko_bridge.session")
 
@@ -77,6 +77,9 @@ class Session:
         self.spec = get_provider(record_.provider)
         self.provider = self.spec.codec(params) if self.spec else None
         self.outbox = Outbox()
+        #: Provider messages read and not yet handled (``upstream.buffered``); until the
+        #: provider socket opens, "some" (the fast path waits for the first real answer).
+        self.upstream_buffered = buffered(None)
         self.metrics = state.metrics.for_session(record_.provider)
         self.log_context = {"session_id": self.session_id, "provider": record_.provider}
         self.upstream = self._upstream_link() if self.spec else None
@@ -253,7 +256,9 @@ class Session:
                 self.metrics.dropped.inc(len(item.pcm))
             return
         outbox = self.outbox
-        if outbox.put_nowait(item):
+        # sent at once by this task when the writer is idle and no provider message that
+        # could join this one is waiting (outbox.py's fast path), else queued
+        if (not self.upstream_buffered() and await outbox.send_now(item)) or outbox.put_nowait(item):
             return
         timeout = self.state.settings.client_send_timeout
         epoch = outbox.epoch
@@ -285,7 +290,7 @@ class Session:
         reply there."""
         played_ms = self.played_ms()
         self.toward_client.drop_audio()
-        for item in self.client.cancelled():
+        for item in self.client.cancelled(barge_in):
             await self.put(item)
         if self.provider is not None:
             provider = self.provider

@@ -29,6 +29,23 @@ UPSTREAM_MAX_MESSAGE_BYTES = 1024 * 1024
 UPSTREAM_CLOSE_TIMEOUT = 2.0
 
 
+def buffered(socket) -> Callable[[], int]:
+    """A callable: how many provider messages aiohttp has read from ``socket`` and not yet
+    handed over. While some are, what the session makes of the current one waits in the
+    outbox so the writer joins it with what follows (outbox.py's fast path must not split a
+    burst the writer would have joined). Checked against aiohttp 3.14 (the reader queue's
+    ``_buffer``, a deque, public in its compiled reader too); on any other layout it answers
+    1, which only turns the fast path off."""
+    buffer = getattr(getattr(socket, "_reader", None), "_buffer", None)
+    if isinstance(buffer, deque):
+        return buffer.__len__
+    return _one
+
+
+def _one() -> int:
+    return 1
+
+
 class UpstreamFailed(Exception):
     """The provider could not be reached or refused the connection."""
 

@@ -21,6 +21,7 @@ class SimulatorServer:
         self.received: list[list[dict]] = []  # per connection, every client message
         self.violations: list[str] = []  # client messages the provider's types refuse
         self.replies = 0  # model responses begun, all connections (tests count usage against it)
+        self.replies_ended = 0  # of those, the ones over (done, cancelled or cut short by a closed socket)
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._checker: Callable[[dict], str | None] | None = None

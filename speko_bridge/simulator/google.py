@@ -478,6 +478,8 @@ class GoogleSimulator(SimulatorServer):
             await self._reply_inner(ws, conn, last)
         except (ConnectionError, RuntimeError):
             pass  # the socket went away mid-reply
+        finally:
+            self.replies_ended += 1
 
     async def _reply_inner(self, ws, conn: _Conn, last: dict) -> None:
         cfg = self.config

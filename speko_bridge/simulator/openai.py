@@ -26,6 +26,9 @@ Deterministic rules (so tests can assert content):
   cancelled (``response.done`` status ``cancelled``, reason ``turn_detected``); at the end,
   ``speech_stopped{audio_end_ms,item_id}``, ``committed`` and the user item, then with
   ``create_response`` a response. The spoken seconds are the speech, prefix included.
+- ``conversation.item.retrieve`` is answered with ``conversation.item.retrieved`` and the item
+  as the events so far describe it (user transcript filled in, a truncated reply's removed),
+  an unknown id with an ``error``; the Agents SDK asks after every transcription and truncate.
 - With ``refuse_responses``, every ``response.create`` is answered with an ``error`` event
   (``invalid_request_error``, its ``event_id`` echoed) and no response, as the service
   answers a request it will not serve; the connection stays open.
@@ -226,6 +229,8 @@ class _Conn:
         }
         self.buffer = bytearray()
         self.items: dict[str, dict] = {}
+        #: Each conversation item as ``conversation.item.retrieve`` shows it (see ``_remember``).
+        self.shown: dict[str, dict] = {}
         self.last_input: dict | None = None  # the latest user or function_call_output item
         self.calls: dict[str, str] = {}  # call_id -> name
         self.response: asyncio.Task | None = None
@@ -249,6 +254,25 @@ def _merge(into: dict, update: dict) -> None:
             _merge(into[k], v)
         else:
             into[k] = v
+
+
+def _remember(shown: dict[str, dict], event: dict) -> None:
+    """Keep the server's view of each item up to date from the events that describe it, for
+    ``conversation.item.retrieve`` (answered with ``conversation.item.retrieved`` and the
+    whole item; openai ``ConversationItemRetrieveEvent``, "an error" if it does not exist).
+    The user's transcript lands in its item when transcription completes, and a truncated
+    assistant item loses its transcript (OpenAI's truncate "will delete the server-side text
+    transcript"). Audio bytes are not kept: the item shows no ``audio``."""
+    kind = event["type"]
+    if kind in ("conversation.item.added", "conversation.item.done"):
+        item = event["item"]
+        shown[item["id"]] = {"object": "realtime.item", **item, "content": [dict(c) for c in item.get("content") or ()]}
+    elif kind in ("conversation.item.input_audio_transcription.completed", "conversation.item.truncated"):
+        item = shown.get(event["item_id"])
+        content = item["content"] if item is not None else []
+        index = event.get("content_index", 0)
+        if index < len(content):
+            content[index]["transcript"] = event.get("transcript", "")
 
 
 #: semantic_vad has no language model here: the silence that ends a turn, per eagerness
@@ -377,6 +401,7 @@ class OpenAISimulator(SimulatorServer):
         if event["type"] in self.SKIP_EVENTS:
             return
         event = {"type": event["type"], "event_id": conn.nid("event"), **{k: v for k, v in event.items() if k != "type"}}
+        _remember(conn.shown, event)
         await ws.send_str(_encoder.encode(event).decode())
 
     async def _error(self, ws, conn, etype, code, message, param, client_event_id) -> None:
@@ -573,8 +598,18 @@ class OpenAISimulator(SimulatorServer):
                                     "content_index": event.get("content_index", 0),
                                     "audio_end_ms": event["audio_end_ms"]})
 
+    async def _on_conversation_item_retrieve(self, ws, conn: _Conn, event: dict) -> None:
+        item = conn.shown.get(event.get("item_id"))
+        if item is None:  # "unless the item does not exist ..., in which case ... an error"
+            await self._error(ws, conn, "invalid_request_error", "invalid_value",
+                              f"Item with item_id {event.get('item_id')!r} not found.", "item_id",
+                              event.get("event_id"))
+            return
+        await self._send(ws, conn, {"type": "conversation.item.retrieved", "item": item})
+
     async def _on_conversation_item_delete(self, ws, conn, event) -> None:
         conn.items.pop(event.get("item_id"), None)
+        conn.shown.pop(event.get("item_id"), None)
         await self._send(ws, conn, {"type": "conversation.item.deleted", "item_id": event.get("item_id")})
 
     async def _on_response_create(self, ws, conn: _Conn, event: dict) -> None:
@@ -636,6 +671,12 @@ class OpenAISimulator(SimulatorServer):
         return False
 
     async def _respond(self, ws, conn: _Conn, rid: str) -> None:
+        try:
+            await self._respond_inner(ws, conn, rid)
+        finally:
+            self.replies_ended += 1
+
+    async def _respond_inner(self, ws, conn: _Conn, rid: str) -> None:
         cfg = self.config
         conn.responses += 1
         self.replies += 1
