@@ -11,7 +11,7 @@ CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
 NPM      := /usr/bin/npm
 
-.PHONY: run test bench bench-stores bench-smoke soak openapi protocol-doc mutants clean
+.PHONY: run test bench bench-stores bench-smoke soak soak-overload openapi protocol-doc mutants clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -62,7 +62,8 @@ run: $(RUN_STAMP)
 test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
 	$(BIN)/python -m pytest
 
-## bench: the bridge against its floor (CPU, turn latency, capacity, memory, connect, mint, micro), ~8 min;
+## bench: the bridge against its floor (CPU, turn latency, capacity, memory, connect, mint,
+##        overload, micro), ~9 min;
 ##        table with a verdict per target, results and plots in bench/results/; then SQLite
 ##        versus Redis (consume latency, mint rps) and the SIGTERM drain (bench/stores.py)
 bench: $(STAMP) $(REDIS)
@@ -73,10 +74,17 @@ bench: $(STAMP) $(REDIS)
 bench-stores: $(STAMP) $(REDIS)
 	$(BIN)/python bench/stores.py
 
-## soak: 200 sessions streaming through the bridge for 10 minutes; prints frames lost and
-##       reordered (goal 0) and the bridge's RSS growth (goal < 5%); bench/results/soak.json
+## soak: the bridge's sustainable capacity (measured first, ~1.5 min) streaming for 10 minutes;
+##       prints frames lost and reordered (goal 0) and the RSS growth (goal < 5%);
+##       bench/results/soak.json. SESSIONS=200 soaks at a fixed count instead
+SESSIONS ?= auto
 soak: $(STAMP)
-	$(BIN)/python bench/soak.py --sessions 200 --seconds 600
+	$(BIN)/python bench/soak.py --sessions $(SESSIONS) --seconds 600
+
+## soak-overload: offered twice that capacity for 10 minutes (the overload rule refuses the
+##       excess): admitted sessions lose nothing, RSS bounded; bench/results/soak_overload.json
+soak-overload: $(STAMP)
+	$(BIN)/python bench/soak.py --sessions $(SESSIONS) --factor 2 --seconds 600
 
 ## bench-smoke: every benchmark at small size (< 1 min); checks the harness and that no frame is lost
 bench-smoke: $(STAMP) $(REDIS)

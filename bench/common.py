@@ -153,13 +153,24 @@ def bridge_env(data_dir: str, upstream_url: str, **extra: str) -> dict:
             "SPEKO_OPENAI_URL": upstream_url, "OPENAI_API_KEY": SIM_KEY,
             "SPEKO_MAX_SESSIONS": "100000",
             # unlimited mints: the benches measure the bridge, not the default per-key limiter
-            "SPEKO_MINT_RATE_PER_MINUTE": "0", **extra}
+            "SPEKO_MINT_RATE_PER_MINUTE": "0",
+            # nor the overload rule, which would refuse what a bench drives past one core
+            # (mints back to back, 200 sessions); bench/overload.py turns it on
+            "SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "0", **extra}
 
 
-async def start_bridge(data_dir: str, upstream_url: str, *, src: Path = ROOT, name: str = "bridge") -> Server:
+def _without_unset(env: dict) -> dict:
+    """``env`` without the settings given as None (left to the bridge's defaults)."""
+    return {k: v for k, v in env.items() if v is not None}
+
+
+async def start_bridge(data_dir: str, upstream_url: str, *, src: Path = ROOT, name: str = "bridge",
+                       env: dict | None = None) -> Server:
+    """``env``: settings on top of :func:`bridge_env`, None for "the bridge's default"
+    (bench/overload.py sets the overload limits)."""
     return await spawn(name, ["-m", "speko_bridge", "serve", "--port", "{port}",
                               "--log-level", "warning"],
-                       env=bridge_env(data_dir, upstream_url), cwd=src)
+                       env=_without_unset(bridge_env(data_dir, upstream_url, **(env or {}))), cwd=src)
 
 
 async def start_echo_upstream() -> Server:

@@ -30,6 +30,7 @@ import connect  # noqa: E402
 import memory  # noqa: E402
 import micro  # noqa: E402
 import mint  # noqa: E402
+import overload  # noqa: E402
 import turn  # noqa: E402
 
 RATES = (16000, 24000)
@@ -301,6 +302,14 @@ async def main(args) -> int:
                     mints.append(await mint.run(name, srv.base, conc, mint_seconds))
         common.write_result(out, "mint", mints)
         print("  mint done", flush=True)
+
+        # issue 23 target 4: offered twice the capacity measured above (24 kHz, "by load"),
+        # the bridge with its default overload rule keeps the admitted sessions' p99
+        over_c = derive_capacity(cap_rows)["per_core"][("bridge", 24000)][2] or levels[0]
+        over = await overload.offer(over_c, 8.0 if smoke else 16.0, echo, {})
+        over.pop("rss_samples")
+        common.write_result(out, "overload", over)
+        print("  overload done", flush=True)
     finally:
         for s in servers:
             await s.stop()
@@ -314,6 +323,8 @@ async def main(args) -> int:
     cap = derive_capacity(cap_rows)
     ver = (verdicts(cap, mints, conns, mems, turn_rows, turn_n if smoke else TARGET_N)
            + micro.resampler_verdicts(resampler_rows))
+    ver += [[name, figure, goal, "PASS" if ok else "FAIL"]
+            for name, figure, goal, ok in overload.verdicts(over)]
     pngs = plots(cap, out)
 
     report = []
@@ -367,6 +378,7 @@ async def main(args) -> int:
     print(f"\nresults and plots in {out}/ ({time.monotonic() - started:.0f} s)")
     lost = sum(r["lost"] + r["reordered"] + r["session_error_count"] for r in cap_rows)
     lost += sum(r["session_error_count"] for r in turn_rows)
+    lost += over["lost_admitted"] + over["reordered"] + over["error_count"]
     if lost:
         print(f"FAILED: {lost} frames lost, reordered or sessions failed", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from . import models, openapi
 from .codes import ApiErrorCode
 from .jsondepth import MAX_JSON_DEPTH, too_deep
+from .load import RETRY_AFTER_SECONDS
 from .params import ParamsError, SessionParams, check_params, turn_detection
 from .store import SessionRecord, StoreUnavailable
 from .tokens import mint_token, new_id
@@ -199,8 +200,24 @@ async def mint_allowed(request: Request, owner: str) -> Response | None:
     )
 
 
+def overloaded(request: Request) -> Response | None:
+    """The 503 of a mint while this process is too busy for new sessions (load.py), else
+    None. Asked before the mint allowance, so a refusal does not spend it."""
+    state = request.app.state
+    if not state.load.overloaded:
+        return None
+    state.metrics.mints_refused.labels(ApiErrorCode.OVERLOADED).inc()
+    state.metrics.overload_refusals.labels("mint").inc()
+    return error_response(503, ApiErrorCode.OVERLOADED,
+                          "this server is too busy for a new session; retry later or elsewhere",
+                          {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 async def mint_for(request: Request, owner: str) -> Response:
     """Mint a session owned by the API key id ``owner`` from the request's JSON body."""
+    busy = overloaded(request)
+    if busy is not None:
+        return busy
     limited = await mint_allowed(request, owner)
     if limited is not None:
         return limited
@@ -315,6 +332,9 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     if request.app.state.draining:
         return json_response(Health("draining"), 503)
+    load = request.app.state.load
+    if load.overloaded:
+        return json_response(Health(ApiErrorCode.OVERLOADED, load.reason), 503)
     try:
         await request.app.state.store.ping()
     except StoreUnavailable:

@@ -2,12 +2,13 @@
 
 The lifespan opens the store (SQLite by default, Redis with ``SPEKO_REDIS_URL``), one shared
 aiohttp ``ClientSession`` for every upstream socket, the built-in provider simulators when
-``settings.simulate`` (dev mode) and a provider has no key, and three background tasks: a
+``settings.simulate`` (dev mode) and a provider has no key, and four background tasks: a
 sweeper that marks unused tokens' sessions ``expired`` and deletes records past
 ``SPEKO_RECORD_RETENTION_SECONDS`` (SQLite; Redis keys expire by themselves), the
-revocation listener (another replica revoked a session this one holds) and the lease keeper
+revocation listener (another replica revoked a session this one holds), the lease keeper
 (renews this replica's claims on the per-key session limit, and catches revokes the
-listener missed).
+listener missed) and the load monitor (event-loop lag and CPU, which refuse new sessions
+while over their limits: ``load.py``).
 
 :func:`drain` is the graceful stop (SIGTERM, see ``cli.py``): readiness 503, new sockets
 refused, live sessions given ``settings.drain_seconds`` to end, then closed with 1001.
@@ -33,6 +34,7 @@ from . import api, devpage
 from .audio import configure_soxr
 from .codes import ApiErrorCode, CloseCode
 from .config import ProviderEndpoint, Settings
+from .load import LoadGauge, LoadMonitor
 from .metrics import Metrics
 from .providers import PROVIDERS
 from .session import SessionRegistry, openai_realtime_endpoint, realtime_endpoint
@@ -150,6 +152,7 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
                 asyncio.create_task(_sweep(store)),
                 asyncio.create_task(_keep_leases(store, registry)),
                 asyncio.create_task(store.watch_revocations(registry.revoke)),
+                asyncio.create_task(LoadMonitor(app.state.load, app.state.metrics).run()),
             ]
             try:
                 yield
@@ -189,5 +192,6 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
     app.state.registry = SessionRegistry()
     app.state.draining = False
     app.state.metrics = metrics
+    app.state.load = LoadGauge(settings.overload_lag_ms / 1000, settings.overload_cpu_percent / 100)
     app.state.providers = PROVIDERS
     return app

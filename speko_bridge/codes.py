@@ -58,6 +58,8 @@ class ErrorCode(enum.StrEnum):
     CLIENT_GONE = "client_gone"
     #: The OpenAI-compatible endpoint was asked for what the session's provider cannot do.
     UNSUPPORTED_FOR_PROVIDER = "unsupported_for_provider"
+    #: The server is too busy for a new session (close 4029, token not consumed).
+    OVERLOADED = "overloaded"
 
 
 class ApiErrorCode(enum.StrEnum):
@@ -77,5 +79,6 @@ class ApiErrorCode(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"  # 500
     STORE_UNAVAILABLE = "store_unavailable"  # 503
     SERVER_BUSY = "server_busy"  # 503: the process is at its connection limit
+    OVERLOADED = "overloaded"  # 503: the process is too busy for a new session (Retry-After)
     #: Any other HTTP error Starlette raises (the status says which).
     HTTP_ERROR = "http_error"

@@ -31,6 +31,18 @@ MAX_TOKEN_WINDOW_SECONDS = 600
 #: (600 at once) is more than one backend's key needs; a leaked key minting flat out (600+
 #: a second) is held to it, and so is the store's growth.
 DEFAULT_MINT_RATE_PER_MINUTE = 600
+#: Smoothed event-loop lag at which new sessions are refused (speko_bridge/load.py). Chosen
+#: with bench/overload.py (docs/configuration.md, "Overload"): below it the admitted
+#: sessions' p99 is still near its unloaded value.
+DEFAULT_OVERLOAD_LAG_MS = 10.0
+#: Smoothed process CPU, in % of one core, at which new sessions are refused: the event
+#: loop runs on one core, and past ~90% queueing delay grows for every session at once.
+DEFAULT_OVERLOAD_CPU_PERCENT = 85.0
+#: Highest lag limit accepted: a limit of seconds is no limit for a live audio session.
+MAX_OVERLOAD_LAG_MS = 10_000.0
+#: Highest CPU limit: threads (SQLite, soxr) can take a process past one core, never past
+#: what a large machine could give it.
+MAX_OVERLOAD_CPU_PERCENT = 6400.0
 
 
 class ConfigError(ValueError):
@@ -80,6 +92,10 @@ class Settings:
     mint_rate_per_minute: int = DEFAULT_MINT_RATE_PER_MINUTE  # per API key, fleet-wide; 0 = none
     mint_burst: int = DEFAULT_MINT_RATE_PER_MINUTE  # mints allowed at once before the rate applies
     max_sessions_per_key: int = 0  # concurrent sessions per API key, across the fleet; 0 = none
+    #: New sessions are refused while the smoothed event-loop lag is over this (0 = not used).
+    overload_lag_ms: float = DEFAULT_OVERLOAD_LAG_MS
+    #: ... or while the smoothed process CPU is over this, in % of one core (0 = not used).
+    overload_cpu_percent: float = DEFAULT_OVERLOAD_CPU_PERCENT
     log_format: str = "json"
     #: provider -> the model ids a mint may name (``*`` allows any); see models.py.
     models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(KNOWN_MODELS))
@@ -270,6 +286,10 @@ def load_settings(
         mint_rate_per_minute=mint_rate,
         mint_burst=_int(env, "SPEKO_MINT_BURST", max(mint_rate, 1), 1, 1_000_000),
         max_sessions_per_key=_int(env, "SPEKO_MAX_SESSIONS_PER_KEY", 0, 0, 1_000_000),
+        overload_lag_ms=_float(env, "SPEKO_OVERLOAD_LAG_MS", DEFAULT_OVERLOAD_LAG_MS, 0.0,
+                               MAX_OVERLOAD_LAG_MS),
+        overload_cpu_percent=_float(env, "SPEKO_OVERLOAD_CPU_PERCENT", DEFAULT_OVERLOAD_CPU_PERCENT,
+                                    0.0, MAX_OVERLOAD_CPU_PERCENT),
         log_format=log_format,
         models=models,
     )

@@ -84,6 +84,18 @@ class Metrics:
             "speko_sessions_ended_in_grace", "Sessions whose client dropped and did not come back "
             "within SPEKO_RESUME_SECONDS (recorded 1006 client_gone)", ["provider"], registry=r)
         self.draining = Gauge("speko_draining", "1 while this process drains", registry=r)
+        # overload admission (speko_bridge/load.py)
+        self.loop_lag = Gauge(
+            "speko_event_loop_lag_seconds", "Smoothed lateness of the event loop's timers "
+            "(SPEKO_OVERLOAD_LAG_MS is the limit)", registry=r)
+        self.process_cpu = Gauge(
+            "speko_process_cpu_ratio", "Smoothed CPU of this process, as a fraction of one core "
+            "(SPEKO_OVERLOAD_CPU_PERCENT is the limit)", registry=r)
+        self.overloaded = Gauge(
+            "speko_overloaded", "1 while new sessions are refused for load", registry=r)
+        self.overload_refusals = Counter(
+            "speko_overload_refusals", "New sessions refused for load: 'socket' (4029 "
+            "overloaded, token not consumed) or 'mint' (503 overloaded)", ["where"], registry=r)
 
     def for_session(self, provider: str) -> SessionMetrics:
         return SessionMetrics(self, provider)

@@ -59,7 +59,7 @@ the same code.
 
 **Close codes.** 1000 normal, 1001 server going away, 1011 internal error, 4001 bad token,
 4003 origin not allowed, 4004 revoked, 4008 ttl reached, 4009 protocol violation,
-4029 rate limited, 4500 provider failed, 4502 provider refused.
+4029 rate limited or overloaded, 4500 provider failed, 4502 provider refused.
 
 **OpenAI-compatible socket.** `GET /v1/openai/realtime` serves the same sessions in OpenAI's
 GA Realtime protocol for existing OpenAI clients: the token as `Authorization: Bearer` or
@@ -103,7 +103,9 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 #: answers 422 naming ``$.turnDetection.type`` otherwise).
 SEMANTIC_RULE = {
     "if": {"required": ["turnDetection"],
-           "properties": {"turnDetection": {"required": ["type"], "properties": {"type": {"const": "semantic"}}}}},
+           # "type": "object": `turnDetection: null` (none asked for) must not match the rule
+           "properties": {"turnDetection": {"type": "object", "required": ["type"],
+                                            "properties": {"type": {"const": "semantic"}}}}},
     "then": {"properties": {"provider": {"enum": sorted(SEMANTIC_PROVIDERS)}}},
 }
 
@@ -147,7 +149,10 @@ def document() -> dict[str, Any]:
                         "unless the server sets another, `SPEKO_MINT_BURST`; shared by every "
                         "replica with Redis); a spent allowance answers 429 `rate_limited` with "
                         "`Retry-After` in seconds. JSON nested deeper than "
-                        f"{MAX_JSON_DEPTH} levels is 400 `invalid_json`."
+                        f"{MAX_JSON_DEPTH} levels is 400 `invalid_json`. While the server is "
+                        "overloaded (its event-loop lag or CPU over `SPEKO_OVERLOAD_LAG_MS` / "
+                        "`SPEKO_OVERLOAD_CPU_PERCENT`) a mint answers 503 `overloaded` with "
+                        "`Retry-After`: retry later, or on another replica."
                     ),
                     "requestBody": {
                         "required": True,
@@ -159,7 +164,17 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json("SessionCreated", "Minted; hand `token` and `url` to the browser."),
-                        **{s: _error(s) for s in ("400", "401", "413", "415", "422", "429", "503")},
+                        **{s: _error(s) for s in ("400", "401", "413", "415", "422", "429")},
+                        "503": {
+                            "description": ("`store_unavailable`: the session store is unreachable; "
+                                            "or `overloaded`: the server is too busy for a new "
+                                            "session. No token was issued; `Retry-After` says when "
+                                            "to retry."),
+                            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                                        "description": "Seconds to wait before retrying."}},
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                        },
                     },
                 }
             },
@@ -194,11 +209,14 @@ def document() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Readiness: the store is reachable and the server is not draining",
+                    "summary": ("Readiness: the store is reachable, the server is not draining "
+                                "and not overloaded"),
                     "security": [],
                     "responses": {
                         "200": _json("Health", "Ready."),
-                        "503": _json("Health", "Not ready (`store_unavailable` or `draining`)."),
+                        "503": _json("Health", "Not ready: `store_unavailable`, `draining`, or "
+                                               "`overloaded` (new sessions are refused for load; "
+                                               "`reason` says which signal is over its limit)."),
                     },
                 }
             },

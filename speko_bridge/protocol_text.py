@@ -308,7 +308,7 @@ CLOSE_TEXT = {
     CloseCode.REVOKED: "the session was revoked while live",
     CloseCode.TTL_REACHED: "`ttlSeconds` reached",
     CloseCode.PROTOCOL_VIOLATION: "a message too big, or a client that stopped reading",
-    CloseCode.RATE_LIMITED: "too many sessions",
+    CloseCode.RATE_LIMITED: "too many sessions, or the server is overloaded; the token is not consumed",
     CloseCode.PROVIDER_FAILED: "the provider failed, closed or fell silent",
     CloseCode.PROVIDER_REFUSED: "the provider refused the session (auth, quota, model)",
 }
@@ -330,6 +330,8 @@ ERROR_TEXT = {
     ErrorCode.CLIENT_GONE: "**v2** record only: the client's socket dropped",
     ErrorCode.UNSUPPORTED_FOR_PROVIDER: "**v2** the OpenAI-compatible endpoint was asked for what "
                                         "the provider cannot do (docs/openai-compat.md lists it)",
+    ErrorCode.OVERLOADED: "**v2** the server is too busy for a new session (close 4029); the token "
+                          "is not consumed: retry it later, or mint on another server",
 }
 
 API_ERROR_TEXT = {
@@ -347,5 +349,7 @@ API_ERROR_TEXT = {
     ApiErrorCode.INTERNAL_ERROR: "500",
     ApiErrorCode.STORE_UNAVAILABLE: "503: the session store is unreachable; no token was issued",
     ApiErrorCode.SERVER_BUSY: "503: the process is at its connection limit",
+    ApiErrorCode.OVERLOADED: "503: the server is too busy for a new session (event-loop lag or CPU "
+                             "over its limit); `Retry-After` says when to retry, or mint elsewhere",
     ApiErrorCode.HTTP_ERROR: "any other HTTP error (the status says which)",
 }

@@ -68,8 +68,10 @@ class SessionView(msgspec.Struct, rename="camel", omit_defaults=False):
     metadata: dict | None
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
+    #: Why the server is not ready, when the status alone does not say (``overloaded``).
+    reason: str | None = None
 
 
 _FIELD_ERROR = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`(?: - at `\$(.*)`)?$")

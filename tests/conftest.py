@@ -48,6 +48,11 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "SPEKO_SIGNING_KEY": SIGNING_KEY,
         "SPEKO_DATA_DIR": str(tmp_path / "data"),
         "SPEKO_DB_PATH": str(tmp_path / "data" / "speko.db"),
+        # The overload rule (speko_bridge/load.py) measures the process, and here the process
+        # is the test too: its clients, simulators and CPU-heavy checks would count as the
+        # bridge's load. Off unless a test sets it (tests/test_overload.py).
+        "SPEKO_OVERLOAD_LAG_MS": "0",
+        "SPEKO_OVERLOAD_CPU_PERCENT": "0",
     }
 
 

@@ -16,7 +16,7 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
     proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("capacity", "connect", "memory", "mint", "micro", "turn", "summary"):
+    for name in ("capacity", "connect", "memory", "mint", "micro", "turn", "summary", "overload"):
         assert (tmp_path / f"{name}.json").is_file(), name
     for png in ("latency.png", "cpu.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -27,6 +27,8 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
         assert row["frames_timed"] > 0, row
         assert row["lost"] == 0 and row["reordered"] == 0 and row["session_error_count"] == 0, row
         assert row["extra_samples"] == 0, row
+    over = json.loads((tmp_path / "overload.json").read_text())
+    assert over["lost_admitted"] == 0 and over["error_count"] == 0, over
     turns = json.loads((tmp_path / "turn.json").read_text())
     assert {(r["target"], r["rate"]) for r in turns} == {
         (t, r) for t in ("direct", "bridge") for r in (16000, 24000)}
@@ -89,3 +91,18 @@ def test_soak_for_30_seconds_loses_nothing_and_does_not_grow(tmp_path):
     assert result["session_error_count"] == 0, result["session_errors"]
     assert result["rss_growth_pct"] < 5, result["rss_samples"]
     assert proc.returncode == 0 and "verdict: PASS" in proc.stdout
+
+
+def test_soak_offered_twice_accounts_for_every_session_and_loses_nothing(tmp_path):
+    """The short version of `make soak-overload`: 10 sessions, 10 more offered (each
+    minting and opening like a real client); every one of the excess is either refused
+    (503 or 4029, with its time) or admitted, and no admitted session loses a frame."""
+    proc = subprocess.run([sys.executable, "bench/soak.py", "--sessions", "10", "--factor", "2",
+                           "--seconds", "15", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert "verdict:" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "soak_overload.json").read_text())
+    assert result["offered"] == 20
+    assert result["refused_mint"] + result["refused_socket"] + result["excess_admitted"] == 10, result
+    assert result["lost_admitted"] == 0 and result["reordered"] == 0 and result["error_count"] == 0, result
+    assert result["p99_before_ms"] is not None and result["p99_during_ms"] is not None

@@ -27,7 +27,7 @@ PROTOCOL_ERROR_CODES = {
     "invalid_token", "token_expired", "token_used", "origin_not_allowed", "invalid_message",
     "rate_limited", "session_expired", "session_revoked", "provider_error",
     "provider_unavailable", "provider_auth_failed", "internal_error",
-    "session_elsewhere", "client_gone", "unsupported_for_provider",
+    "session_elsewhere", "client_gone", "unsupported_for_provider", "overloaded",
 }
 
 

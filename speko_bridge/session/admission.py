@@ -12,6 +12,11 @@ it wins only while the session's client is away (one live socket per session: ot
 4001 ``token_used``). The token's opening window bounds the first open only. A used token
 whose session is in its grace window on another replica (the store says so) is refused with
 4001 ``session_elsewhere``, so that the client mints a new session instead of retrying.
+
+Overload (``speko_bridge/load.py``): while the measured load is over its limits, a new
+session is refused with 4029 ``overloaded`` after its token is checked but before it is
+consumed, so the same token still opens a session later or on another replica. A resume
+is not new load and is admitted whatever the load.
 """
 
 from __future__ import annotations
@@ -109,6 +114,10 @@ async def admit(state, token: str | None, origin: str | None, no_token: str,
     live = state.registry.get(claims.session_id)
     if live is not None:
         return _resume(state, live, claims, codec)
+    if state.load.overloaded:
+        state.metrics.overload_refusals.labels("socket").inc()
+        raise Refused(CloseCode.RATE_LIMITED, ErrorCode.OVERLOADED,
+                      "this server is overloaded; retry shortly or elsewhere (token not used)")
     # Counted and reserved before any await, so concurrent opens cannot all pass the check.
     if not state.registry.reserve(settings.max_sessions):
         raise Refused(CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,

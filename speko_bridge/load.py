@@ -1,0 +1,154 @@
+"""Measured load, and the rule that turns new sessions away before everyone degrades.
+
+A fixed ``SPEKO_MAX_SESSIONS`` cannot say when a process is full: what a session costs
+depends on its sample rates, its provider, the machine and whatever else runs on it. Past
+the point where the event loop is busy all the time, every admitted session's audio waits
+behind every other's, and latency grows for all of them at once (issue 23 saw a p99 of
+13 s at 200 sessions on one core). So admission also asks this module whether the process
+is overloaded, measured two ways:
+
+- **event-loop lag**: how late a timer fires (the overshoot of ``asyncio.sleep``). Every
+  audio frame of every session waits about this long before its callback runs, whatever
+  the cause (our own work, or another process taking the core).
+- **process CPU**: CPU seconds per wall second of this process (``time.process_time``),
+  as a fraction of one core: the event loop runs on one, so near 1.0 there is no room for
+  another session whatever the lag says right now.
+
+:class:`LoadGauge` is the rule, sans-IO: it is fed samples and says ``overloaded``. Both
+signals are smoothed (exponential moving averages, :data:`LAG_SMOOTHING`,
+:data:`CPU_SMOOTHING`) so one late timer (a GC pass, a burst of handshakes) does not refuse
+anybody, and the rule has
+hysteresis: it enters overload when either smoothed signal reaches its limit and leaves
+only when both are back under a lower mark (:data:`LAG_LEAVE_FRACTION`,
+:data:`CPU_LEAVE_FRACTION` of the limits), so admission does not flap at the boundary.
+:class:`LoadMonitor` is the task that samples the running loop every
+:data:`SAMPLE_INTERVAL_SECONDS` and feeds a gauge (started with the app, ``app.py``).
+
+While overloaded: a new session's socket is closed with 4029 ``overloaded`` *before* its
+token is consumed (the client may retry the same token later or on another replica),
+``POST /v1/sessions`` answers 503 ``overloaded`` with ``Retry-After``, and ``/readyz``
+answers 503 so a load balancer sends new sessions elsewhere. Sessions already admitted
+are never closed for load, and a resume (a session live here taking back its client) is
+not new load and is always admitted. The limits are ``SPEKO_OVERLOAD_LAG_MS`` and
+``SPEKO_OVERLOAD_CPU_PERCENT`` (docs/configuration.md says how the defaults were chosen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+log = logging.getLogger("speko_bridge.load")
+
+#: How often the loop is sampled. Short enough that a ramp of new sessions is seen within a
+#: few hundred ms; one timer wake-up per 100 ms costs nothing measurable.
+SAMPLE_INTERVAL_SECONDS = 0.1
+#: Weight of a new lag sample in its moving average: with 10 samples a second, a step
+#: change is ~90% seen after 1 s (0.8 ** 10 = 0.11), and a single late timer (a GC pass, a
+#: burst of handshakes) moves the average by a fifth of its lateness.
+LAG_SMOOTHING = 0.2
+#: The same for CPU, which is steadier (a 100 ms window of ``process_time`` already averages
+#: thousands of callbacks) and must be seen quickly: new sessions arriving at tens a second
+#: add load before a slow average shows it, and every one admitted meanwhile is overshoot.
+#: A step is ~90% seen after 0.3 s; one busy sample alone moves it half way.
+CPU_SMOOTHING = 0.5
+#: Overload ends when the smoothed lag is under this fraction of its limit (and CPU under
+#: its own mark). Lag is bursty: half the limit is clearly below the knee.
+LAG_LEAVE_FRACTION = 0.5
+#: The same for CPU, which moves smoothly with the number of sessions: 85% of the limit is
+#: about the CPU of a sixth fewer sessions, so a few sessions must end before new ones
+#: are taken again, instead of one in, one out at the boundary.
+CPU_LEAVE_FRACTION = 0.85
+#: ``Retry-After`` of a mint refused for load: sessions last minutes, so the load a refusal
+#: sees does not clear in one second; a few seconds keeps retries from adding to it.
+RETRY_AFTER_SECONDS = 5
+
+
+class LoadGauge:
+    """Smoothed load readings and the overload rule with hysteresis. Sans-IO: feed it
+    :meth:`observe` samples, ask :attr:`overloaded`. A limit of ``None`` (or 0) turns that
+    signal's rule off; the reading is still kept."""
+
+    def __init__(self, lag_limit_seconds: float | None, cpu_limit: float | None, *,
+                 lag_smoothing: float = LAG_SMOOTHING, cpu_smoothing: float = CPU_SMOOTHING) -> None:
+        for smoothing in (lag_smoothing, cpu_smoothing):
+            if not 0 < smoothing <= 1:
+                raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        self.lag_limit = lag_limit_seconds or None
+        self.cpu_limit = cpu_limit or None
+        self._lag_alpha, self._cpu_alpha = lag_smoothing, cpu_smoothing
+        self.lag: float = 0.0  # smoothed, seconds
+        self.cpu: float = 0.0  # smoothed, fraction of one core
+        self._seen = False
+        self.overloaded = False
+        self.reason: str | None = None
+
+    def observe(self, lag_seconds: float, cpu: float) -> bool:
+        """Take one sample (timer lateness in seconds, CPU as a fraction of one core);
+        True if the overload state changed."""
+        lag_seconds, cpu = max(0.0, lag_seconds), max(0.0, cpu)
+        if not self._seen:
+            self.lag, self.cpu, self._seen = lag_seconds, cpu, True
+        else:
+            self.lag += self._lag_alpha * (lag_seconds - self.lag)
+            self.cpu += self._cpu_alpha * (cpu - self.cpu)
+        was = self.overloaded
+        if not was:
+            self.reason = self._over()
+            self.overloaded = self.reason is not None
+        elif self._under():
+            self.overloaded, self.reason = False, None
+        return self.overloaded != was
+
+    def _over(self) -> str | None:
+        """Why this reading is overload, or None."""
+        if self.lag_limit is not None and self.lag >= self.lag_limit:
+            return (f"event-loop lag {self.lag * 1000:.1f} ms is over the limit of "
+                    f"{self.lag_limit * 1000:g} ms")
+        if self.cpu_limit is not None and self.cpu >= self.cpu_limit:
+            return f"process CPU {self.cpu:.0%} of a core is over the limit of {self.cpu_limit:.0%}"
+        return None
+
+    def _under(self) -> bool:
+        """Both signals are back under their leave marks."""
+        lag_ok = self.lag_limit is None or self.lag < self.lag_limit * LAG_LEAVE_FRACTION
+        cpu_ok = self.cpu_limit is None or self.cpu < self.cpu_limit * CPU_LEAVE_FRACTION
+        return lag_ok and cpu_ok
+
+
+class LoadMonitor:
+    """Samples the running event loop's lag and this process's CPU into a :class:`LoadGauge`
+    and the metrics; :meth:`run` is the app's background task."""
+
+    def __init__(self, gauge: LoadGauge, metrics, interval: float = SAMPLE_INTERVAL_SECONDS) -> None:
+        self.gauge = gauge
+        self.metrics = metrics
+        self.interval = interval
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.interval
+        wall, cpu = time.monotonic(), time.process_time()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(interval)
+            lag = loop.time() - asked - interval
+            now, cpu_now = time.monotonic(), time.process_time()
+            share = (cpu_now - cpu) / max(now - wall, 1e-6)
+            wall, cpu = now, cpu_now
+            try:
+                self._record(lag, share)
+            except Exception:  # a monitor that died would leave admission stuck where it was
+                log.exception("load sample not recorded")
+
+    def _record(self, lag: float, share: float) -> None:
+        gauge, metrics = self.gauge, self.metrics
+        if gauge.observe(lag, share):
+            if gauge.overloaded:
+                log.warning("overloaded, refusing new sessions: %s", gauge.reason)
+            else:
+                log.warning("load back to normal, admitting new sessions")
+        metrics.loop_lag.set(gauge.lag)
+        metrics.process_cpu.set(gauge.cpu)
+        metrics.overloaded.set(1 if gauge.overloaded else 0)

@@ -1,0 +1,382 @@
+"""Overload admission (speko_bridge/load.py): the rule through its public methods with
+readings fed in, and the whole path on a real server whose event loop is really busy.
+
+The server tests load the server's own process for real (the tests run uvicorn
+in-process), two ways: real sessions streaming audio through it past a low CPU limit (4%
+of a core: ten sessions read 10-12% here, an idle server 0.2-0.3%), and, to cross each rule
+on its own, a task that computes between yields on the server's loop, which is what a
+process with more sessions than its core can carry looks like to every other task. The
+load monitor measures either as it is (nothing of it is replaced). They
+assert what a client and a load balancer see: /readyz 503 ``overloaded`` with a reason, a
+mint refused 503 ``overloaded`` with ``Retry-After``, a new socket closed 4029
+``overloaded`` with its token left unused, then everything back once the work stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from speko_bridge.config import ConfigError, load_settings
+from speko_bridge.load import CPU_LEAVE_FRACTION, LAG_LEAVE_FRACTION, LoadGauge
+
+from .conftest import auth, run_bridge
+from .wsclient import MODELS, RawClient, Received, closed, expect_refusal, mint, read, tone
+
+LAG = 0.020  # a 20 ms limit in the unit tests
+CPU = 0.9
+
+
+def fed(gauge: LoadGauge, samples, cpu: float = 0.0) -> list[bool]:
+    """Feed lag samples (seconds) at a fixed CPU; the transitions observe() reported."""
+    return [gauge.observe(lag, cpu) for lag in samples]
+
+
+# --------------------------------------------------------------------------- the rule, sans-IO
+
+
+def test_readings_under_the_limits_are_not_overload():
+    gauge = LoadGauge(LAG, CPU)
+    assert fed(gauge, [0.001, 0.019, 0.005] * 20, cpu=0.8) == [False] * 60
+    assert not gauge.overloaded and gauge.reason is None
+
+
+def test_one_busy_cpu_sample_refuses_nobody():
+    gauge = LoadGauge(LAG, CPU)
+    for cpu in [0.6] * 10 + [1.0] + [0.6] * 10:
+        assert not gauge.observe(0.001, cpu)
+
+
+def test_one_late_timer_refuses_nobody():
+    gauge = LoadGauge(LAG, CPU)
+    fed(gauge, [0.001] * 10)
+    assert fed(gauge, [3 * LAG]) == [False]  # a GC pass: smoothed to well under the limit
+    assert not gauge.overloaded
+    fed(gauge, [0.001] * 10)
+    assert not gauge.overloaded
+
+
+def test_sustained_lag_is_overload_and_the_reason_names_it():
+    gauge = LoadGauge(LAG, CPU)
+    fed(gauge, [0.001] * 10)
+    changes = fed(gauge, [0.050] * 10)
+    assert gauge.overloaded
+    assert changes.count(True) == 1  # entered once, reported once
+    assert "event-loop lag" in gauge.reason and "20 ms" in gauge.reason
+
+
+def test_sustained_cpu_is_overload_and_the_reason_names_it():
+    gauge = LoadGauge(LAG, CPU)
+    for _ in range(20):
+        gauge.observe(0.001, 0.99)
+    assert gauge.overloaded
+    assert "CPU" in gauge.reason and "90%" in gauge.reason
+
+
+def test_lag_hysteresis_overload_holds_until_lag_is_under_its_leave_mark():
+    gauge = LoadGauge(LAG, CPU)
+    fed(gauge, [0.050] * 20)
+    assert gauge.overloaded
+    # back under the limit but above the leave mark: still overloaded, no flapping
+    between = LAG * (1 + LAG_LEAVE_FRACTION) / 2
+    assert fed(gauge, [between] * 50) == [False] * 50
+    assert gauge.overloaded
+    changes = fed(gauge, [0.0] * 50)
+    assert changes.count(True) == 1 and not gauge.overloaded and gauge.reason is None
+    # between the marks again, it does not re-enter
+    assert fed(gauge, [between] * 50) == [False] * 50
+
+
+def test_cpu_hysteresis_overload_holds_until_cpu_is_under_its_leave_mark():
+    gauge = LoadGauge(LAG, CPU)
+    for _ in range(20):
+        gauge.observe(0.0, 1.0)
+    assert gauge.overloaded
+    between = CPU * (1 + CPU_LEAVE_FRACTION) / 2
+    assert [gauge.observe(0.0, between) for _ in range(50)] == [False] * 50
+    assert gauge.overloaded
+    changes = [gauge.observe(0.0, 0.1) for _ in range(50)]
+    assert changes.count(True) == 1 and not gauge.overloaded
+    assert [gauge.observe(0.0, between) for _ in range(50)] == [False] * 50
+
+
+def test_overload_ends_only_when_both_signals_are_under_their_marks():
+    gauge = LoadGauge(LAG, CPU)
+    cpu_between = CPU * (1 + CPU_LEAVE_FRACTION) / 2
+    fed(gauge, [0.050] * 20, cpu=cpu_between)  # entered for lag
+    assert gauge.overloaded and "lag" in gauge.reason
+    # lag well under its mark, CPU still between its mark and its limit: still overloaded
+    assert fed(gauge, [0.0] * 50, cpu=cpu_between) == [False] * 50
+    assert gauge.overloaded
+    changes = fed(gauge, [0.0] * 50, cpu=0.1)
+    assert changes.count(True) == 1 and not gauge.overloaded and gauge.reason is None
+
+
+def test_a_limit_of_none_or_zero_turns_its_rule_off():
+    for off in (None, 0, 0.0):
+        gauge = LoadGauge(off, off)
+        fed(gauge, [5.0] * 50, cpu=4.0)
+        assert not gauge.overloaded
+        assert gauge.lag == pytest.approx(5.0) and gauge.cpu == pytest.approx(4.0)  # still measured
+    lag_only = LoadGauge(LAG, None)
+    fed(lag_only, [0.0] * 50, cpu=4.0)
+    assert not lag_only.overloaded
+
+
+def test_negative_readings_count_as_zero():
+    gauge = LoadGauge(LAG, CPU)
+    gauge.observe(-1.0, -1.0)
+    assert (gauge.lag, gauge.cpu) == (0.0, 0.0)
+
+
+def test_smoothing_outside_its_range_is_refused():
+    for bad in (0, -0.1, 1.5):
+        with pytest.raises(ValueError):
+            LoadGauge(LAG, CPU, lag_smoothing=bad)
+        with pytest.raises(ValueError):
+            LoadGauge(LAG, CPU, cpu_smoothing=bad)
+
+
+@given(st.lists(st.floats(0, LAG * LAG_LEAVE_FRACTION, exclude_max=True), min_size=1, max_size=200))
+def test_readings_always_under_the_leave_mark_never_overload(samples):
+    gauge = LoadGauge(LAG, CPU)
+    assert not any(fed(gauge, samples, cpu=0.5))
+    assert not gauge.overloaded
+
+
+@given(st.lists(st.floats(LAG, 10.0), min_size=1, max_size=200))
+def test_readings_always_over_the_limit_overload_at_once_and_stay(samples):
+    gauge = LoadGauge(LAG, CPU)
+    assert fed(gauge, samples) == [True] + [False] * (len(samples) - 1)
+    assert gauge.overloaded
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SPEKO_OVERLOAD_LAG_MS", "-1"), ("SPEKO_OVERLOAD_LAG_MS", "10001"),
+    ("SPEKO_OVERLOAD_LAG_MS", "fast"), ("SPEKO_OVERLOAD_CPU_PERCENT", "-5"),
+    ("SPEKO_OVERLOAD_CPU_PERCENT", "6401"), ("SPEKO_OVERLOAD_CPU_PERCENT", "most"),
+])
+def test_bad_overload_settings_stop_the_server_naming_the_variable(env, name, value):
+    with pytest.raises(ConfigError) as exc:
+        load_settings({**env, name: value})
+    assert exc.value.variable == name
+
+
+def test_overload_settings_default_on_and_read_from_the_environment(env):
+    defaults = {k: v for k, v in env.items() if not k.startswith("SPEKO_OVERLOAD_")}
+    settings = load_settings(defaults)
+    assert settings.overload_lag_ms > 0 and settings.overload_cpu_percent > 0
+    settings = load_settings({**env, "SPEKO_OVERLOAD_LAG_MS": "35", "SPEKO_OVERLOAD_CPU_PERCENT": "70"})
+    assert (settings.overload_lag_ms, settings.overload_cpu_percent) == (35.0, 70.0)
+
+
+# --------------------------------------------------------------------------- a real busy server
+
+#: The limits the server tests set, and the work that crosses each one alone: blocks of
+#: 200 ms make every timer ~100-200 ms late (over 50 ms) at near 100% CPU of the loop's
+#: core, so only the lag rule is on for them; blocks of 3 ms keep timers a few ms late
+#: (under 50 ms) at near 100% CPU, so only the CPU rule (40%) is on for those.
+CASES = {
+    "lag": ({"SPEKO_OVERLOAD_LAG_MS": "50", "SPEKO_OVERLOAD_CPU_PERCENT": "0"}, 0.200, "event-loop lag"),
+    "cpu": ({"SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "40"}, 0.003, "CPU"),
+}
+#: How long the test waits for the monitor to see the load come or go: it reacts within
+#: a second; the rest is for a shared, busy test machine.
+SETTLE_SECONDS = 30.0
+
+
+async def busy(stop: asyncio.Event, block: float) -> None:
+    """Real CPU work on the server's event loop: compute for ``block`` seconds, yield, again."""
+    while not stop.is_set():
+        until = time.perf_counter() + block
+        n = 0
+        while time.perf_counter() < until:
+            n += sum(range(200))
+        await asyncio.sleep(0)
+
+
+async def readiness(http, bridge) -> tuple[int, dict]:
+    async with http.get(f"{bridge.base}/readyz") as r:
+        return r.status, await r.json()
+
+
+async def until_ready_is(http, bridge, status: int) -> dict:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        got, body = await readiness(http, bridge)
+        if got == status:
+            return body
+        assert time.monotonic() < deadline, f"/readyz still {got} {body}"
+        await asyncio.sleep(0.1)
+
+
+def sample(bridge, name: str, **labels) -> float:
+    return bridge.app.state.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_a_busy_server_refuses_new_sessions_and_takes_them_again_when_the_load_is_gone(
+        http, env, openai_sims, case):
+    limits, block, named = CASES[case]
+    sim = await openai_sims()
+    # a mint allowance of two: the one minted before the load and the one after it; the
+    # refusals in between must not spend it
+    allowance = {"SPEKO_MINT_RATE_PER_MINUTE": "1", "SPEKO_MINT_BURST": "2"}
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           **allowance, **limits}) as bridge:
+        await until_ready_is(http, bridge, 200)
+        early = await mint(http, bridge)  # minted while the server was fine
+        stop = asyncio.Event()
+        load = asyncio.create_task(busy(stop, block))
+        try:
+            body = await until_ready_is(http, bridge, 503)
+            assert body["status"] == "overloaded" and named in body["reason"], body
+            assert sample(bridge, "speko_overloaded") == 1
+
+            body = {"provider": "openai", "model": MODELS["openai"]}
+            for _ in range(3):
+                async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+                    assert r.status == 503
+                    assert (await r.json())["error"]["code"] == "overloaded"
+                    assert int(r.headers["Retry-After"]) >= 1
+
+            await expect_refusal(bridge.ws_url, [early["token"]], 4029, "overloaded")
+            assert sample(bridge, "speko_overload_refusals_total", where="socket") == 1
+            assert sample(bridge, "speko_overload_refusals_total", where="mint") == 3
+        finally:
+            stop.set()
+            await load
+        await until_ready_is(http, bridge, 200)
+        assert sample(bridge, "speko_overloaded") == 0
+        # the token refused for load was not spent: it opens its session now
+        async with http.ws_connect(bridge.ws_url, protocols=[early["token"]]) as ws:
+            await ws.send_bytes(tone(0.3, 24000))
+            await ws.send_str('{"type":"commit"}')
+            got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
+            assert got.close_code is None and not got.of("error"), got.frames[-3:]
+        assert (await mint(http, bridge))["token"]  # the allowance was not spent by the refusals
+
+
+async def test_a_session_live_before_the_overload_keeps_its_socket_and_can_resume(http, env, openai_sims):
+    """Load refuses new sessions only: one admitted before it goes on, and a dropped client
+    of it takes it back (not new load) while new sockets are refused."""
+    limits, block, _ = CASES["lag"]
+    sim = await openai_sims()
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           **limits}) as bridge:
+        await until_ready_is(http, bridge, 200)
+        live = await mint(http, bridge)
+        fresh = await mint(http, bridge)
+        client = await RawClient.connect(bridge.port, "/v1/realtime", [live["token"]])
+        await asyncio.sleep(0.3)  # its session has started
+        assert len(bridge.app.state.registry) == 1
+        stop = asyncio.Event()
+        load = asyncio.create_task(busy(stop, block))
+        try:
+            await until_ready_is(http, bridge, 503)
+            await expect_refusal(bridge.ws_url, [fresh["token"]], 4029, "overloaded")
+            assert len(bridge.app.state.registry) == 1  # the live one, untouched
+            client.close()  # the client drops without a close handshake ...
+            await asyncio.sleep(0.5)
+            async with http.ws_connect(bridge.ws_url, protocols=[live["token"]]) as again:
+                got = await read(again, Received(), lambda r: bool(r.of("resumed")) or closed(r))
+                assert got.of("resumed") and got.close_code is None, got.frames[-3:]
+        finally:
+            stop.set()
+            await load
+            client.close()
+
+
+#: A CPU limit that ten real sessions cross and an idle server does not: measured in this
+#: process (server, simulator and clients together), ten sessions streaming 20 ms frames
+#: read 10-12% of a core, idle 0.2-0.3%; leaving takes under 3.4% (85% of 4%).
+STREAMING_CPU_LIMIT = {"SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "4"}
+
+
+async def mint_when_ready(http, bridge) -> dict:
+    """Mint as a client told ``overloaded`` would: wait until the server is ready, retry.
+    (With a 4% limit, minting back to back is load enough to cross it.)"""
+    body = {"provider": "openai", "model": MODELS["openai"]}
+    while True:
+        await until_ready_is(http, bridge, 200)
+        async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+            if r.status == 201:
+                return await r.json()
+            assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
+
+
+async def stream(http, url: str, token: str, stop: asyncio.Event, heard: list[int],
+                 streaming: asyncio.Event | None = None) -> int | None:
+    """A client streaming 20 ms frames in real time until ``stop``; its socket's close code
+    if the server closed it first, else None. ``streaming`` is set at the first echo."""
+    frame = tone(0.02, 24000)
+    async with http.ws_connect(url, protocols=[token]) as ws:
+        async def drain() -> None:
+            async for msg in ws:
+                if isinstance(msg.data, bytes):
+                    heard.append(len(msg.data))
+                    if streaming is not None:
+                        streaming.set()
+
+        reader = asyncio.create_task(drain())
+        try:
+            while not stop.is_set() and not ws.closed:
+                await ws.send_bytes(frame)
+                await asyncio.sleep(0.02)
+            return ws.close_code if ws.closed else None
+        finally:
+            reader.cancel()
+
+
+async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit(http, env, openai_sims):
+    """Clients open streaming sessions one after another until their load crosses the
+    limit: the server then says overloaded (/readyz 503, CPU named) and refuses a new
+    socket 4029 with its token unspent; the admitted sessions go on, and once they end the
+    refused token opens its session."""
+    sim = await openai_sims(echo=True)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           **STREAMING_CPU_LIMIT}) as bridge:
+        tokens = [(await mint_when_ready(http, bridge))["token"] for _ in range(12)]
+        stop = asyncio.Event()
+        heard: list[int] = []
+        clients: list[asyncio.Task] = []
+        refused: list[str] = []
+        not_ready: dict | None = None
+        try:
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while tokens and not (refused and not_ready) and time.monotonic() < deadline:
+                status, body = await readiness(http, bridge)
+                if status == 503:
+                    not_ready = body  # the next socket is the one to be refused
+                token = tokens.pop(0)
+                streaming = asyncio.Event()
+                client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard, streaming))
+                # refused (the client ends with 4029), or streaming (its echo comes back)
+                started = asyncio.create_task(streaming.wait())
+                await asyncio.wait([client, started], timeout=SETTLE_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                started.cancel()
+                assert client.done() or streaming.is_set(), "neither refused nor streaming"
+                if client.done():
+                    assert client.result() == 4029
+                    refused.append(token)
+                else:
+                    clients.append(client)
+            assert refused, f"{len(clients)} streaming sessions never crossed 4% of a core"
+            assert not_ready and not_ready["status"] == "overloaded" and "CPU" in not_ready["reason"]
+            before = len(heard)
+            await asyncio.sleep(0.5)
+            assert len(heard) > before  # the admitted sessions still hear their echo
+            assert len(bridge.app.state.registry) == len(clients)
+        finally:
+            stop.set()
+            closes = await asyncio.gather(*clients)
+        assert closes == [None] * len(clients)  # none was closed for load
+        await until_ready_is(http, bridge, 200)
+        async with http.ws_connect(bridge.ws_url, protocols=[refused[0]]) as ws:  # never spent
+            await ws.send_bytes(tone(0.1, 24000))
+            got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
+            assert got.close_code is None and not got.of("error"), got.frames[-3:]
