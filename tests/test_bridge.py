@@ -158,6 +158,8 @@ async def test_invalid_messages_get_errors_and_session_goes_on(http, bridge, sim
 
 
 # --------------------------------------------------------------------------- token refusals
+
+
 async def test_a_live_session_revoked_refuses_its_token_as_revoked_while_it_closes(http, bridge, sim):
     """The token of a session revoked mid-conversation is refused ``session_revoked`` at once,
     also while the session is still closing on this server (not ``token_used``)."""
