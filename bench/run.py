@@ -243,7 +243,7 @@ async def main(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     levels = [10] if smoke else [10, TARGET_N, 100, 200]
-    seconds = 2.0 if smoke else 8.0
+    seconds = 1.0 if smoke else 8.0
     mem_n = 50 if smoke else 1000
     connect_k = 20 if smoke else 200
     mint_seconds = 1.0 if smoke else 5.0
@@ -306,7 +306,7 @@ async def main(args) -> int:
         # issue 23 target 4: offered twice the capacity measured above (24 kHz, "by load"),
         # the bridge with its default overload rule keeps the admitted sessions' p99
         over_c = derive_capacity(cap_rows)["per_core"][("bridge", 24000)][2] or levels[0]
-        over = await overload.offer(over_c, 8.0 if smoke else 16.0, echo, {})
+        over = await overload.offer(over_c, 4.0 if smoke else 16.0, echo, {})
         over.pop("rss_samples")
         common.write_result(out, "overload", over)
         print("  overload done", flush=True)

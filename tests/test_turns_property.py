@@ -73,7 +73,7 @@ def audio_after_speech_started(timeline: list) -> list[int]:
     return bad
 
 
-@settings(max_examples=6, deadline=None,
+@settings(max_examples=4, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(script=actions)
 @example(script=[("speak", 0.5), ("silence", 0.4), ("wait", 0.4), ("speak", 0.5)])  # barge-in mid-reply

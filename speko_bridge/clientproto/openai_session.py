@@ -50,7 +50,7 @@ from ..params import (
     turn_detection,
 )
 from ..providers import google_setup, openai_setup, xai
-from ..providers.openai_setup import OPENAI_RATE, VAD_THRESHOLDS, function_tool
+from ..providers.openai_setup import OPENAI_RATE, VAD_THRESHOLDS, function_tool, vad_fields
 
 #: ``session`` fields with no effect through the bridge (see the module docstring).
 IGNORED = frozenset({"type", "model", "object", "id", "expires_at", "tracing", "include", "truncation",
@@ -212,14 +212,7 @@ def turn_detection_object(params: SessionParams) -> dict[str, Any] | None:
     if turn.type == "semantic":
         return {"type": "semantic_vad", "eagerness": turn.eagerness or "auto",
                 "create_response": True, "interrupt_response": True}
-    out: dict[str, Any] = {"type": "server_vad"}
-    if turn.sensitivity is not None:
-        out["threshold"] = VAD_THRESHOLDS[turn.sensitivity]
-    if turn.prefix_ms is not None:
-        out["prefix_padding_ms"] = turn.prefix_ms
-    if turn.silence_ms is not None:
-        out["silence_duration_ms"] = turn.silence_ms
-    return {**out, "create_response": True, "interrupt_response": True}
+    return {"type": "server_vad", **vad_fields(turn), "create_response": True, "interrupt_response": True}
 
 
 def session_object(params: SessionParams, session_id: str, expires_at: int, tool_choice: str,
