@@ -144,12 +144,16 @@ def offered_table(r: dict) -> str:
          f"{r['rss_start_mib']} / {r['rss_baseline_mib']} / {r['rss_end_mib']}", ""),
         ("RSS growth after baseline", f"{r['rss_growth_pct']:+.2f} %", "< 5 %"),
     ]
+    return _render(f"Soak at {r['factor']:g}x: {r['capacity']} sessions + {r['offered'] - r['capacity']} "
+                   f"offered, {r['seconds']:g} s (baseline RSS at {r['baseline_at_s']} s)", rows, offered_ok(r))
+
+
+def _render(title: str, rows: list[tuple[str, str, str]], ok: bool) -> str:
+    """A titled figure / value / goal table and its verdict line."""
     width = max(len(a) for a, _, _ in rows)
-    out = [f"Soak at {r['factor']:g}x: {r['capacity']} sessions + {r['offered'] - r['capacity']} offered, "
-           f"{r['seconds']:g} s (baseline RSS at {r['baseline_at_s']} s)",
-           f"{'figure':<{width}}  {'value':<28}  goal", f"{'-' * width}  {'-' * 28}  -----"]
+    out = [title, f"{'figure':<{width}}  {'value':<28}  goal", f"{'-' * width}  {'-' * 28}  -----"]
     out += [f"{a:<{width}}  {b:<28}  {c}" for a, b, c in rows]
-    out.append(f"verdict: {'PASS' if offered_ok(r) else 'FAIL'}")
+    out.append(f"verdict: {'PASS' if ok else 'FAIL'}")
     return "\n".join(out)
 
 
@@ -171,13 +175,8 @@ def table(r: dict) -> str:
          f"{r['rss_start_mib']} / {r['rss_baseline_mib']} / {r['rss_end_mib']}", ""),
         ("RSS growth after baseline", f"{r['rss_growth_pct']:+.2f} %", "< 5 %"),
     ]
-    width = max(len(a) for a, _, _ in rows)
-    out = [f"Soak: bridge with {r['sessions']} sessions for {r['seconds']:g} s "
-           f"(baseline RSS at {r['baseline_at_s']} s)",
-           f"{'figure':<{width}}  {'value':<28}  goal", f"{'-' * width}  {'-' * 28}  -----"]
-    out += [f"{a:<{width}}  {b:<28}  {c}" for a, b, c in rows]
-    out.append(f"verdict: {'PASS' if ok else 'FAIL'}")
-    return "\n".join(out)
+    return _render(f"Soak: bridge with {r['sessions']} sessions for {r['seconds']:g} s "
+                   f"(baseline RSS at {r['baseline_at_s']} s)", rows, ok)
 
 
 async def main() -> int:
