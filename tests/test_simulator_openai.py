@@ -35,18 +35,24 @@ def connect(http, sim, key="sk-sim", **kw):
     return http.ws_connect(sim.url + "?model=gpt-realtime", headers={"Authorization": f"Bearer {key}"}, **kw)
 
 
+
+async def manual_turn(ws) -> list[dict]:
+    """Manual turns with transcription, one second of audio committed and answered: every
+    event up to ``response.done``."""
+    await ws.send_str(json.dumps({"type": "session.update", "session": {
+        "type": "realtime", "audio": {"input": {"turn_detection": None,
+                                                "transcription": {"model": "gpt-4o-mini-transcribe"}}}}}))
+    await events_until(ws, "session.updated")
+    await ws.send_str(json.dumps({"type": "input_audio_buffer.append",
+                                  "audio": base64.b64encode(b"\0\0" * 24000).decode()}))
+    await ws.send_str('{"type":"input_audio_buffer.commit"}')
+    await ws.send_str('{"type":"response.create"}')
+    return await events_until(ws, "response.done")
+
 async def test_turn_sequence_matches_ga_order(http, sim):
     async with connect(http, sim) as ws:
         assert (await events_until(ws, "session.created"))[-1]["session"]["type"] == "realtime"
-        await ws.send_str(json.dumps({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"turn_detection": None,
-                                                    "transcription": {"model": "gpt-4o-mini-transcribe"}}}}}))
-        await events_until(ws, "session.updated")
-        await ws.send_str(json.dumps({"type": "input_audio_buffer.append",
-                                      "audio": base64.b64encode(b"\0\0" * 24000).decode()}))
-        await ws.send_str('{"type":"input_audio_buffer.commit"}')
-        await ws.send_str('{"type":"response.create"}')
-        events = await events_until(ws, "response.done")
+        events = await manual_turn(ws)
     types = [e["type"] for e in events]
     assert types[:5] == ["input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
                          "conversation.item.input_audio_transcription.delta",
@@ -137,15 +143,7 @@ async def test_retrieve_shows_the_item_as_the_conversation_left_it(http, sim):
     adapter = pydantic.TypeAdapter(RealtimeServerEvent)
     async with connect(http, sim) as ws:
         await events_until(ws, "session.created")
-        await ws.send_str(json.dumps({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"turn_detection": None,
-                                                    "transcription": {"model": "gpt-4o-mini-transcribe"}}}}}))
-        await events_until(ws, "session.updated")
-        await ws.send_str(json.dumps({"type": "input_audio_buffer.append",
-                                      "audio": base64.b64encode(b"\0\0" * 24000).decode()}))
-        await ws.send_str('{"type":"input_audio_buffer.commit"}')
-        await ws.send_str('{"type":"response.create"}')
-        events = await events_until(ws, "response.done")
+        events = await manual_turn(ws)
         user = next(e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed")
         reply = events[-1]["response"]["output"][0]["id"]
         answers = []
