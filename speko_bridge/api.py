@@ -200,11 +200,15 @@ async def mint_allowed(request: Request, owner: str) -> Response | None:
     )
 
 
-def overloaded(request: Request) -> Response | None:
-    """The 503 of a mint while this process is too busy for new sessions (load.py), else
-    None. Asked before the mint allowance, so a refusal does not spend it."""
+def overloaded(request: Request, session_id: str) -> Response | None:
+    """The 503 of a mint while this process is too busy for a new session (load.py), else
+    None, and the session counts as arriving. Asked before the mint allowance, so a
+    refusal does not spend it, and before any await, so a burst of mints is counted as it
+    comes."""
     state = request.app.state
-    if not state.load.overloaded:
+    now = time.monotonic()
+    if state.load.refusing(now) is None:
+        state.load.arrived(session_id, now)
         return None
     state.metrics.mints_refused.labels(ApiErrorCode.OVERLOADED).inc()
     state.metrics.overload_refusals.labels("mint").inc()
@@ -215,9 +219,17 @@ def overloaded(request: Request) -> Response | None:
 
 async def mint_for(request: Request, owner: str) -> Response:
     """Mint a session owned by the API key id ``owner`` from the request's JSON body."""
-    busy = overloaded(request)
+    session_id = new_id("sess")
+    busy = overloaded(request, session_id)
     if busy is not None:
         return busy
+    minted = await _mint(request, owner, session_id)
+    if minted.status_code != 201:
+        request.app.state.load.left(session_id)  # refused after all: not arriving
+    return minted
+
+
+async def _mint(request: Request, owner: str, session_id: str) -> Response:
     limited = await mint_allowed(request, owner)
     if limited is not None:
         return limited
@@ -243,7 +255,6 @@ async def mint_for(request: Request, owner: str) -> Response:
             f"the operator can allow it with {models.env_var(params.provider)}) - at `$.model`",
         )
     now = int(time.time())
-    session_id = new_id("sess")
     minted = mint_token(
         settings.signing,
         session_id=session_id,
@@ -332,9 +343,9 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     if request.app.state.draining:
         return json_response(Health("draining"), 503)
-    load = request.app.state.load
-    if load.overloaded:
-        return json_response(Health(ApiErrorCode.OVERLOADED, load.reason), 503)
+    reason = request.app.state.load.refusing(time.monotonic())
+    if reason is not None:
+        return json_response(Health(ApiErrorCode.OVERLOADED, reason), 503)
     try:
         await request.app.state.store.ping()
     except StoreUnavailable:

@@ -152,7 +152,7 @@ def create_app(settings: Settings, *, store: SessionStore | None = None) -> Star
                 asyncio.create_task(_sweep(store)),
                 asyncio.create_task(_keep_leases(store, registry)),
                 asyncio.create_task(store.watch_revocations(registry.revoke)),
-                asyncio.create_task(LoadMonitor(app.state.load, app.state.metrics).run()),
+                asyncio.create_task(LoadMonitor(app.state.load, app.state.metrics, registry.__len__).run()),
             ]
             try:
                 yield

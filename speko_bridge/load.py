@@ -24,6 +24,17 @@ only when both are back under a lower mark (:data:`LAG_LEAVE_FRACTION`,
 :class:`LoadMonitor` is the task that samples the running loop every
 :data:`SAMPLE_INTERVAL_SECONDS` and feeds a gauge (started with the app, ``app.py``).
 
+**Arrivals the readings do not show yet.** A session admitted now costs CPU only once it
+streams, and the smoothed reading shows it a few hundred ms after that: offered a burst, a
+rule on readings alone admits everyone who arrives in that gap (issue 23 measured 29
+sessions past the limit from 100 arriving over 4 s). So the gauge also counts what it
+admitted in the last :data:`ARRIVAL_SECONDS` (:meth:`LoadGauge.arrived`, keyed by session,
+so a mint and its socket count once), each at the CPU a session costs here (the smoothed
+CPU over the live sessions, learned while nobody is arriving), weighted down linearly as
+its cost shows. A new session is refused when the reading plus those arrivals plus itself
+would reach the CPU limit (:meth:`LoadGauge.refusing`): the excess of a burst is turned
+away when it comes, not a second later.
+
 While overloaded: a new session's socket is closed with 4029 ``overloaded`` *before* its
 token is consumed (the client may retry the same token later or on another replica),
 ``POST /v1/sessions`` answers 503 ``overloaded`` with ``Retry-After``, and ``/readyz``
@@ -38,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("speko_bridge.load")
 
@@ -60,6 +72,11 @@ LAG_LEAVE_FRACTION = 0.5
 #: about the CPU of a sixth fewer sessions, so a few sessions must end before new ones
 #: are taken again, instead of one in, one out at the boundary.
 CPU_LEAVE_FRACTION = 0.85
+#: How long an admitted session counts as arriving (its cost not yet in the CPU reading),
+#: linearly less over that time: a session streams within tens of ms of its socket's
+#: opening (a real provider's connect adds a few hundred), and the smoothed reading shows a
+#: step ~90% within 0.3 s of it.
+ARRIVAL_SECONDS = 1.0
 #: ``Retry-After`` of a mint refused for load: sessions last minutes, so the load a refusal
 #: sees does not clear in one second; a few seconds keeps retries from adding to it.
 RETRY_AFTER_SECONDS = 5
@@ -83,16 +100,28 @@ class LoadGauge:
         self._seen = False
         self.overloaded = False
         self.reason: str | None = None
+        #: CPU one session costs here (fraction of a core), learned by :meth:`observe`;
+        #: None until sessions have run while nobody was arriving.
+        self.per_session: float | None = None
+        # session id -> when it was admitted, oldest first; and the sum of those times, so
+        # that a burst of thousands is weighed in O(1) per new session
+        self._arrivals: dict[str, float] = {}
+        self._arrived_sum = 0.0
 
-    def observe(self, lag_seconds: float, cpu: float) -> bool:
-        """Take one sample (timer lateness in seconds, CPU as a fraction of one core);
-        True if the overload state changed."""
+    def observe(self, lag_seconds: float, cpu: float, sessions: int = 0,
+                now: float | None = None) -> bool:
+        """Take one sample (timer lateness in seconds, CPU as a fraction of one core, the
+        sessions live, the monotonic time); True if the overload state changed."""
         lag_seconds, cpu = max(0.0, lag_seconds), max(0.0, cpu)
         if not self._seen:
             self.lag, self.cpu, self._seen = lag_seconds, cpu, True
         else:
             self.lag += self._lag_alpha * (lag_seconds - self.lag)
             self.cpu += self._cpu_alpha * (cpu - self.cpu)
+        if now is not None:
+            self._forget(now)
+        if sessions > 0 and not self._arrivals:  # the reading shows every session live
+            self.per_session = self.cpu / sessions
         was = self.overloaded
         if not was:
             self.reason = self._over()
@@ -110,6 +139,53 @@ class LoadGauge:
             return f"process CPU {self.cpu:.0%} of a core is over the limit of {self.cpu_limit:.0%}"
         return None
 
+    def arrived(self, session_id: str, now: float) -> None:
+        """A session was admitted (minted, or its socket opened) at ``now``: count its cost
+        until the reading shows it. The same id again (its socket after its mint) is one."""
+        self.left(session_id)
+        self._arrivals[session_id] = now  # last in, so the oldest stay first
+        self._arrived_sum += now
+
+    def left(self, session_id: str) -> None:
+        """A session counted by :meth:`arrived` did not start after all (its mint or its
+        token was refused later): it adds no load."""
+        when = self._arrivals.pop(session_id, None)
+        if when is not None:
+            self._arrived_sum -= when
+
+    def _forget(self, now: float) -> None:
+        arrivals = self._arrivals
+        while arrivals:
+            key = next(iter(arrivals))
+            if now - arrivals[key] < ARRIVAL_SECONDS:
+                return
+            self._arrived_sum -= arrivals.pop(key)
+        self._arrived_sum = 0.0  # none left: no rounding carried into the next burst
+
+    def arriving(self, now: float) -> float:
+        """CPU of the sessions admitted too recently to show in the reading (fraction of a
+        core; 0 until a session's cost is known): each weighs 1 when admitted, 0 after
+        :data:`ARRIVAL_SECONDS`."""
+        if self.per_session is None:
+            return 0.0
+        self._forget(now)
+        count = len(self._arrivals)
+        weight = count - (count * now - self._arrived_sum) / ARRIVAL_SECONDS
+        return weight * self.per_session
+
+    def refusing(self, now: float) -> str | None:
+        """Why a new session is refused at ``now``, or None: overloaded, or the CPU reading
+        plus the sessions arriving plus this one would reach the CPU limit."""
+        if self.overloaded:
+            return self.reason
+        if self.cpu_limit is None or self.per_session is None:
+            return None
+        ahead = self.cpu + self.arriving(now) + self.per_session
+        if ahead < self.cpu_limit:
+            return None
+        return (f"process CPU {self.cpu:.0%} of a core and {len(self._arrivals)} sessions starting "
+                f"would be over the limit of {self.cpu_limit:.0%}")
+
     def _under(self) -> bool:
         """Both signals are back under their leave marks."""
         lag_ok = self.lag_limit is None or self.lag < self.lag_limit * LAG_LEAVE_FRACTION
@@ -121,9 +197,11 @@ class LoadMonitor:
     """Samples the running event loop's lag and this process's CPU into a :class:`LoadGauge`
     and the metrics; :meth:`run` is the app's background task."""
 
-    def __init__(self, gauge: LoadGauge, metrics, interval: float = SAMPLE_INTERVAL_SECONDS) -> None:
+    def __init__(self, gauge: LoadGauge, metrics, sessions: Callable[[], int] = lambda: 0,
+                 interval: float = SAMPLE_INTERVAL_SECONDS) -> None:
         self.gauge = gauge
         self.metrics = metrics
+        self.sessions = sessions
         self.interval = interval
 
     async def run(self) -> None:
@@ -144,7 +222,7 @@ class LoadMonitor:
 
     def _record(self, lag: float, share: float) -> None:
         gauge, metrics = self.gauge, self.metrics
-        if gauge.observe(lag, share):
+        if gauge.observe(lag, share, self.sessions(), time.monotonic()):
             if gauge.overloaded:
                 log.warning("overloaded, refusing new sessions: %s", gauge.reason)
             else:

@@ -26,7 +26,11 @@ class BridgeProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/realtime"
         self.log_path = directory / f"{name}.log"
-        self.env = {**os.environ, "SPEKO_DATA_DIR": str(directory / name), **env}
+        # The overload rule off unless a test sets it (as conftest's in-process servers):
+        # tests share the machine's cores, and a bridge refusing for the machine's load
+        # would fail tests about something else (tests/test_overload.py tests the rule).
+        self.env = {**os.environ, "SPEKO_DATA_DIR": str(directory / name),
+                    "SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "0", **env}
         self.proc: subprocess.Popen | None = None
 
     async def start(self) -> BridgeProcess:

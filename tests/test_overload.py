@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from speko_bridge.config import ConfigError, load_settings
-from speko_bridge.load import CPU_LEAVE_FRACTION, LAG_LEAVE_FRACTION, LoadGauge
+from speko_bridge.load import ARRIVAL_SECONDS, CPU_LEAVE_FRACTION, LAG_LEAVE_FRACTION, LoadGauge
 
 from .conftest import auth, run_bridge
 from .wsclient import MODELS, RawClient, Received, closed, expect_refusal, mint, read, tone
@@ -152,6 +152,90 @@ def test_readings_always_over_the_limit_overload_at_once_and_stay(samples):
     gauge = LoadGauge(LAG, CPU)
     assert fed(gauge, samples) == [True] + [False] * (len(samples) - 1)
     assert gauge.overloaded
+
+
+# --------------------------------------------------------------------------- arrivals, sans-IO
+
+
+def learned(cpu: float, sessions: int, limit: float = CPU) -> LoadGauge:
+    """A gauge that has seen ``sessions`` live at a steady ``cpu`` reading."""
+    gauge = LoadGauge(None, limit)
+    for _ in range(10):
+        gauge.observe(0.0, cpu, sessions, now=0.0)
+    return gauge
+
+
+def burst(gauge: LoadGauge, count: int, now: float) -> int:
+    """``count`` sessions arriving at one instant; how many were admitted."""
+    admitted = 0
+    for i in range(count):
+        if gauge.refusing(now) is None:
+            gauge.arrived(f"sess_{now}_{i}", now)
+            admitted += 1
+    return admitted
+
+
+def test_a_burst_is_admitted_only_up_to_what_the_limit_leaves_room_for():
+    gauge = learned(cpu=0.5, sessions=50)  # 1% of a core each
+    assert gauge.per_session == pytest.approx(0.01)
+    # 0.5 + 39 arriving + 1 more = 0.90: the 40th would reach the limit
+    assert burst(gauge, 100, now=1.0) == 39
+    reason = gauge.refusing(1.0)
+    assert "39 sessions starting" in reason and "90%" in reason
+    assert not gauge.overloaded  # the reading itself is fine: nobody is refused for long
+
+
+@given(per=st.floats(0.001, 0.05), sessions=st.integers(1, 500),
+       now=st.floats(0.0, 1e6))
+def test_no_burst_takes_the_projected_cpu_past_the_limit(per, sessions, now):
+    gauge = learned(cpu=min(per * sessions, 0.85), sessions=sessions)
+    admitted = burst(gauge, 2000, now=now)
+    projected = gauge.cpu + admitted * gauge.per_session
+    assert projected < CPU + 1e-9  # never past the limit ...
+    assert projected + 2 * gauge.per_session >= CPU - 1e-9  # ... and not more than one short of it
+
+
+def test_arrivals_stop_counting_as_their_cost_shows():
+    gauge = learned(cpu=0.5, sessions=50)
+    assert burst(gauge, 100, now=1.0) == 39
+    # half way, they count half (0.195): room for about 20 more of 1% under 0.90
+    assert burst(gauge, 100, now=1.0 + ARRIVAL_SECONDS / 2) in (19, 20)
+    # the reading now shows them (0.895 for 89 sessions): the 90th session is refused by it
+    later = 1.0 + 1.5 * ARRIVAL_SECONDS
+    for _ in range(20):
+        gauge.observe(0.0, 0.895, 89, now=later)
+    assert gauge.refusing(later) is not None
+    # they did not come after all (the reading stays 0.5): room again once they age out
+    gauge = learned(cpu=0.5, sessions=50)
+    burst(gauge, 100, now=1.0)
+    assert burst(gauge, 10, now=1.0 + ARRIVAL_SECONDS) == 10
+
+
+def test_a_mint_and_its_socket_count_once_and_a_refused_one_not_at_all():
+    gauge = learned(cpu=0.5, sessions=50)
+    for _ in range(3):
+        gauge.arrived("sess_a", 1.0)  # minted, then its socket, then a replay of it
+    assert gauge.arriving(1.0) == pytest.approx(0.01)
+    gauge.left("sess_a")
+    gauge.left("sess_never")
+    assert gauge.arriving(1.0) == 0.0
+
+
+def test_before_any_session_ran_arrivals_are_not_guessed_at():
+    gauge = LoadGauge(None, CPU)
+    gauge.observe(0.0, 0.3, 0, now=0.0)
+    assert gauge.per_session is None
+    assert burst(gauge, 500, now=0.5) == 500  # the reading alone decides
+
+
+def test_the_cost_per_session_is_learned_only_when_the_reading_shows_every_session():
+    gauge = learned(cpu=0.5, sessions=50)
+    gauge.arrived("sess_new", 1.0)
+    # 60 live, 10 of them too new to show in the reading: 0.5 / 60 would be an underestimate
+    gauge.observe(0.0, 0.5, 60, now=1.1)
+    assert gauge.per_session == pytest.approx(0.01)
+    gauge.observe(0.0, 0.6, 60, now=1.0 + ARRIVAL_SECONDS)
+    assert gauge.per_session == pytest.approx(gauge.cpu / 60)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -380,3 +464,64 @@ async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit
             await ws.send_bytes(tone(0.1, 24000))
             got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
             assert got.close_code is None and not got.of("error"), got.frames[-3:]
+
+
+async def test_a_burst_of_mints_is_refused_as_it_arrives_not_once_its_load_shows(http, env, openai_sims):
+    """Two sessions stream under a 20% CPU limit (in this process, client and simulator
+    included, a streaming session reads ~4-5% of a core: room for about two more), then
+    twelve backends mint at the same instant. The reading cannot show sessions that have
+    not started yet, so a rule on readings alone would mint all twelve; the bridge counts
+    each mint as arriving at the cost it measured per session and refuses the ones past
+    the limit at once, 503 with Retry-After. /readyz says so (naming the sessions
+    starting); once those minted sessions have not come (their weight gone), it is ready
+    again."""
+    sim = await openai_sims(echo=True)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           "SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "20"}) as bridge:
+        stop = asyncio.Event()
+        heard: list[int] = []
+        clients = []
+        try:
+            while len(clients) < 2:  # open each as a client told `overloaded` would: when ready
+                token = (await mint_when_ready(http, bridge))["token"]
+                while True:
+                    await until_ready_is(http, bridge, 200)
+                    streaming = asyncio.Event()
+                    client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard, streaming))
+                    started = asyncio.create_task(streaming.wait())
+                    await asyncio.wait([client, started], timeout=SETTLE_SECONDS,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    started.cancel()
+                    if not client.done():
+                        clients.append(client)
+                        break
+                    assert client.result() == 4029  # refused for load, token unspent: again
+            gauge = bridge.app.state.load
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while gauge.per_session is None or gauge.refusing(time.monotonic()) is not None:
+                assert time.monotonic() < deadline, (gauge.cpu, gauge.per_session)
+                await asyncio.sleep(0.1)  # two sessions' cost is known, room for one more
+
+            async def one_mint() -> tuple[int, str | None]:
+                body = {"provider": "openai", "model": MODELS["openai"]}
+                async with http.post(f"{bridge.base}/v1/sessions", json=body, headers=auth()) as r:
+                    return r.status, r.headers.get("Retry-After")
+
+            # the room the reading leaves: on a busy machine this process gets less of its
+            # core, so its reading (and the room) vary from run to run
+            room = int((gauge.cpu_limit - gauge.cpu) / gauge.per_session)
+            assert room <= 8, (gauge.cpu, gauge.per_session)
+            answers = await asyncio.gather(*(one_mint() for _ in range(12)))
+            status, body = await readiness(http, bridge)
+            minted = [a for a in answers if a[0] == 201]
+            refused = [a for a in answers if a[0] == 503]
+            assert len(minted) + len(refused) == 12
+            assert len(minted) <= room and all(int(after) >= 1 for _, after in refused), (room, answers)
+            assert status == 503 and "starting" in body["reason"], body
+            await until_ready_is(http, bridge, 200)  # the minted ones never came: room again
+            before = len(heard)
+            await asyncio.sleep(0.3)
+            assert len(heard) > before  # the two streaming sessions went on throughout
+        finally:
+            stop.set()
+            assert await asyncio.gather(*clients) == [None] * len(clients)

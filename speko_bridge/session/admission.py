@@ -114,7 +114,8 @@ async def admit(state, token: str | None, origin: str | None, no_token: str,
     live = state.registry.get(claims.session_id)
     if live is not None:
         return _resume(state, live, claims, codec)
-    if state.load.overloaded:
+    now = time.monotonic()
+    if state.load.refusing(now) is not None:
         state.metrics.overload_refusals.labels("socket").inc()
         raise Refused(CloseCode.RATE_LIMITED, ErrorCode.OVERLOADED,
                       "this server is overloaded; retry shortly or elsewhere (token not used)")
@@ -122,10 +123,12 @@ async def admit(state, token: str | None, origin: str | None, no_token: str,
     if not state.registry.reserve(settings.max_sessions):
         raise Refused(CloseCode.RATE_LIMITED, ErrorCode.RATE_LIMITED,
                       "this server is at its session limit; retry shortly")
+    state.load.arrived(claims.session_id, now)
     try:
         return await _consume(state, claims)
     except BaseException:
         state.registry.cancel_reservation()
+        state.load.left(claims.session_id)
         raise
 
 
