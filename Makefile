@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed-test
 RUN_STAMP := $(VENV)/.installed-run
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+TEST_WORKERS ?= 3
 
 CHROMIUM := /usr/bin/chromium
 REDIS    := /usr/bin/redis-server
@@ -57,10 +58,12 @@ $(NPM):
 run: $(RUN_STAMP)
 	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
 
-## test: run every test; installs the test extra into .venv and, when missing, chromium,
-##       redis-server, nodejs and npm with apt-get (as root or through sudo)
+## test: run every test on $(TEST_WORKERS) pytest-xdist workers (default 3: most tests wait on real
+##       time, a microphone played at its pace, so three keep two cores busy); installs the test
+##       extra into .venv and, when missing, chromium, redis-server, nodejs and npm with apt-get
+##       (as root or through sudo). `make test TEST_WORKERS=0` runs them one after another.
 test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## bench: the bridge against its floor (CPU, turn latency, capacity, memory, connect, mint,
 ##        overload, micro), ~9 min;

@@ -9,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+#: The benchmarks at small size, one after another under `make test`'s workers
+#: (pytest-xdist --dist loadgroup): each starts several processes of its own.
+pytestmark = pytest.mark.xdist_group("bench")
 
 
 def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):

@@ -17,8 +17,13 @@ import pytest
 from .conftest import run_bridge
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="chromium missing: `make test` installs it with apt")
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason="chromium missing: `make test` installs it with apt"),
+    # one browser at a time under `make test`'s workers (pytest-xdist --dist loadgroup):
+    # a real microphone played at its pace does not wait for a core shared by two Chromiums
+    pytest.mark.xdist_group("chromium"),
+]
 
 # Without the background-networking flags chromium keeps dialling Google on this closed network.
 CHROMIUM_ARGS = [

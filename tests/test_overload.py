@@ -17,7 +17,7 @@ import asyncio
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speko_bridge.config import ConfigError, load_settings
@@ -185,6 +185,7 @@ def test_a_burst_is_admitted_only_up_to_what_the_limit_leaves_room_for():
     assert not gauge.overloaded  # the reading itself is fine: nobody is refused for long
 
 
+@settings(deadline=None)
 @given(per=st.floats(0.001, 0.05), sessions=st.integers(1, 500),
        now=st.floats(0.0, 1e6))
 def test_no_burst_takes_the_projected_cpu_past_the_limit(per, sessions, now):
