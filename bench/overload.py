@@ -207,6 +207,17 @@ def window_p99(streams: list[capacity.Stream], lo: int, hi: int) -> float | None
     return common.pct(values, 99) if values else None
 
 
+async def own_lag(into: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    """(when, how late) of a 2 ms timer in this process until ``stop``: the load generator
+    timestamps every frame it receives, so its own stalls (a burst of new clients to set up)
+    add to the latency it measures; printed beside the bridge's figures to tell them apart."""
+    while not stop.is_set():
+        asked = time.perf_counter()
+        await asyncio.sleep(0.002)
+        now = time.perf_counter()
+        into.append((now, now - asked - 0.002))
+
+
 async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
                 offer_after: float | None = None, excess: int | None = None) -> dict:
     """C sessions streaming, then ``excess`` (default C) more offered over OFFER_SECONDS,
@@ -224,6 +235,8 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
                 readings: list = []
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(sample_load(http, bridge, readings, stop))
+                lateness: list[tuple[float, float]] = []
+                prober = asyncio.create_task(own_lag(lateness, stop))
                 started = time.perf_counter()
                 tokens = [s["token"] for s in await common.mint_tokens(http, bridge.base, c, RATE)]
                 base = [Offered(frames) for _ in range(c)]
@@ -237,12 +250,17 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
                 for j in range(n_excess):
                     at = t_offer + j * OFFER_SECONDS / max(1, n_excess)
                     await asyncio.sleep(max(0.0, at - time.perf_counter()))
-                    # this client's frame k is due at t0 + k * 20 ms, like everyone's
-                    first = int((time.perf_counter() - t0) * 1000 / capacity.FRAME_MS) + 1
-                    tasks.append(asyncio.create_task(_client(http, bridge.base, None, excess[j], t0, first)))
+                    # this client's frame k is due at its t0 + k * 20 ms; the clients' phases
+                    # spread over the 20 ms as the first C's are (independent microphones do
+                    # not tick together: all at one phase, each 20 ms would bring a burst of
+                    # frames that no real arrival of clients brings)
+                    t0_j = t0 + j * capacity.FRAME_MS / 1000 / max(1, n_excess)
+                    first = int((time.perf_counter() - t0_j) * 1000 / capacity.FRAME_MS) + 1
+                    tasks.append(asyncio.create_task(_client(http, bridge.base, None, excess[j], t0_j, first)))
                 results = await asyncio.gather(*tasks, return_exceptions=True)
                 stop.set()
                 await sampler
+                await prober
                 after = await scrape(http, bridge.base)
         finally:
             await bridge.stop()
@@ -260,6 +278,12 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
     during = window_p99(streams, offer_at, frames - capacity.TAIL_FRAMES)
     times = sorted(o.refuse_ms for o in refused)
     during_offer = [x for x in readings if x[4] >= t_offer]
+    t_warm = t0 + warm * capacity.FRAME_MS / 1000
+
+    def own_p99(lo: float, hi: float) -> float:
+        late = sorted(x[1] for x in lateness if lo <= x[0] < hi)
+        return 1000 * common.pct(late, 99) if late else 0.0
+
     ready = [x[2] for x in during_offer]
     return {
         "capacity": c, "offered": c + n_excess, "seconds": seconds, "limits": limits,
@@ -278,6 +302,8 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
         "errors": errors[:5], "error_count": len(errors),
         "readyz_503_share": (ready.count(503) / len(ready)) if ready else None,
         "lag_ms_max": 1000 * max((x[0] for x in during_offer), default=0.0),
+        "generator_lag_p99_before_ms": own_p99(t_warm, t_offer),
+        "generator_lag_p99_during_ms": own_p99(t_offer, float("inf")),
         "cpu_gauge_max": 100 * max((x[1] for x in during_offer), default=0.0),
         "overload_refusals_metric": {k: v for k, v in after.items() if "overload_refusals_total" in k},
     }
@@ -319,7 +345,9 @@ def report(rows: list[dict] | None, c: int, r: dict | None) -> str:
         out.append("")
         out.append(f"Offered 2x: {r['capacity']} streaming, {r['capacity']} more over {OFFER_SECONDS:g} s "
                    f"(limits: {r['limits'] or 'defaults'}); peak readings: lag {r['lag_ms_max']:.1f} ms, "
-                   f"cpu {r['cpu_gauge_max']:.0f}%")
+                   f"cpu {r['cpu_gauge_max']:.0f}%; the load generator's own timer lateness p99 "
+                   f"{r['generator_lag_p99_before_ms']:.2f} ms before, "
+                   f"{r['generator_lag_p99_during_ms']:.2f} ms during")
         for name, figure, goal, ok in verdicts(r):
             out.append(f"  {name:<48} {figure:<32} {goal:<16} {'PASS' if ok else 'FAIL'}")
         if r["errors"]:
