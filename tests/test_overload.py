@@ -416,6 +416,18 @@ async def stream(http, url: str, token: str, stop: asyncio.Event, heard: list[in
             reader.cancel()
 
 
+async def open_stream(http, bridge, token: str, stop: asyncio.Event, heard: list[int]) -> asyncio.Task:
+    """Start a streaming client (:func:`stream`) and return its task once the session is
+    streaming (its echo came back) or the client has ended (refused: its close code)."""
+    streaming = asyncio.Event()
+    client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard, streaming))
+    started = asyncio.create_task(streaming.wait())
+    await asyncio.wait([client, started], timeout=SETTLE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    assert client.done() or streaming.is_set(), "neither refused nor streaming"
+    return client
+
+
 async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit(http, env, openai_sims):
     """Clients open streaming sessions one after another until their load crosses the
     limit: the server then says overloaded (/readyz 503, CPU named) and refuses a new
@@ -437,14 +449,8 @@ async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit
                 if status == 503:
                     not_ready = body  # the next socket is the one to be refused
                 token = tokens.pop(0)
-                streaming = asyncio.Event()
-                client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard, streaming))
                 # refused (the client ends with 4029), or streaming (its echo comes back)
-                started = asyncio.create_task(streaming.wait())
-                await asyncio.wait([client, started], timeout=SETTLE_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                started.cancel()
-                assert client.done() or streaming.is_set(), "neither refused nor streaming"
+                client = await open_stream(http, bridge, token, stop, heard)
                 if client.done():
                     assert client.result() == 4029
                     refused.append(token)
@@ -487,12 +493,7 @@ async def test_a_burst_of_mints_is_refused_as_it_arrives_not_once_its_load_shows
                 token = (await mint_when_ready(http, bridge))["token"]
                 while True:
                     await until_ready_is(http, bridge, 200)
-                    streaming = asyncio.Event()
-                    client = asyncio.create_task(stream(http, bridge.ws_url, token, stop, heard, streaming))
-                    started = asyncio.create_task(streaming.wait())
-                    await asyncio.wait([client, started], timeout=SETTLE_SECONDS,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    started.cancel()
+                    client = await open_stream(http, bridge, token, stop, heard)
                     if not client.done():
                         clients.append(client)
                         break
