@@ -476,7 +476,7 @@ async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit
 async def test_a_burst_of_mints_is_refused_as_it_arrives_not_once_its_load_shows(http, env, openai_sims):
     """Two sessions stream under a 20% CPU limit (in this process, client and simulator
     included, a streaming session reads ~4-5% of a core: room for about two more), then
-    twelve backends mint at the same instant. The reading cannot show sessions that have
+    more backends than the room the reading leaves (at least twelve) mint at the same instant. The reading cannot show sessions that have
     not started yet, so a rule on readings alone would mint all twelve; the bridge counts
     each mint as arriving at the cost it measured per session and refuses the ones past
     the limit at once, 503 with Retry-After. /readyz says so (naming the sessions
@@ -510,15 +510,17 @@ async def test_a_burst_of_mints_is_refused_as_it_arrives_not_once_its_load_shows
                     return r.status, r.headers.get("Retry-After")
 
             # the room the reading leaves: on a busy machine this process gets less of its
-            # core, so its reading (and the room) vary from run to run
+            # core, so its reading (and the room) vary from run to run, and a sample taken
+            # during the burst may move it by one or two; six more than that arrive at once
             room = int((gauge.cpu_limit - gauge.cpu) / gauge.per_session)
-            assert room <= 8, (gauge.cpu, gauge.per_session)
-            answers = await asyncio.gather(*(one_mint() for _ in range(12)))
+            assert room <= 40, (gauge.cpu, gauge.per_session)
+            offered = max(12, room + 6)
+            answers = await asyncio.gather(*(one_mint() for _ in range(offered)))
             status, body = await readiness(http, bridge)
             minted = [a for a in answers if a[0] == 201]
             refused = [a for a in answers if a[0] == 503]
-            assert len(minted) + len(refused) == 12
-            assert len(minted) <= room and all(int(after) >= 1 for _, after in refused), (room, answers)
+            assert len(minted) + len(refused) == offered
+            assert len(minted) <= room + 2 and all(int(after) >= 1 for _, after in refused), (room, answers)
             assert status == 503 and "starting" in body["reason"], body
             await until_ready_is(http, bridge, 200)  # the minted ones never came: room again
             before = len(heard)
