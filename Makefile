@@ -98,8 +98,12 @@ bench-smoke: $(STAMP) $(REDIS)
 ##          against their fast tests, one module at a time, 2 workers, nice 10; ~25 min on
 ##          2 cores. Prints per module: score, target, survivors (docs/testing.md). The
 ##          modules are `only_mutate` in pyproject.toml; mutmut works in mutants/.
+# The test -> function map (mutants/mutmut-stats.json) is collected afresh on every run:
+# mutmut 3.8 updates it incrementally for new tests only, so a function that moved to a new
+# module kept no tests and all its mutants read "no test calls it" (seen after issue 18's
+# splits). Collecting it costs well under a minute; cached verdicts are still reused.
 mutants: $(MUTANTS_STAMP) $(REDIS)
-	@mkdir -p mutants; for module in $$($(BIN)/python tools/mutants_report.py modules); do \
+	@mkdir -p mutants; rm -f mutants/mutmut-stats.json; for module in $$($(BIN)/python tools/mutants_report.py modules); do \
 		echo "mutmut: $$module ($$(date +%T))"; log=mutants/run-$$module.log; \
 		nice -n 10 $(BIN)/mutmut run --max-children 2 "$$module.*" > $$log 2>&1 \
 			|| { tail -n 40 $$log; echo "mutmut failed on $$module (log: $$log)"; exit 1; }; \
