@@ -49,7 +49,7 @@ def test_each_new_call_and_each_abandon_starts_the_wait_again():
     call(gate, "c2")  # a second call: the user has waited for this one for no time yet
     assert gate.drop_audio(WAIT_BYTES - 1) is False
     assert gate.drop_audio(1) is True
-    message, answered = gate.abandon("took too long")
+    _, answered = gate.abandon("took too long")
     assert answered == 2 and not gate.closed
     call(gate, "c3")
     assert gate.drop_audio(WAIT_BYTES - 1) is False

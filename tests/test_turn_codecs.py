@@ -42,6 +42,10 @@ def test_openai_server_and_semantic_turns(openai_check):
     start = OpenAICodec(params("openai", ServerTurns())).start()  # provider defaults
     td = json.loads(start[0])["session"]["audio"]["input"]["turn_detection"]
     assert td == {"type": "server_vad", "create_response": True, "interrupt_response": True}
+    start = OpenAICodec(params("openai", SemanticTurns())).start()  # OpenAI's own eagerness
+    assert openai_check(json.loads(start[0])) is None
+    td = json.loads(start[0])["session"]["audio"]["input"]["turn_detection"]
+    assert td == {"type": "semantic_vad", "create_response": True, "interrupt_response": True}
     for manual in (None, ManualTurns()):
         start = OpenAICodec(params("openai", manual)).start()
         assert json.loads(start[0])["session"]["audio"]["input"]["turn_detection"] is None
