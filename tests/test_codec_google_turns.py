@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from speko_bridge.frames import ToolCall, Transcript, Usage
 from speko_bridge.params import ServerTurns, SessionParams
 from speko_bridge.providers.base import AudioOut, SpeechStarted, SpeechStopped
@@ -151,3 +153,72 @@ def test_a_call_given_up_on_interrupt_is_a_turn_of_its_own():
     assert c.receive(DONE) == [Usage(0, 0)]
     assert c.receive(DONE) == [Usage(0, 0)]
     assert c.receive(DONE) == []
+
+
+def changed(c: GoogleCodec) -> SessionParams:
+    return msgspec.structs.replace(c.params, system_prompt="Answer in French.")
+
+
+def test_after_any_input_a_new_session_is_refused_and_before_it_a_new_setup_is_made():
+    assert codec().configure(changed(codec())).redo  # nothing said yet: a new setup
+    said = {
+        "audio": lambda c: c.audio(b"\x01\x00" * 160),
+        "commit": lambda c: c.commit(),
+        "tool result": lambda c: (c.receive(CALL), c.tool_result("c1", '{"ok":true}')),
+    }
+    for what, say in said.items():
+        c = codec()
+        say(c)
+        done = c.configure(changed(c))
+        assert done.refused == ("system_prompt",) and not done.redo, (what, done)
+
+
+def test_text_items_then_audio_go_up_as_an_incomplete_turn_before_the_speech():
+    c = codec()
+    assert c.text("my order is 42", respond=False) == []
+    first, start, frame = [json.loads(m) for m in c.audio(b"\x01\x00" * 160)]
+    assert first == {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "my order is 42"}]}],
+                                       "turnComplete": False}}
+    assert start == {"realtimeInput": {"activityStart": {}}} and "audio" in frame["realtimeInput"]
+
+
+def test_text_items_then_commit_are_one_complete_turn_whose_answer_an_interrupt_cuts():
+    c = codec()
+    c.text("my order is 42", respond=False)
+    (turn,) = [json.loads(m) for m in c.commit()]
+    assert turn == {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "my order is 42"}]}],
+                                      "turnComplete": True}}
+    assert [json.loads(m) for m in c.interrupt(0)] == [{"realtimeInput": {"activityStart": {}}}]
+    assert c.receive(AUDIO) == []  # the cut answer's audio is dropped
+
+
+def test_an_interrupt_after_a_hands_free_commit_drops_the_reply_to_come():
+    s = codec(server=True)
+    s.audio(b"\x01\x00" * 160)
+    s.commit()
+    assert s.interrupt(0) == []  # Gemini's own detector cuts; nothing to send
+    assert not [e for e in s.receive(AUDIO) if type(e) is AudioOut]
+
+
+def test_barge_in_after_a_finished_reply_cuts_nothing_of_the_next_one_not_begun():
+    c = codec()
+    c.commit()
+    c.receive(AUDIO)
+    c.receive(DONE)
+    c.commit()  # the next turn: its reply has not begun
+    assert c.barge_in(100) == []
+
+
+def test_barge_in_during_a_tool_call_gives_the_call_up():
+    c = codec()
+    c.commit()
+    c.receive(CALL)
+    first = json.loads(c.barge_in(100)[0])
+    assert first["toolResponse"]["functionResponses"][0]["id"] == "c1"
+    assert "error" in first["toolResponse"]["functionResponses"][0]["response"]
+
+
+def test_a_tool_call_while_the_user_speaks_hands_free_ends_the_speech():
+    s = codec(server=True)
+    s.receive(START)
+    assert SpeechStopped() in s.receive(CALL)
