@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speko_bridge.frames import ToolCall, Transcript, Usage
-from speko_bridge.params import SessionParams, ToolSpec
+from speko_bridge.params import ServerTurns, SessionParams, ToolSpec
 from speko_bridge.providers.base import AudioOut, Malformed
 from speko_bridge.providers.xai import XAICodec
 from speko_bridge.simulator.xai import XAISimConfig, XAISimulator, xai_event_checker
@@ -216,3 +216,29 @@ async def test_audio_crosses_without_resampling_at_16k(http, env, sim):
     assert update["voice"] == "ara"
     assert got.text("user") == ("I spoke for 1.0 seconds.", ["I spoke for 1.0 seconds."])
     assert sim.violations == []
+
+
+def test_a_new_session_mid_way_is_one_xai_session_update_naming_every_field():
+    """What the OpenAI-compatible endpoint's session.update becomes for xAI
+    (``XAICodec.configure``): one ``session.update`` naming every field, so what the client
+    removed is removed; a voice that is not xAI's keeps the session's; the same session
+    again sends nothing; hands-free turns take effect at once."""
+    c = codec(voice="Rex", system_prompt="Be brief.", tools=TOOLS)
+    c.start()
+    assert c.configure(c.params).messages == []  # nothing changed: nothing sent
+    new = SessionParams(provider="xai", model="grok-voice-latest", voice="alloy",
+                        turn_detection=ServerTurns())  # no prompt, no tools: both removed
+    done = c.configure(new)
+    assert not done.refused and not done.redo
+    (msg,) = done.messages
+    update = json.loads(msg)
+    assert check(update) is None and update["type"] == "session.update"
+    s = update["session"]
+    assert s["instructions"] == "" and s["tools"] == [] and s["voice"] == "Rex"
+    assert s["turn_detection"]["type"] == "server_vad"
+    assert c.configure(new).messages == []  # the codec's session is the new one now
+    events = feed(c, {"type": "input_audio_buffer.speech_started", "event_id": "e1", "audio_start_ms": 0,
+                      "item_id": "i1"},
+                  {"type": "input_audio_buffer.speech_stopped", "event_id": "e2", "audio_end_ms": 900,
+                   "item_id": "i1"})
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "SpeechStopped"]
