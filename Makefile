@@ -59,11 +59,13 @@ run: $(RUN_STAMP)
 	SPEKO_DEV=$${SPEKO_DEV:-1} $(BIN)/speko-bridge serve --host $(HOST) --port $(PORT)
 
 ## test: run every test on $(TEST_WORKERS) pytest-xdist workers (default 3: most tests wait on real
-##       time, a microphone played at its pace, so three keep two cores busy); installs the test
-##       extra into .venv and, when missing, chromium, redis-server, nodejs and npm with apt-get
-##       (as root or through sudo). `make test TEST_WORKERS=0` runs them one after another.
+##       time, a microphone played at its pace, so three keep two cores busy), then alone the
+##       `solo` ones (the benchmark smoke runs, which measure the machine);
+##       installs the test extra into .venv and, when missing, chromium, redis-server, nodejs
+##       and npm with apt-get (as root or through sudo). TEST_WORKERS=0: one after another.
 test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not solo"
+	$(BIN)/python -m pytest -m solo
 
 ## bench: the bridge against its floor (CPU, turn latency, capacity, memory, connect, mint,
 ##        overload, micro), ~9 min;

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The benchmarks at small size, one after another under `make test`'s workers
-#: (pytest-xdist --dist loadgroup): each starts several processes of its own.
-pytestmark = pytest.mark.xdist_group("bench")
+#: The benchmarks at small size measure the machine (the soak's RSS growth, frames kept up
+#: with): `make test` runs them alone, after the parallel run (the `solo` marker).
+pytestmark = pytest.mark.solo
 
 
 def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
