@@ -200,8 +200,8 @@ async def mint_allowed(request: Request, owner: str) -> Response | None:
     )
 
 
-def overloaded(request: Request, session_id: str) -> Response | None:
-    """The 503 of a mint while this process is too busy for a new session (load.py), else
+def admit_mint(request: Request, session_id: str) -> Response | None:
+    """The 503 of a mint while this process is too busy for a new session (load.py); else
     None, and the session counts as arriving. Asked before the mint allowance, so a
     refusal does not spend it, and before any await, so a burst of mints is counted as it
     comes."""
@@ -220,7 +220,7 @@ def overloaded(request: Request, session_id: str) -> Response | None:
 async def mint_for(request: Request, owner: str) -> Response:
     """Mint a session owned by the API key id ``owner`` from the request's JSON body."""
     session_id = new_id("sess")
-    busy = overloaded(request, session_id)
+    busy = admit_mint(request, session_id)
     if busy is not None:
         return busy
     minted = await _mint(request, owner, session_id)

@@ -35,7 +35,6 @@ def connect(http, sim, key="sk-sim", **kw):
     return http.ws_connect(sim.url + "?model=gpt-realtime", headers={"Authorization": f"Bearer {key}"}, **kw)
 
 
-
 async def manual_turn(ws) -> list[dict]:
     """Manual turns with transcription, one second of audio committed and answered: every
     event up to ``response.done``."""
@@ -48,6 +47,7 @@ async def manual_turn(ws) -> list[dict]:
     await ws.send_str('{"type":"input_audio_buffer.commit"}')
     await ws.send_str('{"type":"response.create"}')
     return await events_until(ws, "response.done")
+
 
 async def test_turn_sequence_matches_ga_order(http, sim):
     async with connect(http, sim) as ws:
