@@ -475,6 +475,66 @@ async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit
             assert got.close_code is None and not got.of("error"), got.frames[-3:]
 
 
+async def two_streaming(http, bridge, stop: asyncio.Event, heard: list[int], clients: list) -> LoadGauge:
+    """Two sessions streaming (their tasks appended to ``clients``), each opened as a
+    client told ``overloaded`` would: when ready; returns the gauge once their cost per
+    session is known and there is room for one more."""
+    while len(clients) < 2:
+        token = (await mint_when_ready(http, bridge))["token"]
+        while True:
+            await until_ready_is(http, bridge, 200)
+            client = await open_stream(http, bridge, token, stop, heard)
+            if not client.done():
+                clients.append(client)
+                break
+            assert client.result() == 4029  # refused for load, token unspent: again
+    gauge = bridge.app.state.load
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while gauge.per_session is None or gauge.refusing(time.monotonic()) is not None:
+        assert time.monotonic() < deadline, (gauge.cpu, gauge.per_session)
+        await asyncio.sleep(0.1)
+    return gauge
+
+
+async def test_a_burst_of_sockets_is_refused_as_it_arrives_with_their_tokens_unspent(http, env, openai_sims):
+    """The socket side of the burst rule: tokens minted before any load, two sessions
+    streaming under a 20% CPU limit, then more sockets than the room the reading leaves
+    open at the same instant: no more are admitted than that room (give or take the samples
+    taken while the handshakes are served), the rest are closed 4029 ``overloaded``, and a refused token was not
+    spent: it opens its session once the load is gone."""
+    sim = await openai_sims(echo=True)
+    async with run_bridge({**env, "SPEKO_OPENAI_URL": sim.url, "OPENAI_API_KEY": "sk-sim",
+                           "SPEKO_OVERLOAD_LAG_MS": "0", "SPEKO_OVERLOAD_CPU_PERCENT": "20"}) as bridge:
+        tokens = [(await mint(http, bridge))["token"] for _ in range(40)]  # no session's cost known yet
+        stop = asyncio.Event()
+        heard: list[int] = []
+        clients: list = []
+        try:
+            gauge = await two_streaming(http, bridge, stop, heard, clients)
+            room = int((gauge.cpu_limit - gauge.cpu) / gauge.per_session)
+            assert room <= 30, (gauge.cpu, gauge.per_session)
+            # the sockets' handshakes spread over more of the reading's samples than a burst
+            # of mints does, and two sessions' reading is noisy: eight more than the room
+            # arrive, and up to four past it may be admitted
+            burst = await asyncio.gather(*(open_stream(http, bridge, t, stop, heard)
+                                           for t in tokens[:room + 8]))
+            admitted = [c for c in burst if not c.done()]
+            refused = [c.result() for c in burst if c.done()]
+            clients += admitted
+            assert len(admitted) <= room + 4 and refused and set(refused) == {4029}, (
+                room, len(admitted), refused, gauge.cpu, gauge.per_session)
+            unspent = next(t for t, c in zip(tokens, burst) if c.done())  # refused: not spent
+            assert sample(bridge, "speko_overload_refusals_total", where="socket") >= len(refused)
+        finally:
+            stop.set()
+            assert await asyncio.gather(*clients) == [None] * len(clients)  # none closed for load
+        await until_ready_is(http, bridge, 200)
+        async with http.ws_connect(bridge.ws_url, protocols=[unspent]) as ws:
+            await ws.send_bytes(tone(0.1, 24000))
+            got = await read(ws, Received(), lambda r: len(r.audio) > 0 or closed(r))
+            assert got.close_code is None and not got.of("error"), got.frames[-3:]
+
+
 async def test_a_burst_of_mints_is_refused_as_it_arrives_not_once_its_load_shows(http, env, openai_sims):
     """Two sessions stream under a 20% CPU limit (in this process, client and simulator
     included, a streaming session reads ~4-5% of a core: room for about two more), then
@@ -491,20 +551,7 @@ async def test_a_burst_of_mints_is_refused_as_it_arrives_not_once_its_load_shows
         heard: list[int] = []
         clients = []
         try:
-            while len(clients) < 2:  # open each as a client told `overloaded` would: when ready
-                token = (await mint_when_ready(http, bridge))["token"]
-                while True:
-                    await until_ready_is(http, bridge, 200)
-                    client = await open_stream(http, bridge, token, stop, heard)
-                    if not client.done():
-                        clients.append(client)
-                        break
-                    assert client.result() == 4029  # refused for load, token unspent: again
-            gauge = bridge.app.state.load
-            deadline = time.monotonic() + SETTLE_SECONDS
-            while gauge.per_session is None or gauge.refusing(time.monotonic()) is not None:
-                assert time.monotonic() < deadline, (gauge.cpu, gauge.per_session)
-                await asyncio.sleep(0.1)  # two sessions' cost is known, room for one more
+            gauge = await two_streaming(http, bridge, stop, heard, clients)
 
             async def one_mint() -> tuple[int, str | None]:
                 body = {"provider": "openai", "model": MODELS["openai"]}
