@@ -29,6 +29,9 @@ same input in one run:
   stream fed over and over (its state stays in cache). "among 100": 50 streams each way
   fed in turn, as 50 sessions at 16 kHz use them (issue 23 target 1: under load the
   streams' state no longer fits in cache, which is where the bridge spends its time).
+  "caches flushed" (printed by this script, not by ``make bench``): today's recipe with the
+  last-level cache's worth of other memory written between two calls, the worst case of a
+  busy server, where the rest of the process evicts a stream's state between its chunks.
 """
 
 from __future__ import annotations
@@ -253,6 +256,34 @@ def pooled_us(make_a, make_b) -> tuple[float, float]:
     return statistics.median(a), statistics.median(b)
 
 
+#: Bytes swept between two calls in :func:`evicted_us`: this machine's last-level cache
+#: (32 MiB; ``lscpu``), so each call finds its stream's state in memory, not in a cache.
+EVICT_BYTES = 32 << 20
+
+
+def evicted_us(calls: int = 2000) -> dict[str, float]:
+    """Median microseconds (wall, per call) of one 20 ms chunk through today's recipe, per
+    direction, over POOL_SESSIONS streams fed in turn with :data:`EVICT_BYTES` of other
+    memory written between two calls: the cost of a stream whose state the rest of a busy
+    server pushed out of the caches (``bench/stack.py``'s ``time_resampler`` variant times
+    the same call inside the server under 50 sessions)."""
+    configure_soxr()
+    junk = np.zeros(EVICT_BYTES // 4, dtype=np.float32)
+    out = {}
+    for in_rate, out_rate in DIRECTIONS:
+        frame = noise(in_rate // 50, 4)
+        pool = [Resampler(in_rate, out_rate) for _ in range(POOL_SESSIONS)]
+        times = []
+        for k in range(calls):
+            junk += 1.0
+            r = pool[k % POOL_SESSIONS]
+            t = time.perf_counter_ns()
+            r.process(frame)
+            times.append(time.perf_counter_ns() - t)
+        out[f"{in_rate // 1000}k->{out_rate // 1000}k"] = statistics.median(times) / 1000
+    return out
+
+
 def codec_rows(frame16: bytes, frame24: bytes, audio100: str) -> list[tuple[str, float]]:
     """Per provider: one 20 ms client frame out, and one 100 ms audio message and one
     transcript fragment in, each as the provider really sends them (providers.md)."""
@@ -308,6 +339,9 @@ def main() -> None:
         print(f"{r['recipe']:12} {r['direction']:9} {r['held_back_mean_ms']:11.2f} "
               f"/{r['held_back_max_ms']:6.2f}  {r['tone_delay_ms']:14.3f} {r['passband_db']:12.2f} "
               f"{r['image_or_alias_db']:15.1f} {r['cpu_us']:19.2f} {r['cpu_us_among_100']:22.2f}")
+    print("\nCaches flushed between calls (each stream's state read from memory, as in a busy server):")
+    for direction, us in evicted_us().items():
+        print(f"  now (LSR1Q) {direction}: {us:.2f} us per 20 ms chunk")
 
 if __name__ == "__main__":
     main()

@@ -290,6 +290,10 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
         "t0_s": t0 - started, "offer_at_s": t_offer - started,
         "rss_samples": [(round(x[4] - started, 1), x[3]) for x in readings],
         "p99_before_ms": before, "p99_during_ms": during,
+        # the first C's p99 per second of the run from the warm-up on (the offer starts at
+        # offer_at_s): whether the arrivals or the load after them raise it
+        "p99_by_second_ms": [window_p99(streams, k, k + 1000 // capacity.FRAME_MS)
+                             for k in range(warm, frames - capacity.TAIL_FRAMES, 1000 // capacity.FRAME_MS)],
         "p99_excess_admitted_ms": (window_p99([o.stream for o in admitted], offer_at, frames)
                                    if admitted else None),
         "excess_admitted": len(admitted),

@@ -5,7 +5,9 @@ Issue 23 target 6: the floor relay (bench/floor_relay.py) and the bridge run wit
 uvicorn/aiohttp settings that measured best, so the bridge's ratios are against the best
 this stack does, not against its defaults. Also the before/after harness for the bridge's
 own changes (a variant may run another checkout: ``"src": "/path"``), and the profiler's
-driver (``--profile DIR``: py-spy on every bridge variant, raw folded stacks per row).
+driver (``--profile DIR``: py-spy on every variant, raw folded stacks per row, sampled
+only while the GIL is held, so Python at work and not the loop waiting; ``--perf DIR``:
+Linux perf, native stacks, for what py-spy cannot see inside uvloop's C loop).
 
     python bench/stack.py --floor base= --floor nodeflate=--no-deflate \\
         --bridge 'chosen={}' --bridge 'legacy={"ws": "websockets"}' --sessions 50 --reps 3
@@ -94,18 +96,28 @@ async def main(args) -> int:
                     for label, (srv, kind) in live.items():
                         url = None if kind else srv.ws_base + "/relay"
                         spy = None
-                        if args.profile and kind:
+                        if args.profile:
                             out = Path(args.profile) / f"{label.replace(' ', '-')}-{rate}-{rep}.txt"
                             out.parent.mkdir(parents=True, exist_ok=True)
                             spy = subprocess.Popen(
                                 [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-                                 "record", "--nonblocking", "-f", "raw", "-r", "200", "-p", str(srv.pid),
+                                 "record", "--nonblocking", "--gil", "-f", "raw", "-r", "200", "-p", str(srv.pid),
                                  "-d", str(int(args.seconds + 2)), "-o", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        perf = None
+                        if args.perf:
+                            out = Path(args.perf) / f"{label.replace(' ', '-')}-{rate}-{rep}.data"
+                            out.parent.mkdir(parents=True, exist_ok=True)
+                            perf = subprocess.Popen(
+                                ["perf", "record", "-q", "-F", "999", "-g", "-p", str(srv.pid), "-o", str(out),
+                                 "--", "sleep", str(int(args.seconds + 1))],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         r = await capacity.run(kind or "floor", url, args.sessions, args.seconds, rate,
                                                server_pid=srv.pid, bridge_base=srv.base)
                         if spy:
                             spy.wait()
+                        if perf:
+                            perf.wait()
                         rows.setdefault((label, rate), []).append(r)
                         cpu[label] = r["cpu_pct"]
                         print(f"  rep {rep} {label:28} {rate} Hz cpu {r['cpu_pct']:6.1f}%  "
@@ -136,6 +148,7 @@ if __name__ == "__main__":
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rates", default="16000,24000")
     ap.add_argument("--client-deflate", action="store_true")
-    ap.add_argument("--profile", help="directory for py-spy's raw profiles of the bridge variants")
+    ap.add_argument("--profile", help="directory for py-spy's raw profiles of every variant")
+    ap.add_argument("--perf", help="directory for perf's native profiles (perf record -g) of every variant")
     ap.add_argument("--json", help="write every row here")
     sys.exit(asyncio.run(main(ap.parse_args())))
