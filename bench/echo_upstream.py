@@ -22,6 +22,7 @@ import time
 
 import uvloop
 from aiohttp import web
+from common import quiet_gc
 
 from speko_bridge.simulator.openai import OpenAISimConfig, OpenAISimulator
 
@@ -57,6 +58,7 @@ class EchoUpstream(OpenAISimulator):
 async def main(port: int, reply_ms: int | None) -> None:
     sim = EchoUpstream(reply_ms)
     await sim.start(port=port)
+    quiet_gc()  # harness: its collector's pauses are not the bridge's latency
     await asyncio.Event().wait()
 
 
