@@ -21,7 +21,7 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
     proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("capacity", "connect", "memory", "mint", "micro", "turn", "summary", "overload"):
+    for name in ("capacity", "cpu_ratio", "connect", "memory", "mint", "micro", "turn", "summary", "overload"):
         assert (tmp_path / f"{name}.json").is_file(), name
     for png in ("latency.png", "cpu.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -32,6 +32,9 @@ def test_bench_smoke_runs_every_benchmark_and_loses_no_frame(tmp_path):
         assert row["frames_timed"] > 0, row
         assert row["lost"] == 0 and row["reordered"] == 0 and row["session_error_count"] == 0, row
         assert row["extra_samples"] == 0, row
+    ratios = json.loads((tmp_path / "cpu_ratio.json").read_text())  # floor and bridge, both rates
+    assert {r["rate"] for r in ratios} == {16000, 24000}, ratios
+    assert all(r["ratio"] and r["lost"] == 0 for r in ratios), ratios
     over = json.loads((tmp_path / "overload.json").read_text())
     assert over["lost_admitted"] == 0 and over["error_count"] == 0, over
     turns = json.loads((tmp_path / "turn.json").read_text())
