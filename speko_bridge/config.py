@@ -37,10 +37,11 @@ DEFAULT_MINT_RATE_PER_MINUTE = 600
 DEFAULT_OVERLOAD_LAG_MS = 10.0
 #: Smoothed process CPU, in % of one core, at which new sessions are refused: the event
 #: loop runs on one core, and queueing delay grows for every session at once well before
-#: it is full. bench/overload.py, 100 sessions streaming and 100 more offered, three runs
-#: per limit: at 85% the excess admitted took the first sessions' p99 to 12-24x its value
-#: before; at 70% to 2.6-3.6x; at 55% to 1.7-3.5x while refusing far more.
-DEFAULT_OVERLOAD_CPU_PERCENT = 70.0
+#: it is full. bench/overload.py, 100 sessions streaming and 100 more offered, the first
+#: sessions' p99 during the offer over before (docs/configuration.md, "Overload"): at 85%
+#: 12-24x; at 70% a median of 3.8x over six runs (1.2-16x); at 60% a median of 1.8x over
+#: five (1.0-6.1x), admitting ~35 of the 100 where 70% admitted ~70.
+DEFAULT_OVERLOAD_CPU_PERCENT = 60.0
 #: Highest lag limit accepted: a limit of seconds is no limit for a live audio session.
 MAX_OVERLOAD_LAG_MS = 10_000.0
 #: Highest CPU limit: threads (SQLite, soxr) can take a process past one core, never past
