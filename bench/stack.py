@@ -149,6 +149,7 @@ if __name__ == "__main__":
     ap.add_argument("--rates", default="16000,24000")
     ap.add_argument("--client-deflate", action="store_true")
     ap.add_argument("--profile", help="directory for py-spy's raw profiles of every variant")
-    ap.add_argument("--perf", help="directory for perf's native profiles (perf record -g) of every variant")
+    ap.add_argument("--perf", help="directory for perf's native profiles (perf record -g) of every variant; "
+                    "needs Linux perf (Debian: linux-perf) and root or perf_event_paranoid <= 1")
     ap.add_argument("--json", help="write every row here")
     sys.exit(asyncio.run(main(ap.parse_args())))
