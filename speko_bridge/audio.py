@@ -53,7 +53,10 @@ CPU per 20 ms chunk (``bench/micro.py`` times both recipes side by side, convers
 included): alone, in cache, LSR1Q costs ~0.5 us more than MQ (of ~9 us); among 100 streams
 fed in turn, as 50 sessions at 16 kHz use them, 0.2-1.3 us less (of 14-20 us), its state
 being smaller (47 against 58 KiB per stream). Filter design at stream creation costs the
-same (~0.3 ms, once per direction per session and after each turn's flush).
+same (~0.3 ms, once per direction per session and after each turn's flush; the client
+side's flush at a ``commit`` leaves it to the next chunk, :meth:`Resampler.flush`, which
+took 0.4 ms off a 16 kHz turn's median ``commit`` -> first audio: 2.13 against 2.55 ms,
+50 sessions, six runs each alternating with the commit before it).
 
 soxr.h lists the ``LSR`` recipes as "reserved for internal use": python-soxr bundles its own
 libsoxr (pyproject.toml bounds the release), and tests/test_audio_quality.py and the
@@ -149,18 +152,27 @@ class Resampler:
             data = self._frame(data)
         if self.passthrough or not data:
             return data
+        stream = self._stream
+        if stream is None:  # flushed with renew=False: this chunk starts the next stream
+            stream = self._stream = self._new_stream()
         # Resampling is linear, so the samples go through at their int16 scale: no
         # normalising multiply on the way in or out.
         samples = np.frombuffer(data, dtype=_PCM16).astype(_F32).reshape(-1, 1)
-        return _to_pcm16(self._stream.process_float32(samples, False))
+        return _to_pcm16(stream.process_float32(samples, False))
 
-    def flush(self) -> bytes:
-        """End of turn: emit the tail held in the filter and start a fresh stream. A carried
-        odd byte stays carried (it belongs to the next chunk the client sends)."""
-        if self.passthrough:
+    def flush(self, renew: bool = True) -> bytes:
+        """End of turn: emit the tail held in the filter and start a fresh stream, at once
+        or (``renew=False``) when the next chunk comes. Making a stream designs its filter,
+        ~0.3 ms: a ``commit`` should not wait for that before it goes upstream, so the
+        client's side renews later; the provider's side renews at once, at the end of a
+        reply, so that the next reply's first chunk does not wait for it. (libsoxr's own
+        reset, ``CSoxr.clear()``, would cost 0.1 us, but with this recipe the next
+        ``process`` after it crashes the process: python-soxr 1.1.) A carried odd byte stays
+        carried (it belongs to the next chunk the client sends)."""
+        if self.passthrough or self._stream is None:
             return b""
         tail = self._stream.process_float32(_EMPTY_F32, True)
-        self._stream = self._new_stream()
+        self._stream = self._new_stream() if renew else None
         return _to_pcm16(tail)
 
     def reset(self) -> None:

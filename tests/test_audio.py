@@ -74,6 +74,25 @@ def test_each_turn_starts_clean_after_flush(rates, a, b, seed):
     assert stream(r, [second]) == stream(Resampler(*rates), [second])
 
 
+@settings(max_examples=30, deadline=None)
+@given(rates=st.sampled_from(RATES[:2]), a=st.integers(1, 4000), b=st.integers(1, 4000),
+       seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 8000), max_size=10))
+def test_a_flush_that_renews_with_the_next_chunk_is_the_same_as_one_that_renews_at_once(
+        rates, a, b, seed, cuts):
+    """The commit's flush (client side) makes the next stream only when the next chunk
+    comes: the tail, the next turn and a flush with nothing new are all the same bytes."""
+    first, second = pcm(a, seed), pcm(b, seed + 1)
+    now, later = Resampler(*rates), Resampler(*rates)
+    for r in (now, later):
+        for chunk in split(first, cuts):
+            r.process(chunk)
+    assert later.flush(renew=False) == now.flush()
+    assert later.flush(renew=False) == now.flush() == b""  # nothing since: no tail, twice
+    out_later = b"".join(later.process(c) for c in split(second, cuts)) + later.flush(renew=False)
+    out_now = b"".join(now.process(c) for c in split(second, cuts)) + now.flush()
+    assert out_later == out_now == stream(Resampler(*rates), [second])
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=30))
 def test_passthrough_keeps_every_byte_including_odd_splits(data, cuts):

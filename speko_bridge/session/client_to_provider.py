@@ -154,7 +154,7 @@ class ClientToProvider:
             elif provider is None:
                 continue  # no provider on this server: the session is ending
             elif kind is FlushAudio:
-                tail = self.resample_in.flush()
+                tail = self.resample_in.flush(renew=False)  # the commit goes up without waiting for a new filter
                 if tail:
                     await upstream.send(provider.audio(tail))
             elif kind is Respond:
