@@ -455,10 +455,18 @@ async def test_real_sessions_are_admitted_until_their_load_crosses_the_cpu_limit
                 client = await open_stream(http, bridge, token, stop, heard)
                 if client.done():
                     assert client.result() == 4029
+                    if not clients:
+                        # refused before any session streams: what crossed the limit is the
+                        # minting just done (a busy CI machine reads more of it), not
+                        # sessions; as a client told overloaded would, wait and retry it
+                        not_ready = None
+                        tokens.insert(0, token)
+                        await until_ready_is(http, bridge, 200)
+                        continue
                     refused.append(token)
                 else:
                     clients.append(client)
-            assert refused, f"{len(clients)} streaming sessions never crossed 4% of a core"
+            assert clients and refused, f"{len(clients)} streaming sessions never crossed 4% of a core"
             assert not_ready and not_ready["status"] == "overloaded" and "CPU" in not_ready["reason"]
             before = len(heard)
             await asyncio.sleep(0.5)
