@@ -68,7 +68,7 @@ test: $(STAMP) $(CHROMIUM) $(REDIS) $(NPM)
 	$(BIN)/python -m pytest -m solo
 
 ## bench: the bridge against its floor (CPU, turn latency, capacity, memory, connect, mint,
-##        overload, micro), ~9 min;
+##        overload, micro), ~10 min with the stores below;
 ##        table with a verdict per target, results and plots in bench/results/; then SQLite
 ##        versus Redis (consume latency, mint rps) and the SIGTERM drain (bench/stores.py)
 bench: $(STAMP) $(REDIS)
