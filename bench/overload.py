@@ -219,9 +219,11 @@ async def own_lag(into: list[tuple[float, float]], stop: asyncio.Event) -> None:
 
 
 async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
-                offer_after: float | None = None, excess: int | None = None) -> dict:
+                offer_after: float | None = None, excess: int | None = None,
+                src: Path = common.ROOT) -> dict:
     """C sessions streaming, then ``excess`` (default C) more offered over OFFER_SECONDS,
-    ``offer_after`` seconds after the warm-up (default: half way through)."""
+    ``offer_after`` seconds after the warm-up (default: half way through); ``src``: the
+    checkout whose bridge is offered them (bench/before_after.py)."""
     frames = int((capacity.WARMUP_S + seconds) * 1000 / capacity.FRAME_MS)
     warm = int(capacity.WARMUP_S * 1000 / capacity.FRAME_MS)
     after = seconds / 2 if offer_after is None else offer_after
@@ -229,7 +231,7 @@ async def offer(c: int, seconds: float, echo: common.Server, limits: dict, *,
     n_excess = c if excess is None else excess
     with tempfile.TemporaryDirectory() as tmp:
         bridge = await common.start_bridge(tmp, echo.ws_base + "/v1/realtime",
-                                           env={**DEFAULTS, **limits})
+                                           env={**DEFAULTS, **limits}, src=src)
         try:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                 readings: list = []

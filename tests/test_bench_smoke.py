@@ -114,3 +114,30 @@ def test_soak_offered_twice_accounts_for_every_session_and_loses_nothing(tmp_pat
     assert result["refused_mint"] + result["refused_socket"] + result["excess_admitted"] == 10, result
     assert result["lost_admitted"] == 0 and result["reordered"] == 0 and result["error_count"] == 0, result
     assert result["p99_before_ms"] is not None and result["p99_during_ms"] is not None
+
+
+def test_before_after_compares_two_commits_on_every_row_and_loses_nothing(tmp_path):
+    """`bench/before_after.py` at small size with this commit as "before": both bridges run
+    every row (CPU at both rates, turns, the overload offer), and nothing is lost."""
+    proc = subprocess.run([sys.executable, "bench/before_after.py", "--before", "HEAD", "--sessions", "5",
+                           "--reps", "1", "--seconds", "1", "--turns", "2", "--capacity", "5",
+                           "--offer-seconds", "10", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "before_after.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    assert result["before"] == head.strip()
+    assert {r["rate"] for r in result["cpu"]} == {16000, 24000}
+    for row in result["cpu"]:
+        assert set(row["cpu_pct"]) == {"floor", "before", "after"} and row["lost"] == 0, row
+    assert {(r["label"], r["rate"]) for r in result["turn"]} == {
+        (t, r) for t in ("direct", "before", "after") for r in (16000, 24000)}
+    for row in result["turn"]:  # 2 turns, the first untimed: one timed turn per session
+        assert row["session_error_count"] == 0 and row["turns"] == 5, row
+    assert [r["label"] for r in result["overload"]] == ["before", "after"]
+    for row in result["overload"]:
+        assert row["refused_mint"] + row["refused_socket"] + row["excess_admitted"] == 5, row
+        assert row["lost_admitted"] == 0 and row["error_count"] == 0, row
+    text = (tmp_path / "before_after.txt").read_text()
+    assert "after / before" in text and "Overload" in text
