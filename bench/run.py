@@ -179,31 +179,41 @@ def plots(cap: dict, out: Path) -> list[str]:
     return ["latency.png", "cpu.png"]
 
 
-async def run_turns(n: int, turns: int, out: Path) -> list[dict]:
+async def run_turns(n: int, turns: int, srcs: dict[str, Path] | None = None) -> list[dict]:
     """Commit -> first audio, direct and through a bridge, against a provider that answers at
-    once (bench/turn.py); a bridge of its own, so the capacity runs leave it nothing."""
+    once (bench/turn.py); a bridge of its own, so the capacity runs leave it nothing.
+    ``srcs``: label -> checkout, one bridge each (default: this one, labelled "bridge");
+    each row carries its ``label`` ("direct" or the bridge's)."""
+    srcs = srcs or {"bridge": common.ROOT}
     answer = await common.spawn("answering upstream", ["bench/echo_upstream.py", "--port", "{port}",
                                                        "--reply-ms", str(TURN_REPLY_MS)],
                                 core=common.LOAD_CORE, ready_path="/stats")
     upstream = answer.ws_base + "/v1/realtime"
-    rows = []
+    rows: list[dict] = []
+    bridges: dict[str, common.Server] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            bridge = await common.start_bridge(tmp, upstream)
             try:
+                for label, src in srcs.items():
+                    (Path(tmp) / label).mkdir()
+                    bridges[label] = await common.start_bridge(str(Path(tmp) / label), upstream, src=src,
+                                                               name=label)
                 for rate in RATES:
-                    for target in ("direct", "bridge"):
-                        r = await turn.run(target, upstream if target == "direct" else None, n, turns, rate,
-                                           bridge_base=bridge.base)
+                    for label in ("direct", *srcs):
+                        srv = bridges.get(label)
+                        r = await turn.run("direct" if srv is None else "bridge",
+                                           upstream if srv is None else None, n, turns, rate,
+                                           bridge_base=srv.base if srv else None)
+                        r["label"] = label
                         rows.append(r)
-                        print(f"  turn {target:6} {rate} Hz N={n:<4} p50 {fmt(r['p50_ms'])} ms  "
+                        print(f"  turn {label:6} {rate} Hz N={n:<4} p50 {fmt(r['p50_ms'])} ms  "
                               f"p99 {fmt(r['p99_ms'])} ms  turns {r['turns']}  "
                               f"errors {r['session_error_count']}", flush=True)
             finally:
-                await bridge.stop()
+                for srv in bridges.values():
+                    await srv.stop()
     finally:
         await answer.stop()
-    common.write_result(out, "turn", rows)
     return rows
 
 
@@ -299,7 +309,8 @@ async def main(args) -> int:
                 await s.stop()
                 servers.remove(s)
         print("  connect done", flush=True)
-        turn_rows = await run_turns(turn_n, turns_each, out)
+        turn_rows = await run_turns(turn_n, turns_each)
+        common.write_result(out, "turn", turn_rows)
 
         mems = []
         with tempfile.TemporaryDirectory() as tmp:  # fresh processes: RSS of this test only

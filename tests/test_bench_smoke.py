@@ -141,3 +141,20 @@ def test_before_after_compares_two_commits_on_every_row_and_loses_nothing(tmp_pa
         assert row["lost_admitted"] == 0 and row["error_count"] == 0, row
     text = (tmp_path / "before_after.txt").read_text()
     assert "after / before" in text and "Overload" in text
+
+
+def test_before_after_takes_a_checkout_directory_and_runs_only_the_rows_asked(tmp_path):
+    """The quick "is this change slower?" form: another checkout's directory as "before",
+    the CPU rows alone."""
+    proc = subprocess.run([sys.executable, "bench/before_after.py", "--before", str(ROOT), "--rows", "cpu",
+                           "--sessions", "5", "--reps", "1", "--seconds", "1", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "before_after.json").read_text())
+    assert result["before"] == str(ROOT)
+    assert {r["rate"] for r in result["cpu"]} == {16000, 24000}
+    for row in result["cpu"]:
+        assert set(row["cpu_pct"]) == {"floor", "before", "after"} and row["lost"] == 0, row
+    assert result["turn"] == [] and result["overload"] == []
+    text = (tmp_path / "before_after.txt").read_text()
+    assert "after / before" in text and "Turn" not in text and "Overload" not in text
