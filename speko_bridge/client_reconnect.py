@@ -5,10 +5,13 @@ What a socket's end means, and what the SDK does about it:
 
 - **no close frame** (1006: Wi-Fi blip, proxy timeout, laptop lid): the bridge keeps the
   session for its grace window, so the SDK reconnects with the *same* token, with
-  exponential backoff and full jitter (each wait uniform in ``[0, min(max_delay,
-  base_delay * 2**attempt)]``, so a fleet of clients dropped at once does not come back at
-  once), at most ``attempts`` times and within ``window`` seconds. The bridge answers
-  ``resumed`` and the conversation goes on.
+  exponential backoff and equal jitter (each wait uniform in ``[cap/2, cap]``, ``cap =
+  min(max_delay, base_delay * 2**attempt)``: the random half keeps a fleet of clients
+  dropped at once from coming back at once, the fixed half keeps a run of short draws from
+  spending every attempt in the first second of an outage), until ``window`` seconds have
+  passed (or ``attempts``, when set, ran out). A network that comes back anywhere in the
+  window is found within ``max_delay``. The bridge answers ``resumed`` and the
+  conversation goes on.
 - **resuming is impossible**: a ``session_elsewhere`` refusal (the socket reached a replica
   that does not hold the session), a 1001 close (the server drains), or the window/attempts
   ran out: ``get_session()`` (optional, the app's own mint) gives a fresh session and the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -52,9 +56,10 @@ FRESH_CONFIRM_SECONDS = 0.25
 @dataclass
 class Reconnect:
     """How to reconnect. ``window`` should not exceed the bridge's ``SPEKO_RESUME_SECONDS``
-    (default 15): past it the session is gone."""
+    (default 15): past it the session is gone. ``attempts``: at most this many resume
+    attempts (None: as many as fit in the window)."""
 
-    attempts: int = 6
+    attempts: int | None = None
     base_delay: float = 0.25
     max_delay: float = 4.0
     window: float = 15.0
@@ -62,9 +67,18 @@ class Reconnect:
     #: old one cannot be resumed. None: such an end is final.
     get_session: Callable[[], Awaitable[Any]] | None = None
 
+    def __post_init__(self) -> None:
+        if not (0 < self.base_delay <= self.max_delay):
+            raise ValueError(f"Reconnect needs 0 < base_delay <= max_delay, not {self.base_delay}, {self.max_delay}")
+        if not self.window > 0:
+            raise ValueError(f"Reconnect needs window > 0, not {self.window}")
+        if self.attempts is not None and self.attempts < 1:
+            raise ValueError(f"Reconnect needs attempts >= 1 or None, not {self.attempts}")
+
     def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
-        """Full jitter: uniform in [0, min(max_delay, base_delay * 2**attempt)]."""
-        return rng() * min(self.max_delay, self.base_delay * (2 ** attempt))
+        """Equal jitter: uniform in [cap/2, cap], cap = min(max_delay, base_delay * 2**attempt)."""
+        cap = min(self.max_delay, self.base_delay * (2 ** min(attempt, 62)))
+        return cap / 2 + rng() * (cap / 2)
 
 
 class Reconnecting(msgspec.Struct, tag="reconnecting", tag_field="type"):
@@ -115,7 +129,7 @@ async def reconnect_after(conn: RealtimeConnection, policy: Reconnect, code: int
 
 async def _resume(conn: RealtimeConnection, policy: Reconnect, code: int) -> str:
     deadline = time.monotonic() + policy.window
-    for attempt in range(1, policy.attempts + 1):
+    for attempt in itertools.count(1) if policy.attempts is None else range(1, policy.attempts + 1):
         wait = min(policy.delay(attempt), max(0.0, deadline - time.monotonic()))
         await conn._dispatch(Reconnecting(attempt, round(wait, 3), code))
         with contextlib.suppress(TimeoutError):

@@ -76,6 +76,37 @@ async def test_a_dropped_network_is_resumed_and_the_conversation_goes_on(http, b
     assert rec["closeCode"] == 1000
 
 
+async def test_a_network_down_for_most_of_the_window_is_resumed(http, bridge, sim, proxy):
+    """Attempts go on until the window runs out, however short the random waits come out: a
+    network down for 2.5 s of a 4 s window (steps of 50-250 ms, so a fixed handful of
+    attempts would be spent in the first second) is found within a step of coming back."""
+    created = await mint(http, bridge)
+    attempts: list = []
+    policy = Reconnect(base_delay=0.05, max_delay=0.25, window=4.0)
+    async with connect(through(proxy, bridge, created), reconnect=policy, timeout=5) as rt:
+        rt.on("reconnecting", attempts.append)
+        await proxy.stop()
+        await until(rt, "reconnecting")
+        await asyncio.sleep(2.5)
+        await proxy.start()
+        back = asyncio.get_running_loop().time()
+        (resumed,) = await until(rt, "resumed")
+        waited = asyncio.get_running_loop().time() - back
+        assert resumed.session_id == created["sessionId"] == rt.session_id
+        await rt.send_audio(tone(0.3, 24000))
+        await rt.commit()
+        await until(rt, "usage")
+    assert waited < 1.5  # a step (250 ms) and the open, with room for a busy machine
+    assert all(0.025 <= a.delay <= 0.25 for a in attempts), attempts
+    assert rt.close_code == 1000 and sim.connections == 1
+
+
+def test_a_reconnect_policy_that_cannot_work_is_refused_when_made():
+    for bad in ({"base_delay": 0}, {"base_delay": 2.0, "max_delay": 1.0}, {"window": 0}, {"attempts": 0}):
+        with pytest.raises(ValueError):
+            Reconnect(**bad)
+
+
 async def test_codes_that_must_not_be_retried_end_for_good(http, bridge, proxy):
     created = await mint(http, bridge)
     events: list[str] = []

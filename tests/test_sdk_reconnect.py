@@ -1,7 +1,8 @@
 """The browser SDK's reconnection decisions, run by Node (its WebSocket is the WHATWG one the
 browser SDK is written for) against the real bridge, through a TCP proxy the test stops:
 codes that must not be retried end for good, and when resuming is impossible getSession()
-starts a fresh session. (Resuming itself is shown in Chromium: tests/test_browser.py.)"""
+starts a fresh session, and a network down for most of the window is still resumed. (The
+default policy's resume is shown in Chromium: tests/test_browser.py.)"""
 
 from __future__ import annotations
 
@@ -103,3 +104,51 @@ async def test_get_session_starts_over_when_the_window_runs_out(http, bridge, pr
             node.proc.kill()
         await node.proc.wait()
     assert bridge.sim.connections == 2
+
+
+async def test_a_network_down_for_most_of_the_window_is_resumed(http, bridge, proxy):
+    """Attempts go on until the window runs out, however short the random waits come out: a
+    network down for 2.5 s of a 4 s window (steps of 50-250 ms, so a fixed handful of
+    attempts would be spent in the first second) is found when it comes back, and the same
+    session answers."""
+    created = await mint(http, bridge)
+    node = await start("long", {**created, "url": proxy.url(created["url"], bridge.port)}, bridge)
+    try:
+        await node.until("open")
+        await proxy.stop()
+        await node.until("reconnecting")
+        await asyncio.sleep(2.5)
+        await proxy.start()
+        back = asyncio.get_running_loop().time()
+        resumed = await node.until("resumed", timeout=5)
+        waited = asyncio.get_running_loop().time() - back
+        assert resumed["sessionId"] == created["sessionId"]
+        await node.until("usage")  # the same session answers a turn
+        done = await node.until("done")
+        assert (done["code"], done["sessionId"]) == (1000, created["sessionId"])
+        assert "restarted" not in node.types() and node.types().count("close") == 1
+        attempts = [e for e in node.events if e["type"] == "reconnecting"]
+        assert all(e["delayMs"] <= 250 for e in attempts), attempts
+        assert waited < 1.5  # found within a step (250 ms) and the open, with room for a busy machine
+    finally:
+        if node.proc.returncode is None:
+            node.proc.kill()
+        await node.proc.wait()
+    assert bridge.sim.connections == 1  # one provider connection: nothing started over
+
+
+async def test_connect_to_a_bridge_that_cannot_be_reached_fails_at_once(http, bridge, proxy):
+    """Nothing listens at the minted url (the network is down before the first socket):
+    connect() rejects with connection_failed and close code 1006 as soon as the socket
+    fails, not when its 10 s timeout runs out."""
+    created = await mint(http, bridge)
+    await proxy.stop()
+    node = await start("plain", {**created, "url": proxy.url(created["url"], bridge.port)}, bridge)
+    try:
+        refused = await node.until("refused", timeout=8)
+    finally:
+        if node.proc.returncode is None:
+            node.proc.kill()
+        await node.proc.wait()
+    assert (refused["code"], refused["closeCode"]) == ("connection_failed", 1006)
+    assert refused["ms"] < 5000  # since node started; the SDK's timeout is 10 s

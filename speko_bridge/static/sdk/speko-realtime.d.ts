@@ -60,9 +60,9 @@ export declare const DEFAULT_TIMEOUT_MS: number;
 export declare const DEFAULT_CONFIRM_MS: number;
 
 export interface ReconnectPolicy {
-  /** Resume attempts at most (default 6). */
+  /** Resume attempts at most (default Infinity: until windowMs has passed). */
   attempts?: number;
-  /** Backoff base and cap: each wait is uniform in [0, min(maxDelayMs, baseDelayMs * 2^attempt)]. */
+  /** Backoff base and cap: each wait is uniform in [cap / 2, cap], cap = min(maxDelayMs, baseDelayMs * 2^attempt). */
   baseDelayMs?: number;
   maxDelayMs?: number;
   /** Give up resuming after this long (default 15000: the bridge's SPEKO_RESUME_SECONDS). */

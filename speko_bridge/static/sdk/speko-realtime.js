@@ -15,8 +15,8 @@
 // The token is the first WebSocket subprotocol: it never goes into a URL.
 //
 // connect(answer, { reconnect: true, getSession }) survives a dropped connection: a socket that
-// ends without a close frame (1006) is reopened with the same token (backoff with full jitter,
-// bounded attempts, within the bridge's grace window) and the bridge answers "resumed";
+// ends without a close frame (1006) is reopened with the same token (jittered backoff, tried
+// until the bridge's grace window runs out) and the bridge answers "resumed";
 // session_elsewhere, 1001 (drain) or a window that ran out call getSession() (the app's mint)
 // and go on with a fresh session ("restarted"); 1000, 4001, 4003, 4004, 4008 and 4009 end for
 // good. Subscribers see "reconnecting" (each attempt), "resumed" or "restarted", and one final
@@ -32,9 +32,11 @@ export const DEFAULT_CONFIRM_MS = 250;
 const DEFAULT_RATE = 24000;
 const LEGACY_TYPES = new Set(["audio", "transcript", "tool_call", "usage", "error", "close", "speech", "resumed",
   "reconnecting", "restarted", "*"]);
-/** The reconnect policy `reconnect: true` means. windowMs should not exceed the bridge's
- * SPEKO_RESUME_SECONDS (default 15 s): past it the session is gone. */
-export const DEFAULT_RECONNECT = Object.freeze({ attempts: 6, baseDelayMs: 250, maxDelayMs: 4000, windowMs: 15000 });
+/** The reconnect policy `reconnect: true` means: attempts go on until windowMs has passed
+ * (attempts: Infinity), so a network that comes back anywhere in the window is found within
+ * maxDelayMs. windowMs should not exceed the bridge's SPEKO_RESUME_SECONDS (default 15 s):
+ * past it the session is gone. */
+export const DEFAULT_RECONNECT = Object.freeze({ attempts: Infinity, baseDelayMs: 250, maxDelayMs: 4000, windowMs: 15000 });
 /** How long a reopened socket may take to say "resumed" (or refuse): no provider round trip. */
 const RESUME_ANSWER_MS = 5000;
 
@@ -48,10 +50,12 @@ export function reconnectPlan(code) {
   return "final";
 }
 
-/** Full jitter (each wait uniform in [0, min(max, base * 2^attempt)]): clients dropped together
- * do not come back together. */
+/** Equal jitter: each wait is uniform in [cap/2, cap], cap = min(max, base * 2^attempt). The
+ * random half keeps clients dropped together from coming back together; the fixed half keeps
+ * a run of short draws from spending every attempt in the first second of an outage. */
 export function reconnectDelay(policy, attempt, random = Math.random) {
-  return random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
+  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
+  return cap / 2 + random() * (cap / 2);
 }
 
 /** connect() refused or could not reach the bridge; `code` is the bridge's error code
@@ -304,9 +308,11 @@ export class RealtimeSession {
       try { ws = new WebSocket(url, [token]); } catch { resolve(null); return; }
       ws.binaryType = "arraybuffer";
       let quiet = null;
+      let opened = false;
       const finish = (result) => {
         clearTimeout(limit); clearTimeout(quiet);
         ws.removeEventListener("message", onMessage); ws.removeEventListener("close", onClose);
+        ws.removeEventListener("error", onError);
         resolve(result);
       };
       const onMessage = (e) => {
@@ -315,9 +321,16 @@ export class RealtimeSession {
         finish({ ws, first });
       };
       const onClose = () => finish(null);
+      // a socket that could not be opened: browsers fire error then close, Node's WebSocket
+      // (undici, Node 20) only error, and leaves it CONNECTING
+      const onError = () => { if (!opened) { try { ws.close(); } catch { /* not open */ } finish(null); } };
       ws.addEventListener("message", onMessage);
       ws.addEventListener("close", onClose);
-      ws.addEventListener("open", () => { quiet = setTimeout(() => finish({ ws, first: null }), answerMs); }, { once: true });
+      ws.addEventListener("error", onError);
+      ws.addEventListener("open", () => {
+        opened = true;
+        quiet = setTimeout(() => finish({ ws, first: null }), answerMs);
+      }, { once: true });
       const limit = setTimeout(() => { try { ws.close(); } catch { /* not open */ } finish(null); }, this._timeout);
     });
   }
@@ -371,7 +384,16 @@ export function connect(answer, { timeout = DEFAULT_TIMEOUT_MS, confirmMs = DEFA
       },
     };
     timer = setTimeout(() => fail(new SpekoError("timeout", `no session from ${answer.url} within ${timeout} ms`)), timeout);
-    ws.addEventListener("open", () => { confirm = setTimeout(() => { if (!refusal) accept(); }, confirmMs); }, { once: true });
+    let opened = false;
+    ws.addEventListener("open", () => {
+      opened = true;
+      confirm = setTimeout(() => { if (!refusal) accept(); }, confirmMs);
+    }, { once: true });
+    // could not be opened: browsers follow this error with a close (1006, handled above), Node's
+    // WebSocket (undici, Node 20) does not, so it fails here unless that close came first
+    ws.addEventListener("error", () => {
+      if (!opened) setTimeout(() => fail(new SpekoError("connection_failed", `could not open ${answer.url} (1006)`, 1006)), 0);
+    }, { once: true });
   });
 }
 
