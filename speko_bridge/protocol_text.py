@@ -155,6 +155,10 @@ the record ends with 1006 and `client_gone`. The minted `url` carries `?session=
 load balancer can route a resume to the replica that holds the session; a resume reaching
 another replica gets 4001 `session_elsewhere` (mint a new session). A draining replica (1001)
 cannot be resumed on. A client that closes with a close handshake ends the session at once.
+A client retrying a resume should keep trying until its window has passed, with waits that
+grow, are jittered (clients dropped together should not return together) and have a floor
+(a few short random waits must not use up its attempts in the outage's first second): the
+SDKs' policy is in [sdk.md](sdk.md#reconnection).
 `/v1/openai/realtime` does not resume: a drop there ends the session (1006).
 """
 
