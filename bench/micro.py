@@ -45,7 +45,7 @@ import numpy as np
 from soxr import soxr_ext
 
 from speko_bridge.audio import QUALITY, SOXR_MINIMUM_PHASE, Resampler, configure_soxr
-from speko_bridge.load import SAMPLE_INTERVAL_SECONDS, LoadGauge
+from speko_bridge.load import SAMPLE_INTERVAL_SECONDS, STEADY_SECONDS, LoadGauge
 from speko_bridge.params import SessionParams
 from speko_bridge.providers.google import GoogleCodec
 from speko_bridge.providers.openai import OpenAICodec
@@ -321,7 +321,8 @@ def admission_us(rate: int = 4000) -> float:
     samples = []
     for _ in range(ROUNDS):
         gauge = LoadGauge(0.01, 0.6)
-        gauge.observe(0.0, 0.01, 1, 0.0)  # a session's cost is known: the arrivals count
+        for t in (-STEADY_SECONDS, 0.0):  # a session's cost is known: the arrivals count
+            gauge.observe(0.0, 0.01, 1, t)
         n, started = 0, time.perf_counter()
         for step in range(100):
             for i in range(rate // 10):

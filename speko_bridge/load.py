@@ -30,10 +30,14 @@ rule on readings alone admits everyone who arrives in that gap (issue 23 measure
 sessions past the limit from 100 arriving over 4 s). So the gauge also counts what it
 admitted in the last :data:`ARRIVAL_SECONDS` (:meth:`LoadGauge.arrived`, keyed by session,
 so a mint and its socket count once), each at the CPU a session costs here (the smoothed
-CPU over the live sessions, learned while nobody is arriving), weighted down linearly as
-its cost shows. A new session is refused when the reading plus those arrivals plus itself
-would reach the CPU limit (:meth:`LoadGauge.refusing`): the excess of a burst is turned
-away when it comes, not a second later.
+CPU over the live sessions, learned while nobody is arriving and the number of live
+sessions has not changed for :data:`STEADY_SECONDS`: the reading lags a change, so a cost
+taken while sessions end would be the old load over the few left), weighted down linearly
+as its cost shows. A new session is refused when the reading plus those arrivals plus
+itself would reach the CPU limit (:meth:`LoadGauge.refusing`): the excess of a burst is
+turned away when it comes, not a second later. A process with no session live or arriving
+takes one whatever the cost it learned says (only overload refuses it): the estimate is
+only checked, and corrected, by a session running.
 
 While overloaded: a new session's socket is closed with 4029 ``overloaded`` *before* its
 token is consumed (the client may retry the same token later or on another replica),
@@ -78,6 +82,9 @@ CPU_LEAVE_FRACTION = 0.85
 #: opening (a real provider's connect adds a few hundred), and the smoothed reading shows a
 #: step ~90% within 0.3 s of it.
 ARRIVAL_SECONDS = 1.0
+#: How long the number of live sessions must stay the same before the reading over it is
+#: taken as their cost: the smoothed CPU shows a step 97% after 5 samples (0.5 ** 5).
+STEADY_SECONDS = 0.5
 #: ``Retry-After`` of a mint refused for load: sessions last minutes, so the load a refusal
 #: sees does not clear in one second; a few seconds keeps retries from adding to it.
 RETRY_AFTER_SECONDS = 5
@@ -111,6 +118,8 @@ class LoadGauge:
         # arrival at 4,000 a second and 15.5 us at 16,000 with a dict, 1.6-1.8 us now).
         self._arrivals: OrderedDict[str, float] = OrderedDict()
         self._arrived_sum = 0.0
+        self._sessions = 0  # live at the latest sample
+        self._sessions_since: float | None = None  # when that number was first seen
 
     def observe(self, lag_seconds: float, cpu: float, sessions: int = 0,
                 now: float | None = None) -> bool:
@@ -124,7 +133,12 @@ class LoadGauge:
             self.cpu += self._cpu_alpha * (cpu - self.cpu)
         if now is not None:
             self._forget(now)
-        if sessions > 0 and not self._arrivals:  # the reading shows every session live
+        if sessions != self._sessions or self._sessions_since is None:
+            self._sessions, self._sessions_since = sessions, now
+        # the reading shows every session live, and only them: none arriving, and none
+        # ended so recently that their CPU is still in the average
+        steady = now is None or self._sessions_since is None or now - self._sessions_since >= STEADY_SECONDS
+        if sessions > 0 and not self._arrivals and steady:
             self.per_session = self.cpu / sessions
         was = self.overloaded
         if not was:
@@ -183,6 +197,8 @@ class LoadGauge:
             return self.reason
         if self.cpu_limit is None or self.per_session is None:
             return None
+        if not self._sessions and not self._arrivals:
+            return None  # idle: a session is the only way to check the cost learned
         ahead = self.cpu + self.arriving(now) + self.per_session
         if ahead < self.cpu_limit:
             return None

@@ -21,7 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speko_bridge.config import ConfigError, load_settings
-from speko_bridge.load import ARRIVAL_SECONDS, CPU_LEAVE_FRACTION, LAG_LEAVE_FRACTION, LoadGauge
+from speko_bridge.load import (
+    ARRIVAL_SECONDS,
+    CPU_LEAVE_FRACTION,
+    LAG_LEAVE_FRACTION,
+    SAMPLE_INTERVAL_SECONDS,
+    STEADY_SECONDS,
+    LoadGauge,
+)
 
 from .conftest import auth, run_bridge
 from .wsclient import MODELS, RawClient, Received, closed, expect_refusal, mint, read, tone
@@ -158,10 +165,11 @@ def test_readings_always_over_the_limit_overload_at_once_and_stay(samples):
 
 
 def learned(cpu: float, sessions: int, limit: float = CPU) -> LoadGauge:
-    """A gauge that has seen ``sessions`` live at a steady ``cpu`` reading."""
+    """A gauge that has seen ``sessions`` live at a steady ``cpu`` reading for a second
+    (samples every 100 ms, the last at 0.0)."""
     gauge = LoadGauge(None, limit)
-    for _ in range(10):
-        gauge.observe(0.0, cpu, sessions, now=0.0)
+    for i in range(-10, 1):
+        gauge.observe(0.0, cpu, sessions, now=i * SAMPLE_INTERVAL_SECONDS)
     return gauge
 
 
@@ -260,6 +268,53 @@ def test_the_cost_per_session_is_learned_only_when_the_reading_shows_every_sessi
     assert gauge.per_session == pytest.approx(0.01)
     gauge.observe(0.0, 0.6, 60, now=1.0 + ARRIVAL_SECONDS)
     assert gauge.per_session == pytest.approx(gauge.cpu / 60)
+
+
+def test_sessions_ending_do_not_teach_the_gauge_an_inflated_cost():
+    """Forty sessions end at once: for a few samples the smoothed reading still holds most
+    of their CPU over the one left. That is not one session's cost (it would be 35x the
+    truth, and refuse a server with room for thirty more); the cost is learned again once
+    the count has stayed put long enough for the reading to follow it."""
+    gauge = learned(cpu=0.4, sessions=40, limit=0.5)  # 1% each
+    now, cpu = 0.0, 0.4
+    while now < STEADY_SECONDS - 1e-9:  # the reading decays toward the one left
+        now += SAMPLE_INTERVAL_SECONDS
+        cpu = max(0.01, cpu / 2)
+        gauge.observe(0.0, cpu, 1, now=now)
+        assert gauge.per_session == pytest.approx(0.01), now
+    for _ in range(10):
+        now += SAMPLE_INTERVAL_SECONDS
+        gauge.observe(0.0, 0.012, 1, now=now)
+    assert gauge.per_session == pytest.approx(gauge.cpu, rel=0.01)
+    assert burst(gauge, 100, now=now) > 30
+
+
+@settings(deadline=None)
+@given(readings=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 200)), min_size=1, max_size=60),
+       limit=st.floats(0.05, 1.0))
+def test_an_idle_server_that_is_not_overloaded_always_takes_a_session(readings, limit):
+    """Whatever the gauge saw before (any readings, any session counts, every 100 ms), once
+    no session is live or arriving and the reading is under the limit, a new session is
+    admitted: otherwise a cost learned wrong could refuse everyone for good, since only a
+    running session corrects it. The one admitted counts as arriving, so a burst at an
+    idle server is still weighed."""
+    gauge = LoadGauge(None, limit)
+    now = 0.0
+    for cpu, sessions in readings:
+        now += SAMPLE_INTERVAL_SECONDS
+        gauge.observe(0.0, cpu, sessions, now=now)
+    for _ in range(200):  # everyone left; the reading falls to an idle process's
+        now += SAMPLE_INTERVAL_SECONDS
+        gauge.observe(0.0, 0.0, 0, now=now)
+        if not gauge.overloaded:
+            break
+    assert not gauge.overloaded
+    now += ARRIVAL_SECONDS  # whatever was admitted before has aged out
+    gauge.observe(0.0, 0.0, 0, now=now)
+    assert gauge.refusing(now) is None
+    gauge.arrived("sess_first", now)
+    if gauge.per_session is not None and gauge.per_session * 2 >= limit:
+        assert gauge.refusing(now) is not None  # the next is weighed against the first
 
 
 @pytest.mark.parametrize("name, value", [
