@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import capacity  # noqa: E402
 import common  # noqa: E402
 import overload  # noqa: E402
 import run  # noqa: E402
+from stack import fmt_range as median_range  # noqa: E402
 
 RATES = run.RATES
 ROWS = ("cpu", "turn", "overload")
@@ -62,10 +62,6 @@ def export(rev: str, into: Path) -> str:
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return full
-
-
-def median_range(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
 async def cpu_rows(n: int, reps: int, seconds: float, floor: common.Server,
