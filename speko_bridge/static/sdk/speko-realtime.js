@@ -58,6 +58,19 @@ export function reconnectDelay(policy, attempt, random = Math.random) {
   return cap / 2 + random() * (cap / 2);
 }
 
+/** Call `onFail` once if `ws` fails before it opens. Browsers follow such an error with a
+ * close (1006); Node's WebSocket (undici, Node 20) does not, and leaves the socket
+ * CONNECTING, so whoever waits for that close waits for ever (and its close() there fires
+ * error again, synchronously). Returns a function that stops listening. */
+function whenOpenFails(ws, onFail) {
+  let opened = false;
+  const onOpen = () => { opened = true; };
+  const onError = () => { if (!opened) { opened = true; onFail(); } };
+  ws.addEventListener("open", onOpen, { once: true });
+  ws.addEventListener("error", onError);
+  return () => { ws.removeEventListener("open", onOpen); ws.removeEventListener("error", onError); };
+}
+
 /** connect() refused or could not reach the bridge; `code` is the bridge's error code
  * (token_used, invalid_token, origin_not_allowed, rate_limited, ...) or one of this SDK's:
  * invalid_request, timeout, connection_failed. `closeCode` is the socket's close code. */
@@ -308,11 +321,10 @@ export class RealtimeSession {
       try { ws = new WebSocket(url, [token]); } catch { resolve(null); return; }
       ws.binaryType = "arraybuffer";
       let quiet = null;
-      let opened = false;
       const finish = (result) => {
         clearTimeout(limit); clearTimeout(quiet);
         ws.removeEventListener("message", onMessage); ws.removeEventListener("close", onClose);
-        ws.removeEventListener("error", onError);
+        stopWatching();
         resolve(result);
       };
       const onMessage = (e) => {
@@ -321,16 +333,10 @@ export class RealtimeSession {
         finish({ ws, first });
       };
       const onClose = () => finish(null);
-      // a socket that could not be opened: browsers fire error then close, Node's WebSocket
-      // (undici, Node 20) only error, and leaves it CONNECTING
-      const onError = () => { if (!opened) { try { ws.close(); } catch { /* not open */ } finish(null); } };
       ws.addEventListener("message", onMessage);
       ws.addEventListener("close", onClose);
-      ws.addEventListener("error", onError);
-      ws.addEventListener("open", () => {
-        opened = true;
-        quiet = setTimeout(() => finish({ ws, first: null }), answerMs);
-      }, { once: true });
+      const stopWatching = whenOpenFails(ws, () => { try { ws.close(); } catch { /* not open */ } finish(null); });
+      ws.addEventListener("open", () => { quiet = setTimeout(() => finish({ ws, first: null }), answerMs); }, { once: true });
       const limit = setTimeout(() => { try { ws.close(); } catch { /* not open */ } finish(null); }, this._timeout);
     });
   }
@@ -384,16 +390,10 @@ export function connect(answer, { timeout = DEFAULT_TIMEOUT_MS, confirmMs = DEFA
       },
     };
     timer = setTimeout(() => fail(new SpekoError("timeout", `no session from ${answer.url} within ${timeout} ms`)), timeout);
-    let opened = false;
-    ws.addEventListener("open", () => {
-      opened = true;
-      confirm = setTimeout(() => { if (!refusal) accept(); }, confirmMs);
-    }, { once: true });
-    // could not be opened: browsers follow this error with a close (1006, handled above), Node's
-    // WebSocket (undici, Node 20) does not, so it fails here unless that close came first
-    ws.addEventListener("error", () => {
-      if (!opened) setTimeout(() => fail(new SpekoError("connection_failed", `could not open ${answer.url} (1006)`, 1006)), 0);
-    }, { once: true });
+    ws.addEventListener("open", () => { confirm = setTimeout(() => { if (!refusal) accept(); }, confirmMs); }, { once: true });
+    // a browser's close (1006, handled above) comes first and settles it; Node's never comes
+    whenOpenFails(ws, () => setTimeout(
+      () => fail(new SpekoError("connection_failed", `could not open ${answer.url} (1006)`, 1006)), 0));
   });
 }
 
