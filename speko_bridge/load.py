@@ -137,7 +137,7 @@ class LoadGauge:
             self._sessions, self._sessions_since = sessions, now
         # the reading shows every session live, and only them: none arriving, and none
         # ended so recently that their CPU is still in the average
-        steady = now is None or self._sessions_since is None or now - self._sessions_since >= STEADY_SECONDS
+        steady = now is None or now - self._sessions_since >= STEADY_SECONDS
         if sessions > 0 and not self._arrivals and steady:
             self.per_session = self.cpu / sessions
         was = self.overloaded

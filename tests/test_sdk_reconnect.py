@@ -59,6 +59,11 @@ class NodeSession:
     def types(self) -> list[str]:
         return [e["type"] for e in self.events]
 
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
 
 async def start(mode: str, answer: dict, bridge) -> NodeSession:
     proc = await asyncio.create_subprocess_exec(
@@ -78,9 +83,7 @@ async def test_a_revoked_session_is_not_retried(http, bridge, proxy):
         assert done["code"] == 4004
         assert "reconnecting" not in node.types() and node.types().count("close") == 1
     finally:
-        if node.proc.returncode is None:
-            node.proc.kill()
-        await node.proc.wait()
+        await node.stop()
 
 
 async def test_get_session_starts_over_when_the_window_runs_out(http, bridge, proxy):
@@ -100,9 +103,7 @@ async def test_get_session_starts_over_when_the_window_runs_out(http, bridge, pr
         assert (done["code"], done["sessionId"]) == (1000, restarted["sessionId"])
         assert node.types().count("close") == 1 and "resumed" not in node.types()
     finally:
-        if node.proc.returncode is None:
-            node.proc.kill()
-        await node.proc.wait()
+        await node.stop()
     assert bridge.sim.connections == 2
 
 
@@ -131,9 +132,7 @@ async def test_a_network_down_for_most_of_the_window_is_resumed(http, bridge, pr
         assert all(e["delayMs"] <= 250 for e in attempts), attempts
         assert waited < 1.5  # found within a step (250 ms) and the open, with room for a busy machine
     finally:
-        if node.proc.returncode is None:
-            node.proc.kill()
-        await node.proc.wait()
+        await node.stop()
     assert bridge.sim.connections == 1  # one provider connection: nothing started over
 
 
@@ -147,8 +146,6 @@ async def test_connect_to_a_bridge_that_cannot_be_reached_fails_at_once(http, br
     try:
         refused = await node.until("refused", timeout=8)
     finally:
-        if node.proc.returncode is None:
-            node.proc.kill()
-        await node.proc.wait()
+        await node.stop()
     assert (refused["code"], refused["closeCode"]) == ("connection_failed", 1006)
     assert refused["ms"] < 5000  # since node started; the SDK's timeout is 10 s
